@@ -1,0 +1,71 @@
+# xdpfleet: two commands on a fresh machine, as root: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     := .venv
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.requirements.stamp
+HOSTS    ?= 3
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+DEBIAN_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool xdp-tools openssh-server iproute2 \
+	iputils-ping netsniff-ng tcpdump nftables curl python3 python3-venv python3-pyroute2 \
+	linux-libc-dev rsync
+
+.PHONY: help setup packages venv build demo test test-unit test-bpf test-lab lab-up lab-down \
+	lab-status lint sanity clean
+
+help:
+	@echo "make demo   - set up, build a lab fleet of $(HOSTS) hosts, deploy, show verdicts and stats"
+	@echo "make test   - set up and run every test suite"
+	@echo "make setup | lab-up [HOSTS=n] | lab-down | lint | sanity | clean"
+
+setup: packages venv
+
+# Installs only what is missing, so a second run is quick and changes nothing.
+packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@python=$$(scripts/find-python); echo "virtualenv with $$python"; \
+	[ -x $(PY) ] || $$python -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+build: setup
+	$(MAKE) -C bpf
+
+lab-up: setup
+	$(PY) -m tests.lab up --hosts $(HOSTS)
+
+lab-down:
+	$(PY) -m tests.lab down
+
+lab-status:
+	$(PY) -m tests.lab status
+
+demo: setup build
+	$(PY) -m tests.lab up --hosts 3
+	ansible-playbook -i inventories/lab/hosts.yml playbooks/demo.yml
+
+test: setup build
+	$(PY) -m pytest -q tests/unit tests/bpf tests/lab
+	$(MAKE) lint sanity
+
+lint: setup
+	ansible-lint --profile production
+
+sanity: setup
+	scripts/run-sanity
+
+clean: lab-down
+	rm -rf build $(VENV)

@@ -1,0 +1,578 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The subset of libbpf (libbpf.so.1, through ctypes) that xdpfleet needs.
+
+Two layers: BpfObject/BpfProgram/BpfMap wrap libbpf's ELF object API (open, load,
+pin), and plain functions wrap the bpf() syscall helpers that work on file
+descriptors (info, map elements and batches, test runs). Every failure raises
+LibbpfError with a message that says what was attempted; nothing here prints.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import errno
+import os
+
+LIBRARY_NAME = "libbpf.so.1"
+MISSING_LIBRARY_HINT = (
+    "libbpf.so.1 was not found on this host: install the 'libbpf1' package "
+    "(Debian/Ubuntu) or 'libbpf' (RHEL family)"
+)
+OBJ_NAME_LEN = 16
+TAG_SIZE = 8
+LOG_BUFFER_SIZE = 1 << 22
+LOG_TAIL_LINES = 30
+
+LIBBPF_INFO = 1
+BPF_PROG_TYPE_XDP = 6
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+BPF_F_LOCK = 4
+
+BATCH_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
+
+
+class LibbpfError(Exception):
+    """A libbpf or bpf() failure; `errno` is the kernel's error, `log` the verifier's."""
+
+    def __init__(self, message, err=None, log=""):
+        if err:
+            message = "%s: %s" % (message, os.strerror(err))
+        super(LibbpfError, self).__init__(message)
+        self.errno = err
+        self.log = log
+
+
+c_u8, c_u32, c_u64, c_int, c_size_t = ctypes.c_uint8, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int, ctypes.c_size_t
+c_ptr, c_str = ctypes.c_void_p, ctypes.c_char_p
+
+
+class _OpenOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("object_name", c_str),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", c_str),
+        ("_removed_attach_prog_fd", c_u32),
+        ("kconfig", c_str),
+        ("btf_custom_path", c_str),
+        ("kernel_log_buf", c_ptr),
+        ("kernel_log_size", c_size_t),
+        ("kernel_log_level", c_u32),
+    ]
+
+
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_ptr),
+        ("data_out", c_ptr),
+        ("data_size_in", c_u32),
+        ("data_size_out", c_u32),
+        ("ctx_in", c_ptr),
+        ("ctx_out", c_ptr),
+        ("ctx_size_in", c_u32),
+        ("ctx_size_out", c_u32),
+        ("retval", c_u32),
+        ("repeat", c_int),
+        ("duration", c_u32),
+        ("flags", c_u32),
+        ("cpu", c_u32),
+        ("batch_size", c_u32),
+    ]
+
+
+class _BatchOpts(ctypes.Structure):
+    _fields_ = [("sz", c_size_t), ("elem_flags", c_u64), ("flags", c_u64)]
+
+
+class _ProgInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", c_u32),
+        ("id", c_u32),
+        ("tag", c_u8 * TAG_SIZE),
+        ("jited_prog_len", c_u32),
+        ("xlated_prog_len", c_u32),
+        ("jited_prog_insns", c_u64),
+        ("xlated_prog_insns", c_u64),
+        ("load_time", c_u64),
+        ("created_by_uid", c_u32),
+        ("nr_map_ids", c_u32),
+        ("map_ids", c_u64),
+        ("name", ctypes.c_char * OBJ_NAME_LEN),
+        ("ifindex", c_u32),
+        ("gpl_compatible", c_u32),
+        ("netns_dev", c_u64),
+        ("netns_ino", c_u64),
+        ("nr_jited_ksyms", c_u32),
+        ("nr_jited_func_lens", c_u32),
+        ("jited_ksyms", c_u64),
+        ("jited_func_lens", c_u64),
+        ("btf_id", c_u32),
+    ]
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", c_u32),
+        ("id", c_u32),
+        ("key_size", c_u32),
+        ("value_size", c_u32),
+        ("max_entries", c_u32),
+        ("map_flags", c_u32),
+        ("name", ctypes.c_char * OBJ_NAME_LEN),
+        ("ifindex", c_u32),
+        ("btf_vmlinux_value_type_id", c_u32),
+        ("netns_dev", c_u64),
+        ("netns_ino", c_u64),
+        ("btf_id", c_u32),
+        ("btf_key_type_id", c_u32),
+        ("btf_value_type_id", c_u32),
+        ("_pad", c_u32),
+        ("map_extra", c_u64),
+    ]
+
+
+_PRINT_CALLBACK = ctypes.CFUNCTYPE(c_int, c_int, c_str, c_ptr)
+
+_SIGNATURES = {
+    "libbpf_set_print": (c_ptr, [_PRINT_CALLBACK]),
+    "libbpf_num_possible_cpus": (c_int, []),
+    "bpf_object__open_file": (c_ptr, [c_str, ctypes.POINTER(_OpenOpts)]),
+    "bpf_object__load": (c_int, [c_ptr]),
+    "bpf_object__close": (None, [c_ptr]),
+    "bpf_object__next_program": (c_ptr, [c_ptr, c_ptr]),
+    "bpf_object__next_map": (c_ptr, [c_ptr, c_ptr]),
+    "bpf_program__name": (c_str, [c_ptr]),
+    "bpf_program__section_name": (c_str, [c_ptr]),
+    "bpf_program__fd": (c_int, [c_ptr]),
+    "bpf_program__type": (c_int, [c_ptr]),
+    "bpf_program__set_autoload": (c_int, [c_ptr, ctypes.c_bool]),
+    "bpf_map__name": (c_str, [c_ptr]),
+    "bpf_map__fd": (c_int, [c_ptr]),
+    "bpf_map__type": (c_int, [c_ptr]),
+    "bpf_map__key_size": (c_u32, [c_ptr]),
+    "bpf_map__value_size": (c_u32, [c_ptr]),
+    "bpf_map__max_entries": (c_u32, [c_ptr]),
+    "bpf_map__map_flags": (c_u32, [c_ptr]),
+    "bpf_map__set_max_entries": (c_int, [c_ptr, c_u32]),
+    "bpf_map__reuse_fd": (c_int, [c_ptr, c_int]),
+    "bpf_map__pin": (c_int, [c_ptr, c_str]),
+    "bpf_map__is_internal": (ctypes.c_bool, [c_ptr]),
+    "bpf_obj_get": (c_int, [c_str]),
+    "bpf_obj_pin": (c_int, [c_int, c_str]),
+    "bpf_prog_get_fd_by_id": (c_int, [c_u32]),
+    "bpf_map_get_fd_by_id": (c_int, [c_u32]),
+    "bpf_prog_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
+    "bpf_map_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_ptr, ctypes.POINTER(c_u32)]),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_ptr, c_ptr]),
+    "bpf_map_update_elem": (c_int, [c_int, c_ptr, c_ptr, c_u64]),
+    "bpf_map_delete_elem": (c_int, [c_int, c_ptr]),
+    "bpf_map_get_next_key": (c_int, [c_int, c_ptr, c_ptr]),
+    "bpf_map_update_batch": (c_int, [c_int, c_ptr, c_ptr, ctypes.POINTER(c_u32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_delete_batch": (c_int, [c_int, c_ptr, ctypes.POINTER(c_u32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_lookup_batch": (
+        c_int, [c_int, c_ptr, c_ptr, c_ptr, c_ptr, ctypes.POINTER(c_u32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_prog_test_run_opts": (c_int, [c_int, ctypes.POINTER(_TestRunOpts)]),
+    "bpf_map_create": (c_int, [c_int, c_str, c_u32, c_u32, c_u32, c_ptr]),
+    "bpf_prog_bind_map": (c_int, [c_int, c_int, c_ptr]),
+}
+
+_library = None
+_messages = []
+
+
+@_PRINT_CALLBACK
+def _collect_message(level, fmt, args):
+    """Keeps libbpf's warnings and notices for error reports instead of printing them."""
+    if level > LIBBPF_INFO:
+        return 0
+    text = ctypes.create_string_buffer(1024)
+    ctypes.CDLL(None).vsnprintf(text, len(text), fmt, ctypes.c_void_p(args))
+    _messages.append(text.value.decode("utf-8", "replace").rstrip())
+    del _messages[:-LOG_TAIL_LINES]
+    return 0
+
+
+def library():
+    """The loaded libbpf.so.1 with declared signatures; raises LibbpfError when absent."""
+    global _library
+    if _library is None:
+        try:
+            loaded = ctypes.CDLL(LIBRARY_NAME, use_errno=True)
+        except OSError:
+            raise LibbpfError(MISSING_LIBRARY_HINT)
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            function = getattr(loaded, name)
+            function.restype, function.argtypes = restype, argtypes
+        loaded.libbpf_set_print(_collect_message)
+        _library = loaded
+    return _library
+
+
+def recent_messages():
+    """The last lines libbpf reported, newest last."""
+    return list(_messages)
+
+
+def _check(result, what):
+    """libbpf 1.x returns -errno (and sets errno) on failure."""
+    if result < 0:
+        raise LibbpfError(what, -result)
+    return result
+
+
+def _buffer(data):
+    return ctypes.create_string_buffer(bytes(data), len(data)) if data else None
+
+
+def num_possible_cpus():
+    return _check(library().libbpf_num_possible_cpus(), "cannot count possible CPUs")
+
+
+def percpu_value_size(value_size):
+    """Per-CPU map values are padded to 8 bytes per CPU in user space buffers."""
+    return (value_size + 7) // 8 * 8
+
+
+# --- file descriptors, ids and info -------------------------------------------------
+
+def obj_get(path):
+    return _check(library().bpf_obj_get(path.encode()), "cannot open pinned object %s" % path)
+
+
+def obj_pin(fd, path):
+    _check(library().bpf_obj_pin(fd, path.encode()), "cannot pin at %s" % path)
+
+
+def prog_fd_by_id(prog_id):
+    return _check(library().bpf_prog_get_fd_by_id(prog_id), "cannot open program id %d" % prog_id)
+
+
+def map_fd_by_id(map_id):
+    return _check(library().bpf_map_get_fd_by_id(map_id), "cannot open map id %d" % map_id)
+
+
+def map_create(map_type, name, key_size, value_size, max_entries):
+    """A new map outside any ELF object; returns its fd."""
+    return _check(library().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, None),
+                  "cannot create map %s" % name)
+
+
+def prog_bind_map(prog_fd, map_fd):
+    """Binds a map to a program (BPF_PROG_BIND_MAP) so it lives as long and shows in its map_ids."""
+    _check(library().bpf_prog_bind_map(prog_fd, map_fd, None), "cannot bind map to program")
+
+
+def _ids(next_id_function):
+    current, following = 0, c_u32()
+    while next_id_function(current, ctypes.byref(following)) == 0:
+        current = following.value
+        yield current
+
+
+def prog_ids():
+    return list(_ids(library().bpf_prog_get_next_id))
+
+
+def map_ids():
+    return list(_ids(library().bpf_map_get_next_id))
+
+
+def _info(fd, info):
+    length = c_u32(ctypes.sizeof(info))
+    _check(library().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(length)),
+           "cannot read object info of fd %d" % fd)
+    return info
+
+
+def prog_info(fd):
+    """id, name, tag (hex), type, map_ids and load details of a loaded program."""
+    info = _info(fd, _ProgInfo())
+    ids = (c_u32 * info.nr_map_ids)()
+    if info.nr_map_ids:
+        request = _ProgInfo(nr_map_ids=info.nr_map_ids, map_ids=ctypes.addressof(ids))
+        info = _info(fd, request)
+    return {
+        "id": info.id,
+        "name": info.name.decode(),
+        "tag": bytes(info.tag).hex(),
+        "type": info.type,
+        "map_ids": list(ids),
+        "load_time": info.load_time,
+        "btf_id": info.btf_id,
+        "xlated_prog_len": info.xlated_prog_len,
+        "jited": info.jited_prog_len > 0,
+    }
+
+
+def map_info(fd):
+    """id, name, type, key/value sizes, max_entries, flags and BTF ids of a map."""
+    info = _info(fd, _MapInfo())
+    return {
+        "id": info.id,
+        "name": info.name.decode(),
+        "type": info.type,
+        "key_size": info.key_size,
+        "value_size": info.value_size,
+        "max_entries": info.max_entries,
+        "map_flags": info.map_flags,
+        "btf_id": info.btf_id,
+        "btf_key_type_id": info.btf_key_type_id,
+        "btf_value_type_id": info.btf_value_type_id,
+    }
+
+
+# --- map elements ---------------------------------------------------------------------
+
+def map_lookup(fd, key, value_size):
+    """The value bytes stored at key, or None when the key is absent."""
+    value = ctypes.create_string_buffer(value_size)
+    result = library().bpf_map_lookup_elem(fd, _buffer(key), value)
+    if result == -errno.ENOENT:
+        return None
+    _check(result, "cannot look up map element")
+    return value.raw
+
+
+def map_update(fd, key, value, flags=0):
+    _check(library().bpf_map_update_elem(fd, _buffer(key), _buffer(value), flags), "cannot update map element")
+
+
+def map_delete(fd, key):
+    """Deletes key; returns False when it was not there."""
+    result = library().bpf_map_delete_elem(fd, _buffer(key))
+    if result == -errno.ENOENT:
+        return False
+    _check(result, "cannot delete map element")
+    return True
+
+
+def map_keys(fd, key_size):
+    """Every key of a map, through BPF_MAP_GET_NEXT_KEY."""
+    keys, previous = [], None
+    following = ctypes.create_string_buffer(key_size)
+    while library().bpf_map_get_next_key(fd, previous, following) == 0:
+        keys.append(following.raw)
+        previous = _buffer(following.raw)
+    return keys
+
+
+def _batch_opts(elem_flags=0):
+    return _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
+
+
+def map_update_batch(fd, keys, values, flags=0):
+    """Writes many elements in one syscall, element by element where the map type has no batch support."""
+    if not keys:
+        return
+    count = c_u32(len(keys))
+    result = library().bpf_map_update_batch(
+        fd, _buffer(b"".join(keys)), _buffer(b"".join(values)), ctypes.byref(count),
+        ctypes.byref(_batch_opts(flags)))
+    if -result in BATCH_UNSUPPORTED and count.value == 0:
+        for key, value in zip(keys, values):
+            map_update(fd, key, value, flags)
+        return
+    _check(result, "cannot update a batch of %d map elements (%d written)" % (len(keys), count.value))
+
+
+def map_delete_batch(fd, keys):
+    """Deletes many elements; every key must exist."""
+    if not keys:
+        return
+    count = c_u32(len(keys))
+    result = library().bpf_map_delete_batch(
+        fd, _buffer(b"".join(keys)), ctypes.byref(count), ctypes.byref(_batch_opts()))
+    if -result in BATCH_UNSUPPORTED and count.value == 0:
+        for key in keys:
+            map_delete(fd, key)
+        return
+    _check(result, "cannot delete a batch of %d map elements (%d deleted)" % (len(keys), count.value))
+
+
+def map_items(fd, key_size, value_size, max_entries):
+    """Every (key, value) pair, through BPF_MAP_LOOKUP_BATCH where the map supports it.
+
+    value_size is the user-space size (for per-CPU maps: padded size x possible CPUs).
+    """
+    try:
+        return _lookup_batch(fd, key_size, value_size, max(1, max_entries))
+    except LibbpfError as error:
+        if error.errno not in BATCH_UNSUPPORTED:
+            raise
+    return [(key, map_lookup(fd, key, value_size)) for key in map_keys(fd, key_size)]
+
+
+def _lookup_batch(fd, key_size, value_size, chunk):
+    items = []
+    in_batch, out_batch = None, ctypes.create_string_buffer(max(key_size, 8))
+    keys = ctypes.create_string_buffer(key_size * chunk)
+    values = ctypes.create_string_buffer(value_size * chunk)
+    while True:
+        count = c_u32(chunk)
+        result = library().bpf_map_lookup_batch(
+            fd, in_batch, out_batch, keys, values, ctypes.byref(count), ctypes.byref(_batch_opts()))
+        if result < 0 and result != -errno.ENOENT:
+            _check(result, "cannot read map elements in batches")
+        for index in range(count.value):
+            items.append((keys.raw[index * key_size:(index + 1) * key_size],
+                          values.raw[index * value_size:(index + 1) * value_size]))
+        if result == -errno.ENOENT:
+            return items
+        in_batch = _buffer(out_batch.raw)
+
+
+# --- test runs --------------------------------------------------------------------------
+
+def prog_test_run(prog_fd, data, repeat=1, data_out_size=None):
+    """Runs a program on one packet through BPF_PROG_TEST_RUN.
+
+    Returns (retval, duration_ns per run, packet bytes after the run).
+    """
+    data_in = _buffer(data)
+    out_size = data_out_size or len(data) + 256
+    data_out = ctypes.create_string_buffer(out_size)
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.cast(data_in, c_ptr),
+                        data_out=ctypes.cast(data_out, c_ptr), data_size_in=len(data),
+                        data_size_out=out_size, repeat=repeat)
+    _check(library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN failed")
+    return opts.retval, opts.duration, data_out.raw[:opts.data_size_out]
+
+
+# --- ELF objects --------------------------------------------------------------------------
+
+class BpfProgram:
+    def __init__(self, pointer):
+        self._pointer = pointer
+
+    @property
+    def name(self):
+        return library().bpf_program__name(self._pointer).decode()
+
+    @property
+    def section(self):
+        return library().bpf_program__section_name(self._pointer).decode()
+
+    @property
+    def prog_type(self):
+        return library().bpf_program__type(self._pointer)
+
+    @property
+    def is_xdp(self):
+        return self.prog_type == BPF_PROG_TYPE_XDP
+
+    @property
+    def fd(self):
+        return _check(library().bpf_program__fd(self._pointer), "program %s is not loaded" % self.name)
+
+    def set_autoload(self, autoload):
+        _check(library().bpf_program__set_autoload(self._pointer, autoload), "cannot set autoload")
+
+
+class BpfMap:
+    def __init__(self, pointer):
+        self._pointer = pointer
+
+    def _get(self, attribute):
+        return getattr(library(), "bpf_map__" + attribute)(self._pointer)
+
+    @property
+    def name(self):
+        return self._get("name").decode()
+
+    @property
+    def fd(self):
+        return _check(self._get("fd"), "map %s is not created" % self.name)
+
+    @property
+    def is_internal(self):
+        """True for .data/.bss/.rodata maps libbpf makes for global variables."""
+        return bool(self._get("is_internal"))
+
+    def definition(self):
+        """The layout declared in the ELF object, comparable with map_info()."""
+        return {attribute: self._get(attribute)
+                for attribute in ("type", "key_size", "value_size", "max_entries", "map_flags")}
+
+    def set_max_entries(self, max_entries):
+        _check(library().bpf_map__set_max_entries(self._pointer, max_entries),
+               "cannot resize map %s" % self.name)
+
+    def reuse_fd(self, fd):
+        """Makes the object use an existing kernel map instead of creating one."""
+        _check(library().bpf_map__reuse_fd(self._pointer, fd), "cannot reuse a map for %s" % self.name)
+
+    def pin(self, path):
+        _check(library().bpf_map__pin(self._pointer, path.encode()), "cannot pin map %s at %s" % (self.name, path))
+
+
+class BpfObject:
+    """An ELF object opened with libbpf; use as a context manager so it is always closed.
+
+    Closing releases the object's own descriptors; kernel objects stay alive while
+    they are pinned or attached.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._log = ctypes.create_string_buffer(LOG_BUFFER_SIZE)
+        opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), kernel_log_buf=ctypes.cast(self._log, c_ptr),
+                         kernel_log_size=LOG_BUFFER_SIZE)
+        del _messages[:]
+        self._pointer = library().bpf_object__open_file(path.encode(), ctypes.byref(opts))
+        if not self._pointer:
+            raise LibbpfError("cannot open BPF object %s (%s)" % (path, "; ".join(recent_messages()[-3:])),
+                              ctypes.get_errno())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        if self._pointer:
+            library().bpf_object__close(self._pointer)
+            self._pointer = None
+
+    def _walk(self, next_function, wrapper):
+        items, current = [], None
+        while True:
+            current = next_function(self._pointer, current)
+            if not current:
+                return items
+            items.append(wrapper(current))
+
+    @property
+    def programs(self):
+        return self._walk(library().bpf_object__next_program, BpfProgram)
+
+    @property
+    def maps(self):
+        return self._walk(library().bpf_object__next_map, BpfMap)
+
+    def program(self, name):
+        return self._find(self.programs, name, "program")
+
+    def map(self, name):
+        return self._find(self.maps, name, "map")
+
+    def _find(self, items, name, kind):
+        for item in items:
+            if item.name == name:
+                return item
+        raise LibbpfError("%s has no %s named %r (it has: %s)"
+                          % (self.path, kind, name, ", ".join(item.name for item in items) or "none"))
+
+    def load(self):
+        """Creates the maps and loads the programs; a rejection carries the verifier log's tail."""
+        result = library().bpf_object__load(self._pointer)
+        if result < 0:
+            log = self._log.value.decode("utf-8", "replace")
+            tail = "\n".join(log.strip().splitlines()[-LOG_TAIL_LINES:] or recent_messages())
+            raise LibbpfError("loading %s failed" % self.path, -result, log=tail)
