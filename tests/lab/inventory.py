@@ -1,0 +1,30 @@
+"""The Ansible inventory of a lab (git-ignored, rewritten by every `up`)."""
+
+from pathlib import Path
+
+import yaml
+
+SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+
+
+def write(path: Path, hosts, client_key: Path) -> None:
+    group = {
+        "hosts": {
+            host.name: {"ansible_host": host.address, "lab_netns": host.netns, "xdp_interfaces": [host.ifname]}
+            for host in hosts
+        },
+        "vars": {
+            "ansible_user": "root",
+            "ansible_connection": "ssh",
+            "ansible_ssh_private_key_file": str(client_key),
+            "ansible_ssh_common_args": SSH_ARGS,
+            "ansible_python_interpreter": "/usr/bin/python3",
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Written by `python -m tests.lab up`; do not edit.\n"
+    path.write_text(text + yaml.safe_dump({"all": {"children": {"lab": group}}}, sort_keys=False))
+
+
+def remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
