@@ -151,6 +151,7 @@ _SIGNATURES = {
     "bpf_program__fd": (c_int, [c_ptr]),
     "bpf_program__type": (c_int, [c_ptr]),
     "bpf_program__set_autoload": (c_int, [c_ptr, ctypes.c_bool]),
+    "bpf_program__set_ifindex": (None, [c_ptr, c_u32]),
     "bpf_map__name": (c_str, [c_ptr]),
     "bpf_map__fd": (c_int, [c_ptr]),
     "bpf_map__type": (c_int, [c_ptr]),
@@ -159,6 +160,7 @@ _SIGNATURES = {
     "bpf_map__max_entries": (c_u32, [c_ptr]),
     "bpf_map__map_flags": (c_u32, [c_ptr]),
     "bpf_map__set_max_entries": (c_int, [c_ptr, c_u32]),
+    "bpf_map__set_ifindex": (None, [c_ptr, c_u32]),
     "bpf_map__reuse_fd": (c_int, [c_ptr, c_int]),
     "bpf_map__pin": (c_int, [c_ptr, c_str]),
     "bpf_map__is_internal": (ctypes.c_bool, [c_ptr]),
@@ -180,6 +182,7 @@ _SIGNATURES = {
     "bpf_prog_test_run_opts": (c_int, [c_int, ctypes.POINTER(_TestRunOpts)]),
     "bpf_map_create": (c_int, [c_int, c_str, c_u32, c_u32, c_u32, c_ptr]),
     "bpf_prog_bind_map": (c_int, [c_int, c_int, c_ptr]),
+    "bpf_map_freeze": (c_int, [c_int]),
 }
 
 _library = None
@@ -266,6 +269,11 @@ def map_create(map_type, name, key_size, value_size, max_entries):
 def prog_bind_map(prog_fd, map_fd):
     """Binds a map to a program (BPF_PROG_BIND_MAP) so it lives as long and shows in its map_ids."""
     _check(library().bpf_prog_bind_map(prog_fd, map_fd, None), "cannot bind map to program")
+
+
+def map_freeze(fd):
+    """Makes a map read-only for user space (BPF_MAP_FREEZE)."""
+    _check(library().bpf_map_freeze(fd), "cannot freeze map")
 
 
 def _ids(next_id_function):
@@ -473,6 +481,10 @@ class BpfProgram:
     def set_autoload(self, autoload):
         _check(library().bpf_program__set_autoload(self._pointer, autoload), "cannot set autoload")
 
+    def set_ifindex(self, ifindex):
+        """Binds the program to a device for hardware offload."""
+        library().bpf_program__set_ifindex(self._pointer, ifindex)
+
 
 class BpfMap:
     def __init__(self, pointer):
@@ -502,6 +514,10 @@ class BpfMap:
     def set_max_entries(self, max_entries):
         _check(library().bpf_map__set_max_entries(self._pointer, max_entries),
                "cannot resize map %s" % self.name)
+
+    def set_ifindex(self, ifindex):
+        """Creates the map on a device for hardware offload."""
+        library().bpf_map__set_ifindex(self._pointer, ifindex)
 
     def reuse_fd(self, fd):
         """Makes the object use an existing kernel map instead of creating one."""

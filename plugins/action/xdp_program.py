@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller side of xdp_program: compile src with clang (cached), transfer the object, run the module."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.plugins.action import ActionBase
+
+MODULE = "xdpfleet.xdp.xdp_program"
+BASE_CFLAGS = ["-O2", "-g", "-target", "bpf"]
+CACHE_DIR = os.path.join("~", ".cache", "xdpfleet")
+MISSING_CLANG = ("clang was not found on the controller (PATH=%s): install it (Debian/Ubuntu: apt-get install "
+                 "clang) or pass a prebuilt object instead of src")
+
+
+def _run(argv):
+    """stdout of a compiler run, or AnsibleActionFail carrying its stderr."""
+    process = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if process.returncode != 0:
+        raise AnsibleActionFail("%s failed: %s" % (" ".join(argv), to_text(process.stderr).strip()))
+    return process.stdout
+
+
+def _clang():
+    clang = shutil.which("clang")
+    if clang is None:
+        raise AnsibleActionFail(MISSING_CLANG % os.environ.get("PATH", ""))
+    return clang
+
+
+def _include_flags(clang, source):
+    """The source's own directory and the multiarch <asm/...> headers, which -target bpf does not search."""
+    flags = ["-I", os.path.dirname(os.path.abspath(source))]
+    multiarch = to_text(subprocess.run([clang, "-print-multiarch"], stdout=subprocess.PIPE).stdout).strip()
+    if multiarch and os.path.isdir(os.path.join("/usr/include", multiarch)):
+        flags += ["-I", os.path.join("/usr/include", multiarch)]
+    return flags
+
+
+def _cache_key(clang, source, flags):
+    """sha256 of the compiler version, the flags and every file the source includes."""
+    digest = hashlib.sha256(_run([clang, "--version"]))
+    digest.update(to_bytes("\0".join(flags)))
+    dependencies = to_text(_run([clang] + flags + ["-M", source])).replace("\\\n", " ").split()[1:]
+    for path in [source] + sorted(set(dependencies) - {source}):
+        digest.update(to_bytes(path))
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def compile_source(source, cflags):
+    """The path of the compiled object in the controller's cache, compiling only on a cache miss."""
+    clang = _clang()
+    flags = BASE_CFLAGS + _include_flags(clang, source) + list(cflags)
+    cache_dir = os.path.expanduser(CACHE_DIR)
+    cached = os.path.join(cache_dir, "%s.o" % _cache_key(clang, source, flags))
+    if not os.path.exists(cached):
+        if not os.path.isdir(cache_dir):
+            os.makedirs(cache_dir, 0o700)
+        handle, partial = tempfile.mkstemp(suffix=".o", dir=cache_dir)
+        os.close(handle)
+        try:
+            _run([clang] + flags + ["-c", source, "-o", partial])
+            os.rename(partial, cached)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    return cached
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        module_args = dict(self._task.args)
+        try:
+            local_object = self._local_object(module_args)
+            if local_object:
+                tmp_dir = self._connection._shell.tmpdir or self._make_tmp_path()
+                remote_object = self._connection._shell.join_path(tmp_dir, "xdp_program.o")
+                self._transfer_file(local_object, remote_object)
+                self._fixup_perms2((tmp_dir, remote_object))
+                module_args.update(object=remote_object, remote_src=True)
+            module_args.pop("src", None)
+            result.update(self._execute_module(MODULE, module_args=module_args, task_vars=task_vars))
+        except AnsibleActionFail as error:
+            result.update(error.result)
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result
+
+    def _local_object(self, module_args):
+        """The controller-side object to transfer, or None when the host already has it (or detaching)."""
+        if module_args.get("state", "attached") == "detached":
+            return None
+        if module_args.get("src"):
+            return compile_source(self._find_needle("files", module_args["src"]), module_args.get("cflags") or [])
+        if module_args.get("object") and not module_args.get("remote_src"):
+            return self._find_needle("files", module_args["object"])
+        return None

@@ -1,0 +1,145 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host-side state of xdpfleet: the bpf filesystem, pin directories and the host lock.
+
+Nothing here needs Ansible; every function works on plain paths.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+
+BPFFS_ROOT = "/sys/fs/bpf"
+BPFFS_TYPE = "bpf"
+PIN_ROOT = BPFFS_ROOT + "/xdpfleet"
+LOCK_DIR = "/run/xdpfleet"
+PIN_DIR_MODE = 0o700
+
+
+class StateError(Exception):
+    pass
+
+
+def default_pin_dir(interface):
+    return "%s/%s" % (PIN_ROOT, interface)
+
+
+def _unescape_mountinfo(field):
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def mounts():
+    """{mount point: filesystem type} of this mount namespace, the last mount on a point winning."""
+    table = {}
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            separator = fields.index("-")
+            table[_unescape_mountinfo(fields[4])] = fields[separator + 1]
+    return table
+
+
+def filesystem_of(path, mount_table=None):
+    """The filesystem type holding path (or where path would be created)."""
+    table = mount_table if mount_table is not None else mounts()
+    current = os.path.abspath(path)
+    while True:
+        if os.path.exists(current) or current == "/":
+            break
+        current = os.path.dirname(current)
+    current = os.path.realpath(current)
+    while current not in table:
+        current = os.path.dirname(current)
+    return table[current]
+
+
+def bpffs_mounted():
+    return mounts().get(BPFFS_ROOT) == BPFFS_TYPE
+
+
+def mount_bpffs():
+    """Mounts the bpf filesystem at /sys/fs/bpf when it is not there; returns True when it mounted."""
+    if bpffs_mounted():
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", BPFFS_ROOT.encode(), b"bpf", 0, b"mode=0700") != 0:
+        error = ctypes.get_errno()
+        raise StateError("cannot mount the bpf filesystem at %s: %s" % (BPFFS_ROOT, os.strerror(error)))
+    return True
+
+
+def check_pin_dir(pin_dir):
+    """Refuses a pin directory that is not (or would not be, once bpffs is mounted) on bpffs."""
+    if not os.path.isabs(pin_dir):
+        raise StateError("pin_dir %s must be an absolute path" % pin_dir)
+    table = mounts()
+    if not bpffs_mounted():
+        table[BPFFS_ROOT] = BPFFS_TYPE
+    if filesystem_of(pin_dir, table) != BPFFS_TYPE:
+        raise StateError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
+                         % (pin_dir, BPFFS_ROOT))
+
+
+def make_pin_dir(pin_dir):
+    """Creates pin_dir and missing parents with mode 0700."""
+    missing = []
+    current = pin_dir
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    for directory in reversed(missing):
+        os.mkdir(directory, PIN_DIR_MODE)
+    os.chmod(pin_dir, PIN_DIR_MODE)
+
+
+def pin_path(pin_dir, name):
+    return os.path.join(pin_dir, name)
+
+
+def unpin(pin_dir, name):
+    """Removes one pin; returns False when it was not there."""
+    try:
+        os.unlink(pin_path(pin_dir, name))
+    except OSError as error:
+        if error.errno != errno.ENOENT:
+            raise
+        return False
+    return True
+
+
+def pinned_names(pin_dir):
+    try:
+        return sorted(name for name in os.listdir(pin_dir) if not os.path.isdir(pin_path(pin_dir, name)))
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return []
+        raise
+
+
+def remove_pin_dir_if_empty(pin_dir):
+    """Removes pin_dir, and the xdpfleet root above it, when they hold nothing any more."""
+    for directory in (pin_dir, PIN_ROOT):
+        try:
+            os.rmdir(directory)
+        except OSError as error:
+            if error.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
+                raise
+
+
+@contextlib.contextmanager
+def host_lock(interface, lock_dir=LOCK_DIR):
+    """Serialises xdpfleet runs on one interface of this host (flock, released on exit or crash)."""
+    if not os.path.isdir(lock_dir):
+        os.makedirs(lock_dir, 0o755)
+    descriptor = os.open(os.path.join(lock_dir, "%s.lock" % interface), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)

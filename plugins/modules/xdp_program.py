@@ -1,0 +1,260 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: xdp_program
+short_description: Load, attach, upgrade and detach an XDP program
+version_added: 0.1.0
+description:
+  - Loads an eBPF object with libbpf, pins its maps and attaches its XDP program to an interface over netlink.
+  - Idempotent. When the same object is already attached in the same mode the module changes nothing in
+    the kernel. A different object replaces the attached one atomically (C(XDP_FLAGS_REPLACE) with the
+    expected old program), never detach-then-attach.
+  - Maps whose layout is unchanged are carried over with their contents on upgrade.
+  - Ownership and the object hash are stored in a small map named C(xdpfleet_meta) bound to the program,
+    so they are read from the kernel even when pins are lost.
+  - The action plugin compiles O(src) on the controller with C(clang) (cached by a hash of the source, its
+    headers, O(cflags) and the compiler version) or transfers O(object), then runs the module on the host.
+author:
+  - xdpfleet developers
+extends_documentation_fragment:
+  - xdpfleet.xdp.attributes
+  - xdpfleet.xdp.attributes.actiongroup
+  - xdpfleet.xdp.attributes.interface
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  state:
+    description:
+      - V(attached) loads and attaches the program; V(detached) removes it and the pins xdpfleet made.
+    type: str
+    choices: [attached, detached]
+    default: attached
+  src:
+    description:
+      - C source of the program on the controller, compiled there with C(clang -O2 -g -target bpf).
+      - Mutually exclusive with O(object). One of them is required with O(state=attached).
+    type: path
+  object:
+    description:
+      - A compiled BPF ELF object. On the controller (transferred to the host) unless O(remote_src=true).
+    type: path
+  remote_src:
+    description:
+      - O(object) is already on the managed host.
+    type: bool
+    default: false
+  cflags:
+    description:
+      - Extra compiler flags for O(src), such as C(-DMAX_RULES=4096) or C(-I) directories.
+    type: list
+    elements: str
+    default: []
+  program:
+    description:
+      - Name of the XDP program (the C function) in the object.
+      - Defaults to the only XDP program of the object; an object with several needs this option.
+    type: str
+  mode:
+    description:
+      - V(native) attaches in the driver, V(skb) in the generic path, V(hw) offloads to the NIC.
+      - V(auto) tries native and falls back to skb; the result's RV(mode) says which it got. An already
+        attached program keeps its mode.
+      - Switching an attached program between modes cannot be done atomically and is refused; detach first.
+    type: str
+    choices: [auto, native, skb, hw]
+    default: auto
+  object_sha256:
+    description:
+      - Expected SHA-256 of the object. An object with another hash is refused.
+    type: str
+  force:
+    description:
+      - Replace (or detach) an XDP program that xdpfleet did not attach. Without it such a program is left alone
+        and the module fails.
+    type: bool
+    default: false
+  map_migration:
+    description:
+      - What to do on upgrade with a map whose layout (type, key size, value size, max entries, flags) changed.
+      - V(keep) refuses the upgrade, naming the map and the difference; V(reset) starts that map empty.
+      - Maps with an unchanged layout always keep their contents.
+    type: str
+    choices: [keep, reset]
+    default: keep
+notes:
+  - Needs root (CAP_BPF, CAP_NET_ADMIN), libbpf.so.1 (Debian package C(libbpf1)) and pyroute2 on the host,
+    and a kernel >= 5.10.
+requirements:
+  - libbpf >= 1.0 on the managed host
+  - pyroute2 on the managed host
+  - clang on the controller when O(src) is used
+seealso:
+  - name: XDP flags and modes
+    description: Kernel documentation of the XDP attach flags.
+    link: https://docs.kernel.org/bpf/redirect.html
+"""
+
+EXAMPLES = r"""
+- name: Compile the firewall on the controller and attach it to eth0
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    src: bpf/xdp_firewall.bpf.c
+    cflags: [-DMAX_RULES=4096]
+
+- name: Attach a prebuilt object that is already on the host, refusing any other build
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    object: /usr/lib/xdpfleet/xdp_firewall.o
+    remote_src: true
+    object_sha256: "{{ firewall_sha256 }}"
+    mode: native
+
+- name: Upgrade, starting maps with a changed layout empty
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    object: build/bpf/xdp_firewall.o
+    map_migration: reset
+
+- name: Remove the program and its pinned maps
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    state: detached
+"""
+
+RETURN = r"""
+interface:
+  description: The interface.
+  returned: always
+  type: str
+  sample: eth0
+prog_id:
+  description: Kernel id of the attached program, null when none is attached.
+  returned: always
+  type: int
+  sample: 4711
+tag:
+  description: The program's tag (hash of its instructions) as the kernel reports it.
+  returned: always
+  type: str
+  sample: 9b1a4c0d2e3f4a5b
+mode:
+  description: The mode the program is attached in (native, skb or hw), null when none is attached.
+  returned: always
+  type: str
+  sample: native
+object_sha256:
+  description: SHA-256 of the object the attached program was loaded from, null for a foreign program.
+  returned: always
+  type: str
+program:
+  description: Name of the attached program's function as xdpfleet recorded it.
+  returned: always
+  type: str
+  sample: xdpfleet_fw
+owner:
+  description: V(xdpfleet) when xdpfleet attached the program, V(foreign) for another tool's, null when none.
+  returned: always
+  type: str
+pin_dir:
+  description: Directory where the program's maps are pinned.
+  returned: always
+  type: str
+  sample: /sys/fs/bpf/xdpfleet/eth0
+maps:
+  description: The program's maps (global-variable maps left out).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Map name, also its pin name.
+      type: str
+    id:
+      description: Kernel map id.
+      type: int
+    type:
+      description: Kernel map type number.
+      type: int
+    key_size:
+      description: Key size in bytes.
+      type: int
+    value_size:
+      description: Value size in bytes.
+      type: int
+    max_entries:
+      description: Maximum number of entries.
+      type: int
+    map_flags:
+      description: Map flags.
+      type: int
+pins_removed:
+  description: Pins removed by O(state=detached).
+  returned: when O(state=detached)
+  type: list
+  elements: str
+verifier_log:
+  description: End of the verifier log when the kernel rejected the program.
+  returned: on a verifier rejection
+  type: list
+  elements: str
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible_collections.xdpfleet.xdp.plugins.module_utils._program import ProgramError, run
+    from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError
+    IMPORT_ERROR = None
+except ImportError:
+    IMPORT_ERROR = traceback.format_exc()
+
+ARGUMENT_SPEC = dict(
+    interface=dict(type="str", required=True),
+    state=dict(type="str", choices=["attached", "detached"], default="attached"),
+    src=dict(type="path"),
+    object=dict(type="path"),
+    remote_src=dict(type="bool", default=False),
+    cflags=dict(type="list", elements="str", default=[]),
+    program=dict(type="str"),
+    mode=dict(type="str", choices=["auto", "native", "skb", "hw"], default="auto"),
+    pin_dir=dict(type="path"),
+    object_sha256=dict(type="str"),
+    force=dict(type="bool", default=False),
+    map_migration=dict(type="str", choices=["keep", "reset"], default="keep"),
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=[("src", "object")],
+        required_if=[("state", "attached", ("src", "object"), True)],
+        supports_check_mode=True,
+    )
+    if IMPORT_ERROR:
+        module.fail_json(msg="cannot import the xdpfleet module_utils", exception=IMPORT_ERROR)
+    if module.params["src"]:
+        module.fail_json(msg="src is compiled by the xdp_program action plugin; run this module by its name "
+                             "xdpfleet.xdp.xdp_program so the action plugin runs")
+    try:
+        result = run(module.params, module.check_mode)
+    except ProgramError as error:
+        module.fail_json(msg=str(error), **error.details)
+    except LibbpfError as error:
+        module.fail_json(msg=str(error))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
