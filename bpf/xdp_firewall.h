@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Map layouts shared by xdp_firewall.bpf.c and plugins/module_utils/_rules.py
+ * (which mirrors them with struct formats: change both together, and bump
+ * XF_SCHEMA_VERSION so pinned maps of the old layout are not reused). */
+#ifndef XDP_FIREWALL_H
+#define XDP_FIREWALL_H
+
+#include <linux/types.h>
+
+#define XF_SCHEMA_VERSION 1
+#define XF_CHAIN_MAX 16          /* positions per prefix entry */
+#define XF_MAX_RULES 131072      /* rule positions and hit-counter slots */
+#define XF_MAX_PREFIXES 131072   /* entries per prefix hash or trie */
+#define XF_PORTS 65536
+#define XF_GEN_TCP 0             /* xf_gen_N: [tcp ports][udp ports][protocols] */
+#define XF_GEN_UDP XF_PORTS
+#define XF_GEN_PROTO (2 * XF_PORTS)
+#define XF_GEN_ENTRIES (XF_GEN_PROTO + 256)
+#define XF_NO_RULE 0xffffffffU
+#define XF_REASON_MALFORMED 5    /* stats index after the XDP action codes */
+#define XF_REASONS 6
+
+enum xf_rule_flags {
+	XF_HAS_PROTO = 1,
+	XF_HAS_PORT = 2,
+	XF_HAS_DST = 4,
+};
+
+/* Prefix map order in xf_slot_meta.prefixes (names xf_<s|d><4|6><h|t>_N). */
+enum xf_prefix_map { XF_S4H, XF_S4T, XF_S6H, XF_S6T, XF_D4H, XF_D4T, XF_D6H, XF_D6T, XF_PREFIX_MAPS };
+
+struct xf_rule {                 /* xf_rules_N[position] */
+	__u8 action;             /* XDP_DROP or XDP_PASS */
+	__u8 flags;              /* enum xf_rule_flags */
+	__u8 proto;
+	__u8 family;             /* 0 (any), 4 or 6 */
+	__u8 src_len;            /* 0xff: no source */
+	__u8 dst_len;            /* 0xff: no destination */
+	__u16 reserved;
+	__u16 port_lo;
+	__u16 port_hi;
+	__u32 counter;           /* slot in xf_hits */
+	__u32 src[4];            /* network order; IPv4 in src[0] */
+	__u32 dst[4];            /* masked, network order */
+	__u32 dst_mask[4];
+};
+
+struct xf_chain {                /* value of every prefix hash/trie */
+	__u32 len;
+	__u32 pos[XF_CHAIN_MAX]; /* ascending rule positions */
+};
+
+struct xf_lpm4 {
+	__u32 prefixlen;
+	__u32 addr;
+};
+
+struct xf_lpm6 {
+	__u32 prefixlen;
+	__u32 addr[4];
+};
+
+struct xf_slot_meta {
+	__u32 default_action;    /* 0 (unconfigured) behaves as XDP_PASS */
+	__u32 rules;
+	__u32 general;           /* rules with neither source nor destination */
+	__u32 prefixes[XF_PREFIX_MAPS];
+};
+
+struct xf_config {               /* xf_config[0] */
+	__u32 active;            /* rule-set slot the program uses: 0 or 1 */
+	__u32 sample_rate;       /* 1 in N drops to xf_events; 0 = off */
+	struct xf_slot_meta slot[2];
+};
+
+struct xf_datarec {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct xf_event {
+	__u64 timestamp;         /* bpf_ktime_get_ns */
+	__u32 ifindex;
+	__u32 position;          /* XF_NO_RULE: default action or malformed */
+	__u32 counter;
+	__u8 family;
+	__u8 proto;
+	__u8 action;
+	__u8 reason;
+	__u16 sport;             /* host order; 0 without ports */
+	__u16 dport;
+	__u32 reserved;
+	__u32 src[4];
+	__u32 dst[4];
+};
+
+#endif

@@ -1,0 +1,498 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The firewall's rule model: validation, the compiler to map entries, the
+pure-Python reference classifier and the double-buffered rule-set writer.
+
+Map layouts mirror bpf/xdp_firewall.h; semantics are documented in docs/RULES.md.
+Pure Python (no Ansible), so modules, tests and the benchmark share it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import struct
+from collections import defaultdict, deque, namedtuple
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf
+
+SCHEMA_VERSION = 1
+CHAIN_MAX = 16
+MAX_RULES = 131072
+MAX_PREFIXES = 131072
+PORTS = 65536
+GEN_TCP, GEN_UDP, GEN_PROTO = 0, PORTS, 2 * PORTS
+GEN_ENTRIES = GEN_PROTO + 256
+NO_RULE = 0xFFFFFFFF
+NO_PREFIX = 0xFF
+HAS_PROTO, HAS_PORT, HAS_DST = 1, 2, 4
+
+XDP_ACTIONS = {"aborted": 0, "drop": 1, "pass": 2, "tx": 3, "redirect": 4}
+ACTION_NAMES = dict((code, name) for name, code in XDP_ACTIONS.items())
+REASONS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")
+RULE_ACTIONS = ("drop", "pass")
+PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
+PROTOCOL_NAMES = dict((number, name) for name, number in PROTOCOLS.items())
+PORT_PROTOCOLS = (PROTOCOLS["tcp"], PROTOCOLS["udp"])
+RULE_KEYS = ("action", "source", "destination", "protocol", "port")
+
+# Prefix maps: (short name, side, family, exact-match hash?) in xf_slot_meta order.
+PREFIX_MAPS = ("s4h", "s4t", "s6h", "s6t", "d4h", "d4t", "d6h", "d6t")
+RULESET_MAPS = ("rules", "gen") + PREFIX_MAPS
+
+RULE_FORMAT = struct.Struct("<4B2BH2HI16s16s16s")
+CHAIN_FORMAT = struct.Struct("<I%dI" % CHAIN_MAX)
+META_FORMAT = struct.Struct("<3I%dI" % len(PREFIX_MAPS))
+CONFIG_HEAD = struct.Struct("<2I")
+DATAREC_FORMAT = struct.Struct("<2Q")
+EVENT_FORMAT = struct.Struct("<Q3I4B2HI16s16s")
+U32 = struct.Struct("<I")
+ZERO_U32 = U32.pack(0)
+
+
+class RuleError(ValueError):
+    """Invalid rules; `errors` lists one message per problem, each naming its field."""
+
+    def __init__(self, errors):
+        super(RuleError, self).__init__("; ".join(errors))
+        self.errors = list(errors)
+
+
+class CompileError(ValueError):
+    pass
+
+
+class Rule(namedtuple("Rule", RULE_KEYS)):
+    """One validated rule: networks are ipaddress objects, port an inclusive (low, high)."""
+
+    def to_dict(self):
+        """The rule in the module's `config` shape, without unset matches."""
+        result = {"action": self.action}
+        for key in ("source", "destination"):
+            if getattr(self, key) is not None:
+                result[key] = str(getattr(self, key))
+        if self.protocol is not None:
+            result["protocol"] = PROTOCOL_NAMES.get(self.protocol, self.protocol)
+        if self.port is not None:
+            low, high = self.port
+            result["port"] = low if low == high else "%d-%d" % (low, high)
+        return result
+
+    @property
+    def family(self):
+        network = self.source or self.destination
+        return network.version if network else 0
+
+
+# --- validation ----------------------------------------------------------------------
+
+def parse_rules(items, field="config"):
+    """Validates a list of rule dicts (the `config` option); raises RuleError listing every problem."""
+    if not isinstance(items, (list, tuple)):
+        raise RuleError(["%s: must be a list of rules, got %s" % (field, type(items).__name__)])
+    rules, errors = [], []
+    for index, item in enumerate(items):
+        where = "%s[%d]" % (field, index)
+        try:
+            rules.append(parse_rule(item, where))
+        except RuleError as error:
+            errors.extend(error.errors)
+    if errors:
+        raise RuleError(errors)
+    return rules
+
+
+def parse_rule(item, where="rule"):
+    if not isinstance(item, dict):
+        raise RuleError(["%s: must be a dict with an action and optional %s"
+                         % (where, ", ".join(RULE_KEYS[1:]))])
+    errors = ["%s.%s: unknown key (allowed: %s)" % (where, key, ", ".join(RULE_KEYS))
+              for key in sorted(set(item) - set(RULE_KEYS), key=str)]
+    values = {}
+    for key, parser in (("action", _parse_action), ("source", _parse_network),
+                        ("destination", _parse_network), ("protocol", _parse_protocol), ("port", _parse_port)):
+        try:
+            values[key] = parser(item.get(key))
+        except ValueError as error:
+            errors.append("%s.%s: %s" % (where, key, error))
+    if not errors:
+        errors = _consistency_errors(values, where)
+    if errors:
+        raise RuleError(errors)
+    return Rule(**values)
+
+
+def _parse_action(value):
+    if value not in RULE_ACTIONS:
+        raise ValueError("%r is not an action (use drop or pass)" % (value,))
+    return value
+
+
+def _parse_network(value):
+    if value is None:
+        return None
+    try:
+        return ipaddress.ip_network(str(value), strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        raise ValueError("%r is not an IPv4/IPv6 address or CIDR (e.g. 198.18.0.0/15 or 2001:db8::/32)"
+                         % (value,))
+    raise ValueError("%s has host bits set (did you mean %s?)" % (value, loose))
+
+
+def _parse_protocol(value):
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in PROTOCOLS:
+        return PROTOCOLS[value.lower()]
+    number = _integer(value)
+    if number is None or not 0 <= number <= 255:
+        raise ValueError("%r is not a protocol (tcp, udp, icmp, icmpv6, or a number 0-255)" % (value,))
+    return number
+
+
+def _parse_port(value):
+    if value is None:
+        return None
+    text = str(value).strip()
+    low_text, separator, high_text = text.partition("-")
+    low, high = _integer(low_text), _integer(high_text if separator else low_text)
+    if low is None or high is None or not 1 <= low <= high <= 65535:
+        raise ValueError("%s is not a port (1-65535, or 'low-high' with low <= high)" % (value,))
+    return (low, high)
+
+
+def _integer(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    return int(text) if text.isdigit() else None
+
+
+def _consistency_errors(values, where):
+    errors = []
+    source, destination, protocol = values["source"], values["destination"], values["protocol"]
+    if source is not None and destination is not None and source.version != destination.version:
+        errors.append("%s: source %s and destination %s are different address families (split the rule)"
+                      % (where, source, destination))
+    if values["port"] is not None and protocol not in (None,) + PORT_PROTOCOLS:
+        errors.append("%s.port: ports need protocol tcp or udp (or no protocol), not %s"
+                      % (where, PROTOCOL_NAMES.get(protocol, protocol)))
+    family = (source or destination).version if (source or destination) else None
+    if (family, protocol) in ((6, PROTOCOLS["icmp"]), (4, PROTOCOLS["icmpv6"])):
+        errors.append("%s.protocol: %s with IPv%d addresses never matches (use %s)"
+                      % (where, PROTOCOL_NAMES[protocol], family, "icmpv6" if family == 6 else "icmp"))
+    return errors
+
+
+def parse_action(value, field="default_action"):
+    if value not in RULE_ACTIONS:
+        raise RuleError(["%s: %r is not an action (use drop or pass)" % (field, value)])
+    return value
+
+
+# --- counter slots ----------------------------------------------------------------------
+
+def assign_counters(rules, previous_rules=(), previous_counters=()):
+    """Hit-counter slots for `rules`: a rule kept from the previous set keeps its slot.
+
+    Returns (counters, fresh): fresh lists the slots given to new rules, chosen
+    outside the previous slots while any are left, so they can be zeroed before
+    the switch without touching a live counter.
+    """
+    kept = defaultdict(deque)
+    for rule, counter in zip(previous_rules, previous_counters):
+        kept[rule].append(counter)
+    counters = [kept[rule].popleft() if kept.get(rule) else None for rule in rules]
+    taken = set(previous_counters) | set(counter for counter in counters if counter is not None)
+    spare = (slot for slot in range(MAX_RULES) if slot not in taken)
+    reusable = deque(sorted(set(previous_counters) - set(counters)))
+    fresh = []
+    for position, counter in enumerate(counters):
+        if counter is None:
+            counter = next(spare, None)
+            if counter is None:
+                counter = reusable.popleft()
+            counters[position] = counter
+            fresh.append(counter)
+    return counters, fresh
+
+
+# --- compiler ---------------------------------------------------------------------------
+
+Compiled = namedtuple("Compiled", "default_action rules gen prefixes meta counters")
+
+
+def compile_rules(rules, default_action, counters=None):
+    """The map entries of one rule set (one slot), as bytes.
+
+    rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1);
+    prefixes: {short map name: {key: packed xf_chain}}; meta: packed xf_slot_meta.
+    """
+    if len(rules) > MAX_RULES:
+        raise CompileError("%d rules exceed the program's capacity of %d" % (len(rules), MAX_RULES))
+    counters = list(range(len(rules))) if counters is None else counters
+    prefixes = dict((name, {}) for name in PREFIX_MAPS)
+    _compile_chains(rules, "source", prefixes)
+    _compile_chains(rules, "destination", prefixes)
+    general = [position for position, rule in enumerate(rules) if rule.source is None and rule.destination is None]
+    action = XDP_ACTIONS[default_action]
+    meta = META_FORMAT.pack(action, len(rules), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
+    return Compiled(action, [_pack_rule(rule, counter) for rule, counter in zip(rules, counters)],
+                    _compile_general(rules, general), prefixes, meta, counters)
+
+
+def _pack_rule(rule, counter):
+    flags = ((HAS_PROTO if rule.protocol is not None else 0) | (HAS_PORT if rule.port else 0)
+             | (HAS_DST if rule.destination is not None else 0))
+    low, high = rule.port or (0, 0)
+    source, destination = rule.source, rule.destination
+    return RULE_FORMAT.pack(
+        XDP_ACTIONS[rule.action], flags, rule.protocol or 0, rule.family,
+        source.prefixlen if source else NO_PREFIX, destination.prefixlen if destination else NO_PREFIX, 0,
+        low, high, counter, _address_bytes(source), _address_bytes(destination),
+        destination.netmask.packed if destination else b"")
+
+
+def _address_bytes(network):
+    return network.network_address.packed if network is not None else b""
+
+
+def _is_unconditional(rule, side):
+    """True when a rule found through its `side` prefix matches without further checks."""
+    other = rule.destination if side == "source" else None
+    return other is None and rule.protocol is None and rule.port is None
+
+
+def _compile_chains(rules, side, prefixes):
+    """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it."""
+    by_prefix = defaultdict(list)
+    lengths = defaultdict(set)
+    for position, rule in enumerate(rules):
+        network = getattr(rule, side)
+        if network is None or (side == "destination" and rule.source is not None):
+            continue
+        by_prefix[(network.version, network.prefixlen, int(network.network_address))].append(position)
+        lengths[network.version].add(network.prefixlen)
+    for (version, prefixlen, address), own in by_prefix.items():
+        width = 32 if version == 4 else 128
+        chain = list(own)
+        for shorter in lengths[version]:
+            if shorter < prefixlen:
+                chain.extend(by_prefix.get((version, shorter, address >> (width - shorter) << (width - shorter)), ()))
+        chain = _truncate(sorted(chain), rules, side, version, prefixlen, address)
+        name = "%s%d%s" % (side[0], version, "h" if prefixlen == width else "t")
+        packed = address.to_bytes(width // 8, "big")
+        key = packed if prefixlen == width else U32.pack(prefixlen) + packed
+        prefixes[name][key] = CHAIN_FORMAT.pack(len(chain), *(chain + [0] * (CHAIN_MAX - len(chain))))
+
+
+def _truncate(chain, rules, side, version, prefixlen, address):
+    for index, position in enumerate(chain):
+        if _is_unconditional(rules[position], side):
+            chain = chain[:index + 1]
+            break
+    if len(chain) > CHAIN_MAX:
+        network = (ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network)((address, prefixlen))
+        raise CompileError(
+            "%s %s is covered by %d conditional rules (positions %s...), more than the %d one address can "
+            "carry: merge rules on that prefix or put an unconditional rule for it earlier"
+            % (side, network, len(chain), ", ".join(str(p) for p in chain[:CHAIN_MAX]), CHAIN_MAX))
+    return chain
+
+
+def _compile_general(rules, general):
+    """First general rule (+1) per TCP port, UDP port and protocol; later writes are earlier rules."""
+    table = [0] * GEN_ENTRIES
+    for position in reversed(general):
+        rule = rules[position]
+        if rule.port is None:
+            protocols = range(256) if rule.protocol is None else (rule.protocol,)
+            for protocol in protocols:
+                table[GEN_PROTO + protocol] = position + 1
+            continue
+        low, high = rule.port
+        for protocol, base in ((PROTOCOLS["tcp"], GEN_TCP), (PROTOCOLS["udp"], GEN_UDP)):
+            if rule.protocol in (None, protocol):
+                table[base + low:base + high + 1] = [position + 1] * (high - low + 1)
+    return table
+
+
+# --- reference classifier -------------------------------------------------------------
+
+Verdict = namedtuple("Verdict", "action position reason")
+
+
+class Packet(namedtuple("Packet", "kind family src dst proto dport")):
+    """What the program sees of a frame.
+
+    kind: 'ip', 'arp', 'nd' (IPv6 neighbour discovery), 'not_ip' (other ethertypes,
+    more than 2 VLAN tags) or 'malformed'; for 'ip': family, src and dst (ipaddress
+    objects), proto, and dport (None unless a TCP/UDP header is there).
+    """
+
+    @classmethod
+    def ip(cls, src, dst, proto, dport=None):
+        src, dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+        return cls("ip", src.version, src, dst, proto, dport)
+
+    @classmethod
+    def special(cls, kind):
+        return cls(kind, None, None, None, None, None)
+
+
+def _contains(network, address):
+    return network is None or (network.version == address.version and address in network)
+
+
+def rule_matches(rule, packet):
+    return (_contains(rule.source, packet.src) and _contains(rule.destination, packet.dst)
+            and rule.protocol in (None, packet.proto)
+            and (rule.port is None or (packet.dport is not None and rule.port[0] <= packet.dport <= rule.port[1])))
+
+
+def classify(rules, default_action, packet):
+    """The verdict the program must give: Verdict(action, position or None, reason).
+
+    reason: 'rule', 'default', 'always_pass' (ARP, ND) or 'malformed'.
+    """
+    if packet.kind in ("arp", "nd"):
+        return Verdict("pass", None, "always_pass")
+    if packet.kind == "malformed":
+        return Verdict("drop", None, "malformed")
+    if packet.kind == "ip":
+        for position, rule in enumerate(rules):
+            if rule_matches(rule, packet):
+                return Verdict(rule.action, position, "rule")
+    return Verdict(default_action, None, "default")
+
+
+def stats_reason(verdict):
+    """The xf_stats index a verdict is counted under."""
+    return REASONS.index("malformed" if verdict.reason == "malformed" else verdict.action)
+
+
+# --- kernel side: the double-buffered writer and counters ------------------------------
+
+def map_fds(bpf_object):
+    """{map name: fd} of a loaded BpfObject, the `maps` argument of the functions below."""
+    return dict((bpf_map.name, bpf_map.fd) for bpf_map in bpf_object.maps if bpf_map.name.startswith("xf_"))
+
+
+def _config_size():
+    return CONFIG_HEAD.size + 2 * META_FORMAT.size
+
+
+def read_config(maps):
+    """(active slot, sample rate, [meta bytes of slot 0, slot 1])."""
+    raw = _libbpf.map_lookup(maps["xf_config"], ZERO_U32, _config_size())
+    active, rate = CONFIG_HEAD.unpack_from(raw)
+    metas = [raw[CONFIG_HEAD.size + slot * META_FORMAT.size:][:META_FORMAT.size] for slot in (0, 1)]
+    return active & 1, rate, metas
+
+
+def _write_config(maps, active, rate, metas):
+    _libbpf.map_update(maps["xf_config"], ZERO_U32, CONFIG_HEAD.pack(active, rate) + metas[0] + metas[1])
+
+
+def set_sample_rate(maps, rate):
+    """1 in `rate` drops go to xf_events; 0 turns sampling off. Takes effect at once."""
+    if not 0 <= rate <= 0xFFFFFFFF:
+        raise ValueError("sample rate %r is not 0 (off) or a positive 32-bit number" % (rate,))
+    active, _, metas = read_config(maps)
+    _write_config(maps, active, rate, metas)
+
+
+def apply_ruleset(maps, compiled, fresh_counters=()):
+    """Writes `compiled` into the inactive slot (only what differs), then switches to it.
+
+    Packets see either the old rule set or the new one, never a mix: the program
+    reads the active slot once per packet, and the switch changes one word.
+    Returns {map name: number of elements written or deleted}.
+    """
+    active, rate, metas = read_config(maps)
+    target = 1 - active
+    changes = {}
+    rules_map = "xf_rules_%d" % target
+    positions = [U32.pack(position) for position in range(len(compiled.rules))]
+    _libbpf.map_update_batch(maps[rules_map], positions, compiled.rules)
+    changes[rules_map] = len(positions)
+    changes["xf_gen_%d" % target] = _write_general(maps["xf_gen_%d" % target], compiled.gen)
+    for name in PREFIX_MAPS:
+        full_name = "xf_%s_%d" % (name, target)
+        changes[full_name] = _sync_map(maps[full_name], compiled.prefixes[name])
+    reset_hits(maps, fresh_counters)
+    metas[target] = compiled.meta
+    _write_config(maps, active, rate, metas)
+    _write_config(maps, target, rate, metas)
+    return changes
+
+
+def _write_general(fd, table):
+    current = dict(_libbpf.map_items(fd, U32.size, U32.size, GEN_ENTRIES))
+    keys, values = [], []
+    for index, first in enumerate(table):
+        key, value = U32.pack(index), U32.pack(first)
+        if current.get(key, ZERO_U32) != value:
+            keys.append(key)
+            values.append(value)
+    _libbpf.map_update_batch(fd, keys, values)
+    return len(keys)
+
+
+def _sync_map(fd, desired):
+    info = _libbpf.map_info(fd)
+    current = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], info["max_entries"]))
+    stale = [key for key in current if key not in desired]
+    changed = [key for key, value in desired.items() if current.get(key) != value]
+    _libbpf.map_delete_batch(fd, stale)
+    _libbpf.map_update_batch(fd, changed, [desired[key] for key in changed])
+    return len(stale) + len(changed)
+
+
+def _percpu_sums(fd, index):
+    cpus = _libbpf.num_possible_cpus()
+    raw = _libbpf.map_lookup(fd, U32.pack(index), DATAREC_FORMAT.size * cpus)
+    packets = bytes_ = 0
+    for cpu in range(cpus):
+        cpu_packets, cpu_bytes = DATAREC_FORMAT.unpack_from(raw, cpu * DATAREC_FORMAT.size)
+        packets, bytes_ = packets + cpu_packets, bytes_ + cpu_bytes
+    return {"packets": packets, "bytes": bytes_}
+
+
+def read_stats(maps):
+    """{reason: {packets, bytes}} summed over all possible CPUs."""
+    return dict((reason, _percpu_sums(maps["xf_stats"], index)) for index, reason in enumerate(REASONS))
+
+
+def read_hits(maps, counters):
+    """[{packets, bytes}] per counter slot, in the order given."""
+    return [_percpu_sums(maps["xf_hits"], counter) for counter in counters]
+
+
+def reset_hits(maps, counters):
+    zero = b"\0" * DATAREC_FORMAT.size * _libbpf.num_possible_cpus()
+    for counter in counters:
+        _libbpf.map_update(maps["xf_hits"], U32.pack(counter), zero)
+
+
+def decode_event(raw):
+    """A sampled drop from xf_events as a dict."""
+    (timestamp, ifindex, position, counter, family, proto, action, reason, sport, dport, _,
+     src, dst) = EVENT_FORMAT.unpack_from(raw)
+    size = 4 if family == 4 else 16
+    return {
+        "timestamp": timestamp, "ifindex": ifindex,
+        "position": None if position == NO_RULE else position,
+        "counter": None if counter == NO_RULE else counter,
+        "family": family, "proto": proto, "action": ACTION_NAMES[action], "reason": REASONS[reason],
+        "sport": sport, "dport": dport,
+        "src": str(ipaddress.ip_address(src[:size])) if family else None,
+        "dst": str(ipaddress.ip_address(dst[:size])) if family else None,
+    }

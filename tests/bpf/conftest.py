@@ -1,0 +1,116 @@
+"""The firewall object loaded once per session, with a harness that checks every
+verdict, counter and sampled event against the reference classifier."""
+
+import os
+
+import pytest
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules
+
+from .frames import build, expected_packet
+
+OBJECT = os.path.join(os.path.dirname(__file__), "..", "..", "build", "bpf", "xdp_firewall.o")
+PROGRAM = "xdpfleet_fw"
+TEST_RUN_IFINDEX = 1  # BPF_PROG_TEST_RUN runs XDP on the loopback device's queue
+
+
+class Firewall:
+    def __init__(self, bpf_object):
+        self.prog_fd = bpf_object.program(PROGRAM).fd
+        self.maps = _rules.map_fds(bpf_object)
+        self.events = _libbpf.RingBuffer(self.maps["xf_events"])
+        self.rules, self.default_action, self.counters = [], "pass", []
+
+    def apply(self, rules, default_action, compiler=None, sample_rate=1):
+        compiled = (compiler or _rules.compile_rules)(rules, default_action)
+        _rules.apply_ruleset(self.maps, compiled)
+        _rules.set_sample_rate(self.maps, sample_rate)
+        self.rules, self.default_action, self.counters = rules, default_action, compiled.counters
+
+    def run(self, frame):
+        retval, _, _ = _libbpf.prog_test_run(self.prog_fd, frame)
+        return retval
+
+    def check(self, frames):
+        """Runs (frame bytes, Packet) pairs; returns a list of mismatches, empty when all agree."""
+        self.events.consume()
+        stats_before = _rules.read_stats(self.maps)
+        hits_before = _rules.read_hits(self.maps, self.counters)
+        stats = dict((reason, [0, 0]) for reason in _rules.REASONS)
+        hits = [[0, 0] for _ in self.counters]
+        events, mismatches = [], []
+        for frame, packet in frames:
+            expected = _rules.classify(self.rules, self.default_action, packet)
+            got = self.run(frame)
+            if got != _rules.XDP_ACTIONS[expected.action]:
+                mismatches.append("verdict %s, expected %s for %s (frame %s)"
+                                  % (_rules.ACTION_NAMES.get(got, got), expected, packet, frame.hex()))
+            _add(stats[_rules.REASONS[_rules.stats_reason(expected)]], len(frame))
+            if expected.position is not None:
+                _add(hits[expected.position], len(frame))
+            if expected.action == "drop":
+                events.append(_expected_event(expected, packet, self.counters))
+        mismatches += self._counter_mismatches(stats_before, stats, hits_before, hits)
+        got_events = [_comparable(_rules.decode_event(raw)) for raw in self.events.consume()]
+        if got_events != events:
+            mismatches.append("events %s, expected %s" % (got_events, events))
+        return mismatches
+
+    def _counter_mismatches(self, stats_before, stats, hits_before, hits):
+        mismatches = []
+        stats_after = _rules.read_stats(self.maps)
+        for reason, (packets, bytes_) in stats.items():
+            delta = _delta(stats_before[reason], stats_after[reason])
+            if delta != (packets, bytes_):
+                mismatches.append("stats[%s] grew by %s, expected %s" % (reason, delta, (packets, bytes_)))
+        hits_after = _rules.read_hits(self.maps, self.counters)
+        for position, (packets, bytes_) in enumerate(hits):
+            delta = _delta(hits_before[position], hits_after[position])
+            if delta != (packets, bytes_):
+                mismatches.append("hits of rule %d grew by %s, expected %s" % (position, delta, (packets, bytes_)))
+        return mismatches
+
+
+def _add(record, length):
+    record[0] += 1
+    record[1] += length
+
+
+def _delta(before, after):
+    return (after["packets"] - before["packets"], after["bytes"] - before["bytes"])
+
+
+def _expected_event(verdict, packet, counters):
+    ip = packet.kind == "ip"
+    return {
+        "ifindex": TEST_RUN_IFINDEX, "position": verdict.position,
+        "counter": None if verdict.position is None else counters[verdict.position],
+        "action": "drop", "reason": _rules.REASONS[_rules.stats_reason(verdict)],
+        "src": str(packet.src) if ip else None, "dst": str(packet.dst) if ip else None,
+        "proto": packet.proto if ip else 0, "dport": packet.dport or 0,
+    }
+
+
+def _comparable(event):
+    """The event fields the reference model determines (malformed frames carry partial fields)."""
+    result = dict((key, event[key]) for key in ("ifindex", "position", "counter", "action", "reason"))
+    if event["reason"] != "malformed" and event["family"]:
+        result.update((key, event[key]) for key in ("src", "dst", "proto", "dport"))
+    else:
+        result.update(src=None, dst=None, proto=0, dport=0)
+    return result
+
+
+def frames_for(specs):
+    return [(build(spec)[0], expected_packet(spec)) for spec in specs]
+
+
+@pytest.fixture(scope="session")
+def firewall():
+    if not os.path.exists(OBJECT):
+        pytest.fail("%s is missing: run `make build` (or `make -C bpf`) first" % OBJECT)
+    with _libbpf.BpfObject(OBJECT) as bpf_object:
+        bpf_object.load()
+        harness = Firewall(bpf_object)
+        yield harness
+        harness.events.close()
