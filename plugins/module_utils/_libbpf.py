@@ -137,6 +137,7 @@ class _MapInfo(ctypes.Structure):
 
 
 _PRINT_CALLBACK = ctypes.CFUNCTYPE(c_int, c_int, c_str, c_ptr)
+_RING_SAMPLE_CALLBACK = ctypes.CFUNCTYPE(c_int, c_ptr, c_ptr, c_size_t)
 
 _SIGNATURES = {
     "libbpf_set_print": (c_ptr, [_PRINT_CALLBACK]),
@@ -183,6 +184,10 @@ _SIGNATURES = {
     "bpf_map_create": (c_int, [c_int, c_str, c_u32, c_u32, c_u32, c_ptr]),
     "bpf_prog_bind_map": (c_int, [c_int, c_int, c_ptr]),
     "bpf_map_freeze": (c_int, [c_int]),
+    "ring_buffer__new": (c_ptr, [c_int, _RING_SAMPLE_CALLBACK, c_ptr, c_ptr]),
+    "ring_buffer__poll": (c_int, [c_ptr, c_int]),
+    "ring_buffer__consume": (c_int, [c_ptr]),
+    "ring_buffer__free": (None, [c_ptr]),
 }
 
 _library = None
@@ -450,6 +455,48 @@ def prog_test_run(prog_fd, data, repeat=1, data_out_size=None):
                         data_size_out=out_size, repeat=repeat)
     _check(library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN failed")
     return opts.retval, opts.duration, data_out.raw[:opts.data_size_out]
+
+
+# --- ring buffers -----------------------------------------------------------------------
+
+class RingBuffer:
+    """Reads records of a BPF_MAP_TYPE_RINGBUF map; use as a context manager."""
+
+    def __init__(self, map_fd):
+        self._records = []
+        self._callback = _RING_SAMPLE_CALLBACK(self._collect)
+        self._pointer = library().ring_buffer__new(map_fd, self._callback, None, None)
+        if not self._pointer:
+            raise LibbpfError("cannot open ring buffer map fd %d" % map_fd, ctypes.get_errno())
+
+    def _collect(self, _context, data, size):
+        self._records.append(ctypes.string_at(data, size))
+        return 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        if self._pointer:
+            library().ring_buffer__free(self._pointer)
+            self._pointer = None
+
+    def _take(self):
+        records, self._records = self._records, []
+        return records
+
+    def consume(self):
+        """Every record available now, without waiting."""
+        _check(library().ring_buffer__consume(self._pointer), "cannot consume ring buffer")
+        return self._take()
+
+    def poll(self, timeout_ms):
+        """Records available within timeout_ms."""
+        _check(library().ring_buffer__poll(self._pointer, timeout_ms), "cannot poll ring buffer")
+        return self._take()
 
 
 # --- ELF objects --------------------------------------------------------------------------
