@@ -432,9 +432,11 @@ def _lookup_batch(fd, key_size, value_size, chunk):
             fd, in_batch, out_batch, keys, values, ctypes.byref(count), ctypes.byref(_batch_opts()))
         if result < 0 and result != -errno.ENOENT:
             _check(result, "cannot read map elements in batches")
+        # .raw copies the whole buffer: take it once per batch, not once per element
+        key_bytes, value_bytes = keys.raw, values.raw
         for index in range(count.value):
-            items.append((keys.raw[index * key_size:(index + 1) * key_size],
-                          values.raw[index * value_size:(index + 1) * value_size]))
+            items.append((key_bytes[index * key_size:(index + 1) * key_size],
+                          value_bytes[index * value_size:(index + 1) * value_size]))
         if result == -errno.ENOENT:
             return items
         in_batch = _buffer(out_batch.raw)
