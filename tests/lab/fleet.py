@@ -115,6 +115,12 @@ def _recorded_hosts(layout: Layout) -> list[Host]:
                   key=lambda host: layout.host_index(host.name))
 
 
+def _host_names(layout: Layout) -> set[str]:
+    """Hosts of this lab that exist in any form: a namespace, or a state dir with an anchor pid."""
+    in_kernel = {name for name in links.namespaces() if layout.host_index(name)}
+    return in_kernel | {host.name for host in _recorded_hosts(layout)}
+
+
 @contextmanager
 def _locked(layout: Layout):
     """One `up`/`down` at a time per lab, also across pytest-xdist workers."""
@@ -215,9 +221,7 @@ class Lab:
         links.ensure_bridge(layout.bridge, layout.bridge_address)
         client = _ensure_client(layout)
         hosts = [_ensure_host(layout, index) for index in range(1, count + 1)]
-        wanted = {host.name for host in hosts}
-        _remove_nodes(layout, [name for name in links.namespaces() + [h.name for h in _recorded_hosts(layout)]
-                               if layout.host_index(name) and name not in wanted])
+        _remove_nodes(layout, _host_names(layout) - {host.name for host in hosts})
         _parallel(_check_hostname, hosts)
         inventory.write(layout.inventory, hosts, layout.client_key)
         return cls(layout, hosts, client)
@@ -227,8 +231,7 @@ class Lab:
         with _locked(self.layout):
             for host in self.hosts:
                 host.close()
-            names = [name for name in links.namespaces() if self.layout.owns(name)]
-            _remove_nodes(self.layout, names + [host.name for host in _recorded_hosts(self.layout)])
+            _remove_nodes(self.layout, _host_names(self.layout) | {self.layout.client_name})
             links.delete_link(self.layout.bridge)
             inventory.remove(self.layout.inventory)
             shutil.rmtree(self.layout.state_dir, ignore_errors=True)

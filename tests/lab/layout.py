@@ -56,9 +56,6 @@ class Layout:
         match = re.fullmatch(rf"{self.prefix}-h([1-9][0-9]*)", name)
         return int(match.group(1)) if match else None
 
-    def owns(self, name: str) -> bool:
-        return name == self.client_name or self.host_index(name) is not None
-
     @staticmethod
     def peer_ifname(netns: str) -> str:
         """The root-namespace end of a namespace's veth, enslaved to the bridge."""

@@ -20,11 +20,12 @@ def _is_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def cmdline(pid: int) -> list[str]:
+def cmdline(pid: int) -> str:
+    """Space-joined: sshd rewrites its title into one string that still holds its arguments."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ")
     except (FileNotFoundError, ProcessLookupError):
-        return []
+        return ""
 
 
 def pids_in(namespaces: set[tuple[int, int]], kind: str = "net") -> list[int]:
