@@ -85,6 +85,17 @@ class _TestRunOpts(ctypes.Structure):
     ]
 
 
+class _XdpQueryOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("prog_id", c_u32),
+        ("drv_prog_id", c_u32),
+        ("hw_prog_id", c_u32),
+        ("skb_prog_id", c_u32),
+        ("attach_mode", c_u8),
+    ]
+
+
 class _BatchOpts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("elem_flags", c_u64), ("flags", c_u64)]
 
@@ -279,6 +290,13 @@ def prog_bind_map(prog_fd, map_fd):
 def map_freeze(fd):
     """Makes a map read-only for user space (BPF_MAP_FREEZE)."""
     _check(library().bpf_map_freeze(fd), "cannot freeze map")
+
+
+def xdp_query(ifindex):
+    """The interface's IFLA_XDP as libbpf reads it: attach_mode (XDP_ATTACHED_*) and program ids."""
+    opts = _XdpQueryOpts(sz=ctypes.sizeof(_XdpQueryOpts))
+    _check(library().bpf_xdp_query(ifindex, 0, ctypes.byref(opts)), "cannot query XDP on ifindex %d" % ifindex)
+    return {name: getattr(opts, name) for name, _type in _XdpQueryOpts._fields_[1:]}
 
 
 def _ids(next_id_function):
