@@ -7,7 +7,6 @@ import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules
 
-from .frames import build, expected_packet
 
 OBJECT = os.path.join(os.path.dirname(__file__), "..", "..", "build", "bpf", "xdp_firewall.o")
 PROGRAM = "xdpfleet_fw"
@@ -99,10 +98,6 @@ def _comparable(event):
     else:
         result.update(src=None, dst=None, proto=0, dport=0)
     return result
-
-
-def frames_for(specs):
-    return [(build(spec)[0], expected_packet(spec)) for spec in specs]
 
 
 @pytest.fixture(scope="session")

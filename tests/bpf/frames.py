@@ -120,6 +120,11 @@ def build(spec):
     return frame, l4_start + required
 
 
+def frames_for(specs):
+    """(frame bytes, expected Packet) pairs for the harness."""
+    return [(build(spec)[0], expected_packet(spec)) for spec in specs]
+
+
 def arp_frame():
     return bytes(Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff") / ARP(hwsrc="02:00:00:00:00:01", psrc="198.18.0.1", pdst="198.18.0.2"))
 

@@ -1,0 +1,140 @@
+"""Named cases: every verdict, counter and sampled event of the program against the reference."""
+
+import pytest
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._rules import Packet, parse_rules
+
+from .frames import GRE, ICMP_, ICMPV6_, TCP_, UDP_, FrameSpec, arp_frame, build, frames_for, mapped, \
+    other_ethertype_frame
+
+A, B, C = "198.18.1.7", "198.18.2.9", "198.19.0.1"
+A6, B6, C6 = mapped(A), mapped(B), mapped(C)
+
+
+def assert_agrees(firewall, config, default_action, frames):
+    firewall.apply(parse_rules(config), default_action)
+    assert firewall.check(frames) == []
+
+
+def test_ipv4_options_every_length(firewall):
+    config = [{"action": "drop", "source": "198.18.1.0/24", "protocol": "tcp", "port": 80}]
+    specs = [FrameSpec(A, C, TCP_, port, ip_options=options) for options in range(0, 41, 3) for port in (79, 80)]
+    assert_agrees(firewall, config, "pass", frames_for(specs))
+
+
+@pytest.mark.parametrize("ext", [(), ("hbh",), ("rt",), ("dst",), ("hbh", "rt", "dst"), ("hbh", "dst", "rt", "dst")])
+@pytest.mark.parametrize("fragment", [None, "first", "later"])
+def test_ipv6_extension_headers_and_fragments(firewall, ext, fragment):
+    config = [{"action": "drop", "source": A6 + "/128", "protocol": "tcp", "port": 22},
+              {"action": "pass", "destination": mapped("198.19.0.0") + "/120", "protocol": "udp"},
+              {"action": "drop", "protocol": "udp"}]
+    specs = [FrameSpec(source, C6, proto, port, ext=ext, fragment=fragment)
+             for source in (A6, B6) for proto in (TCP_, UDP_) for port in (22, 23)]
+    assert_agrees(firewall, config, "pass", frames_for(specs))
+
+
+def test_too_many_ipv6_extension_headers_is_malformed(firewall):
+    frame, _ = build(FrameSpec(A6, C6, TCP_, 80, ext=("dst",) * 9))
+    assert_agrees(firewall, [], "pass", [(frame, Packet.special("malformed"))])
+
+
+@pytest.mark.parametrize("vlans,qinq", [(0, False), (1, False), (2, False), (2, True), (3, False), (3, True)])
+def test_vlan_tags(firewall, vlans, qinq):
+    config = [{"action": "drop", "source": A}]
+    specs = [FrameSpec(source, C, UDP_, 53, vlans=vlans, qinq=qinq) for source in (A, B)]
+    assert_agrees(firewall, config, "pass", frames_for(specs))
+
+
+def test_non_first_fragments_match_only_addresses_and_protocol(firewall):
+    config = [{"action": "pass", "protocol": "tcp", "port": 443},
+              {"action": "drop", "source": "198.18.0.0/16", "protocol": "tcp"},
+              {"action": "pass", "source": "198.18.0.0/16", "port": "1-65535"}]
+    specs = [FrameSpec(source, C, TCP_, 443, fragment=fragment)
+             for source in (A, A6) for fragment in (None, "first", "later")]
+    specs = [spec._replace(dst=C6) if spec.family == 6 else spec for spec in specs]
+    assert_agrees(firewall, config, "drop", frames_for(specs))
+
+
+TRUNCATION_SPECS = [
+    FrameSpec(A, C, TCP_, 80, vlans=2, qinq=True, ip_options=6),
+    FrameSpec(A, C, UDP_, 53, vlans=1),
+    FrameSpec(A, C, ICMP_),
+    FrameSpec(A, C, GRE),
+    FrameSpec(A, C, TCP_, 80, fragment="later"),
+    FrameSpec(A6, C6, TCP_, 80, ext=("hbh", "rt", "dst"), fragment="first"),
+    FrameSpec(A6, C6, UDP_, 53, ext=("hbh",), fragment="later"),
+    FrameSpec(A6, C6, ICMPV6_, nd=True),
+    FrameSpec(A6, C6, ICMPV6_, vlans=1),
+]
+
+
+@pytest.mark.parametrize("spec", TRUNCATION_SPECS, ids=lambda spec: "%s-%s" % (spec.proto, spec.fragment))
+def test_truncated_headers_at_every_length(firewall, spec):
+    """Every cut before the end of the headers the program needs is malformed; the full headers are not.
+    (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, so cuts start at 14.)"""
+    frame, required = build(spec)
+    frames = [(frame[:length], Packet.special("malformed")) for length in range(14, required)]
+    frames += frames_for([spec])
+    assert_agrees(firewall, [{"action": "pass", "source": A}], "drop", frames)
+
+
+def test_arp_and_neighbour_discovery_always_pass(firewall):
+    config = [{"action": "drop"}, {"action": "drop", "protocol": "icmpv6"}]
+    frames = [(arp_frame(), Packet.special("arp"))] + frames_for(
+        [FrameSpec(A6, C6, ICMPV6_, nd=True), FrameSpec(A6, C6, ICMPV6_, nd=True, vlans=2),
+         FrameSpec(A6, C6, ICMPV6_), FrameSpec(A, C, ICMP_)])
+    assert_agrees(firewall, config, "drop", frames)
+
+
+@pytest.mark.parametrize("default_action", ["pass", "drop"])
+def test_other_ethertypes_get_the_default(firewall, default_action):
+    assert_agrees(firewall, [{"action": "pass"}], default_action, [(other_ethertype_frame(), Packet.special("not_ip"))])
+
+
+def test_port_ranges_at_their_edges(firewall):
+    config = [{"action": "drop", "protocol": "tcp", "port": "1000-2000"},
+              {"action": "pass", "port": "1500-1600"},
+              {"action": "drop", "port": 65535},
+              {"action": "drop", "protocol": "udp", "port": "1-1"},
+              {"action": "drop", "source": A, "port": "3000-3001"}]
+    ports = (1, 2, 999, 1000, 1001, 1499, 1500, 1600, 1601, 1999, 2000, 2001, 2999, 3000, 3001, 3002, 65534, 65535)
+    specs = [FrameSpec(source, C, proto, port) for source in (A, B) for proto in (TCP_, UDP_) for port in ports]
+    assert_agrees(firewall, config, "pass", frames_for(specs))
+
+
+OVERLAPPING = [{"action": "drop", "source": "198.18.0.0/15"},
+               {"action": "pass", "source": "198.18.1.0/24"},
+               {"action": "drop", "source": "198.18.1.7/32", "protocol": "tcp"},
+               {"action": "pass", "source": "198.18.1.0/25", "destination": "198.19.0.0/24"},
+               {"action": "drop", "destination": "198.19.0.1"},
+               {"action": "pass", "destination": "198.19.0.0/16", "port": 80}]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3, 4, 5), (5, 4, 3, 2, 1, 0), (2, 3, 1, 0, 4, 5), (4, 2, 5, 1, 3, 0)])
+def test_overlapping_prefixes_in_different_orders(firewall, order):
+    config = [OVERLAPPING[index] for index in order]
+    specs = [FrameSpec(source, dst, proto, 80) for source in (A, "198.18.1.200", B, "198.19.5.5")
+             for dst in (C, "198.19.0.77", "198.19.9.9") for proto in (TCP_, UDP_)]
+    assert_agrees(firewall, config, "pass", frames_for(specs))
+
+
+def test_sampling_off_sends_no_event(firewall):
+    firewall.apply(parse_rules([{"action": "drop"}]), "drop", sample_rate=0)
+    firewall.events.consume()
+    assert firewall.run(build(FrameSpec(A, C, UDP_, 53))[0]) == _rules.XDP_ACTIONS["drop"]
+    assert firewall.events.consume() == []
+
+
+def test_switch_writes_only_the_inactive_slot_and_removes_stale_entries(firewall):
+    first = parse_rules([{"action": "drop", "source": A}, {"action": "drop", "source": "198.18.4.0/24"}])
+    second = parse_rules([{"action": "drop", "source": B}])
+    active_before = _rules.read_config(firewall.maps)[0]
+    firewall.apply(first, "pass")
+    firewall.apply(second, "pass")
+    active, _, metas = _rules.read_config(firewall.maps)
+    assert active == active_before
+    assert metas[active] == _rules.compile_rules(second, "pass").meta
+    assert firewall.check(frames_for([FrameSpec(A, C, UDP_, 53), FrameSpec(B, C, UDP_, 53)])) == []
+    keys = _libbpf.map_keys(firewall.maps["xf_s4h_%d" % active], 4)
+    assert keys == [bytes(map(int, B.split(".")))]
