@@ -57,9 +57,12 @@ demo: setup build
 	$(PY) -m tests.lab up --hosts 3
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/demo.yml
 
+# Kernel-only suites run two at a time; the lab suites share lab hosts, so they run in order.
 test: setup build
-	$(PY) -m pytest -q tests/unit tests/bpf tests/lab
+	$(PY) -m pytest -q -n 2 tests/unit tests/bpf
+	$(PY) -m pytest -q tests/lab tests/integration
 	$(MAKE) lint sanity
+	$(MAKE) lab-down
 
 lint: setup
 	ansible-lint --profile production
