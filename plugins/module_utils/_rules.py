@@ -49,6 +49,7 @@ DATAREC_FORMAT = struct.Struct("<2Q")
 EVENT_FORMAT = struct.Struct("<Q3I4B2HI16s16s")
 U32 = struct.Struct("<I")
 ZERO_U32 = U32.pack(0)
+READ_CHUNK = 8192  # elements per BPF_MAP_LOOKUP_BATCH call when reading a map back
 
 
 class RuleError(ValueError):
@@ -435,20 +436,24 @@ def apply_ruleset(maps, compiled, fresh_counters=()):
 
 
 def _write_general(fd, table):
-    current = dict(_libbpf.map_items(fd, U32.size, U32.size, GEN_ENTRIES))
-    keys, values = [], []
-    for index, first in enumerate(table):
-        key, value = U32.pack(index), U32.pack(first)
-        if current.get(key, ZERO_U32) != value:
-            keys.append(key)
-            values.append(value)
-    _libbpf.map_update_batch(fd, keys, values)
-    return len(keys)
+    """The dense port/protocol index is rewritten whole: one batch is cheaper than reading it back."""
+    packed = dict((first, U32.pack(first)) for first in set(table))
+    _libbpf.map_update_batch(fd, _general_keys(), [packed[first] for first in table])
+    return len(table)
+
+
+_GENERAL_KEYS = []
+
+
+def _general_keys():
+    if not _GENERAL_KEYS:
+        _GENERAL_KEYS.extend(U32.pack(index) for index in range(GEN_ENTRIES))
+    return _GENERAL_KEYS
 
 
 def _sync_map(fd, desired):
     info = _libbpf.map_info(fd)
-    current = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], info["max_entries"]))
+    current = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], READ_CHUNK))
     stale = [key for key in current if key not in desired]
     changed = [key for key, value in desired.items() if current.get(key) != value]
     _libbpf.map_delete_batch(fd, stale)

@@ -1,0 +1,92 @@
+"""Property-based differential run: random rule lists x random frames, program vs reference.
+
+250 examples x 40 frames = 10,000 frames checked; and a deliberately wrong compiler must be caught."""
+
+import ipaddress
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _rules
+
+from .frames import GRE, ICMP_, ICMPV6_, TCP_, UDP_, FrameSpec, frames_for, mapped
+
+HOSTS = ["198.18.0.1", "198.18.0.2", "198.18.1.1", "198.18.1.200", "198.19.0.1", "198.19.255.254"]
+EDGE_PORTS = [1, 21, 22, 23, 79, 80, 81, 443, 1024, 65535]
+FRAMES_PER_EXAMPLE = 40
+
+ports = st.one_of(st.sampled_from(EDGE_PORTS), st.integers(1, 65535))
+
+
+@st.composite
+def networks(draw, family):
+    host = draw(st.sampled_from(HOSTS))
+    if family == 6:
+        return ipaddress.ip_network((mapped(host), draw(st.sampled_from([0, 64, 96, 100, 111, 112, 120, 127, 128]))),
+                                    strict=False)
+    return ipaddress.ip_network((host, draw(st.sampled_from([0, 8, 15, 16, 23, 24, 31, 32]))), strict=False)
+
+
+@st.composite
+def rules(draw):
+    family = draw(st.sampled_from([4, 6]))
+    source = draw(st.one_of(st.none(), networks(family)))
+    destination = draw(st.one_of(st.none(), networks(family)))
+    protocol = draw(st.sampled_from([None, TCP_, UDP_, GRE, ICMP_ if family == 4 else ICMPV6_]))
+    port = None
+    if protocol in (None, TCP_, UDP_) and draw(st.booleans()):
+        low, high = sorted((draw(ports), draw(ports)))
+        port = (low, high)
+    return _rules.Rule(draw(st.sampled_from(["drop", "pass"])), source, destination, protocol, port)
+
+
+@st.composite
+def frame_specs(draw):
+    family = draw(st.sampled_from([4, 6]))
+    convert = mapped if family == 6 else str
+    src, dst = (convert(draw(st.sampled_from(HOSTS))) for _ in range(2))
+    proto = draw(st.sampled_from([TCP_, UDP_, GRE, ICMP_ if family == 4 else ICMPV6_]))
+    return FrameSpec(src, dst, proto, draw(ports), vlans=draw(st.sampled_from([0, 0, 1, 2, 3])),
+                     qinq=draw(st.booleans()), ip_options=draw(st.sampled_from([0, 0, 3, 40])) if family == 4 else 0,
+                     ext=draw(st.lists(st.sampled_from(["hbh", "rt", "dst"]), max_size=3)) if family == 6 else (),
+                     fragment=draw(st.sampled_from([None, None, "first", "later"])),
+                     nd=proto == ICMPV6_ and draw(st.booleans()))
+
+
+CASES = dict(rule_list=st.lists(rules(), max_size=12), default_action=st.sampled_from(["drop", "pass"]),
+             specs=st.lists(frame_specs(), min_size=FRAMES_PER_EXAMPLE, max_size=FRAMES_PER_EXAMPLE))
+SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), database=None)
+
+
+def program_agrees_with_reference(firewall, rule_list, default_action, specs, compiler=None):
+    firewall.apply(rule_list, default_action, compiler=compiler)
+    mismatches = firewall.check(frames_for(specs))
+    assert mismatches == [], "rules %s default %s:\n%s" % (
+        [rule.to_dict() for rule in rule_list], default_action, "\n".join(mismatches[:5]))
+
+
+@settings(max_examples=250, **SETTINGS)
+@given(**CASES)
+def test_random_rules_and_frames(firewall, rule_list, default_action, specs):
+    program_agrees_with_reference(firewall, rule_list, default_action, specs)
+
+
+def compiler_flipping_first_action(rule_list, default_action):
+    compiled = _rules.compile_rules(rule_list, default_action)
+    if compiled.rules:
+        first = bytearray(compiled.rules[0])
+        first[0] = _rules.XDP_ACTIONS["pass"] + _rules.XDP_ACTIONS["drop"] - first[0]
+        compiled.rules[0] = bytes(first)
+    return compiled
+
+
+def test_a_wrong_compiler_is_caught(firewall):
+    @settings(max_examples=200, phases=[Phase.generate], **SETTINGS)
+    @given(**CASES)
+    def with_wrong_compiler(rule_list, default_action, specs):
+        program_agrees_with_reference(firewall, rule_list, default_action, specs,
+                                      compiler=compiler_flipping_first_action)
+
+    with pytest.raises(AssertionError, match="verdict"):
+        with_wrong_compiler()
