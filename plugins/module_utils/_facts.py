@@ -1,0 +1,231 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What xdp_facts reports: per interface the attached program (from the kernel alone), the
+firewall's per-action and per-rule counters summed over all possible CPUs, and the host's
+BPF/XDP capabilities. Read-only: nothing here writes to the kernel or to disk.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import errno
+import heapq
+import os
+import struct
+from array import array
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _netlink, _program, _rules, _ruleset, _state
+
+FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
+RULE_COUNTER = struct.Struct("<12xI")  # xf_rule.counter
+NETDEV_XDP_ACT_BASIC = 1 << 0
+NETDEV_XDP_ACT_HW_OFFLOAD = 1 << 4
+SYS_NET = "/sys/class/net"
+
+
+class FactsError(Exception):
+    pass
+
+
+# --- capabilities -----------------------------------------------------------------------------
+
+def _read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def capabilities():
+    jit = _read_text("/proc/sys/net/core/bpf_jit_enable")
+    return {
+        "kernel": os.uname()[2],
+        "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
+        "jit_enabled": jit is not None and jit != "0",
+        "bpffs_mounted": _state.bpffs_mounted(),
+        "possible_cpus": libbpf.num_possible_cpus(),
+        "online_cpus": os.cpu_count(),
+    }
+
+
+def xdp_features(ifindexes):
+    """{ifindex: NETDEV_XDP_ACT_* bits} from the netdev generic netlink family (Linux >= 6.3),
+    or None when the kernel or pyroute2 cannot tell."""
+    try:
+        from pyroute2.netlink import genlmsg, NLM_F_REQUEST
+        from pyroute2.netlink.exceptions import NetlinkError
+        from pyroute2.netlink.generic import GenericNetlinkSocket
+    except ImportError:
+        return None
+
+    class netdevmsg(genlmsg):  # pylint: disable=invalid-name
+        nla_map = (("NETDEV_A_DEV_UNSPEC", "none"), ("NETDEV_A_DEV_IFINDEX", "uint32"),
+                   ("NETDEV_A_DEV_PAD", "none"), ("NETDEV_A_DEV_XDP_FEATURES", "uint64"))
+
+    def query(socket, index):
+        request = netdevmsg()
+        request["cmd"], request["version"] = 1, 1  # NETDEV_CMD_DEV_GET
+        request["attrs"] = [("NETDEV_A_DEV_IFINDEX", index)]
+        try:
+            replies = socket.nlm_request(request, msg_type=socket.prid, msg_flags=NLM_F_REQUEST)
+        except NetlinkError as error:
+            if error.code == errno.ENODEV:  # the kernel skips devices without any XDP feature
+                return 0
+            raise
+        return replies[0].get_attr("NETDEV_A_DEV_XDP_FEATURES") or 0
+
+    socket = GenericNetlinkSocket()
+    try:
+        socket.bind("netdev", netdevmsg)
+        return dict((index, query(socket, index)) for index in ifindexes)
+    except NetlinkError:
+        return None  # no netdev family (kernel < 6.3): modes unknown rather than a failed gather
+    finally:
+        socket.close()
+
+
+def xdp_modes(features):
+    """Attach modes an interface takes: generic (skb) always; native and hw as the driver says."""
+    modes = ["skb"]
+    if features & NETDEV_XDP_ACT_BASIC:
+        modes.insert(0, "native")
+    if features & NETDEV_XDP_ACT_HW_OFFLOAD:
+        modes.append("hw")
+    return modes
+
+
+# --- counters ---------------------------------------------------------------------------------
+
+def _datarecs(raw, cpus):
+    """[(packets, bytes) per CPU] of one per-CPU xf_datarec value."""
+    words = array("Q", raw[:16 * cpus])
+    return list(zip(words[0::2], words[1::2]))
+
+
+def _summed(records):
+    return {"packets": sum(record[0] for record in records), "bytes": sum(record[1] for record in records)}
+
+
+def action_stats(fd, per_cpu):
+    """{reason: {packets, bytes[, per_cpu]}} of xf_stats, summed over every possible CPU."""
+    cpus = libbpf.num_possible_cpus()
+    stats = {}
+    for index, reason in enumerate(_rules.REASONS):
+        records = _datarecs(libbpf.map_lookup(fd, _rules.U32.pack(index), 16 * cpus), cpus)
+        stats[reason] = _summed(records)
+        if per_cpu:
+            stats[reason]["per_cpu"] = [{"cpu": cpu, "packets": packets, "bytes": bytes_}
+                                        for cpu, (packets, bytes_) in enumerate(records)]
+    return stats
+
+
+def hit_counters(fd):
+    """{counter slot: (packets, bytes)} of every xf_hits slot, read in batches."""
+    cpus = libbpf.num_possible_cpus()
+    info = libbpf.map_info(fd)
+    items = libbpf.map_items(fd, 4, 16 * cpus, info["max_entries"])
+    slots = array("I", b"".join(key for key, _ in items))
+    words = array("Q", b"".join(value for _, value in items))
+    stride = 2 * cpus
+    return dict((slot, (sum(words[i * stride:(i + 1) * stride:2]), sum(words[i * stride + 1:(i + 1) * stride:2])))
+                for i, slot in enumerate(slots))
+
+
+def rule_names(kernel, interface, state_dir):
+    """Names by rule position from the desired-state file, when it describes the active rule set."""
+    try:
+        stored = _ruleset.read_state(interface, state_dir)
+    except _ruleset.RulesetError:
+        return {}
+    if not stored or stored.get("digest") != kernel.digest:
+        return {}
+    return dict((position, rule.get("name")) for position, rule in enumerate(stored.get("rules", ())))
+
+
+def top_rules(kernel, hits, names, top):
+    """The `top` rules with the most hits: position, name, match text, action, packets, bytes."""
+    counters = [RULE_COUNTER.unpack_from(packed)[0] for packed in kernel.packed]
+    ranked = heapq.nlargest(top, range(len(counters)), key=lambda position: hits.get(counters[position], (0, 0)))
+    result = []
+    for position in ranked:
+        rule, counter = _ruleset.decode_rule(kernel.packed[position])
+        entry = rule.to_dict()
+        packets, bytes_ = hits.get(counter, (0, 0))
+        result.append({"position": position + 1, "name": names.get(position), "rule": _ruleset.rule_line(entry),
+                       "action": rule.action, "counter": counter, "packets": packets, "bytes": bytes_})
+    return result
+
+
+# --- one interface --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def firewall_maps(described):
+    """{name: fd} of the firewall maps of the attached program (by id, so pins are not needed)."""
+    ids = dict((item["name"], item["id"]) for item in described["maps"])
+    fds = {}
+    try:
+        if all(name in ids for name in FIREWALL_MAPS):
+            for name in FIREWALL_MAPS:
+                fds[name] = libbpf.map_fd_by_id(ids[name])
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def firewall_facts(maps, interface, per_cpu, top, state_dir):
+    kernel = _ruleset.KernelRuleset(maps)
+    hits = hit_counters(maps["xf_hits"])
+    return {
+        "firewall": True,
+        "rule_count": len(kernel.packed),
+        "default_action": kernel.default_action,
+        "sample_rate": kernel.sampling,
+        "active_slot": kernel.active,
+        "stats": action_stats(maps["xf_stats"], per_cpu),
+        "top_rules": top_rules(kernel, hits, rule_names(kernel, interface, state_dir), top),
+    }
+
+
+EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None, "sample_rate": None,
+                  "active_slot": None, "stats": {}, "top_rules": []}
+
+
+def interface_facts(interface, per_cpu=False, top=10, state_dir=_ruleset.STATE_DIR):
+    described = _program.describe(interface)
+    facts = dict((key, described[key]) for key in
+                 ("attached", "prog_id", "name", "tag", "mode", "owner", "object_sha256", "program", "pin_dir"))
+    facts["maps"] = [{"name": item["name"], "id": item["id"]} for item in described["maps"]]
+    facts.update(EMPTY_FIREWALL)
+    with firewall_maps(described) as maps:
+        if maps:
+            facts.update(firewall_facts(maps, interface, per_cpu, top, state_dir))
+    return facts
+
+
+def interface_names():
+    try:
+        return sorted(os.listdir(SYS_NET))
+    except OSError:
+        return []
+
+
+def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=_ruleset.STATE_DIR):
+    """ansible_facts.xdp: {capabilities, interfaces: {name: facts}}."""
+    libbpf.library()
+    try:
+        indexes = dict((name, _netlink.ifindex(name)) for name in
+                       interfaces or [name for name in interface_names() if name != "lo"])
+        features = xdp_features(indexes.values()) if modes else None
+        result = {"capabilities": capabilities(), "interfaces": {}}
+        for name, index in indexes.items():
+            facts = interface_facts(name, per_cpu, top, state_dir)
+            facts["xdp_modes"] = xdp_modes(features[index]) if features is not None else None
+            result["interfaces"][name] = facts
+    except _netlink.NetlinkError as error:
+        raise FactsError(str(error))
+    return result

@@ -1,0 +1,153 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: xdp_facts
+short_description: Gather XDP programs, firewall counters and BPF capabilities as facts
+version_added: 0.1.0
+description:
+  - Returns C(ansible_facts.xdp) with, per interface, the attached XDP program (id, name, tag, mode, owner,
+    object hash, maps) and, for the xdpfleet firewall, its rule count, default action, packets and bytes per
+    XDP action and the rules with the most hits; plus the host's kernel capabilities.
+  - Everything is read from the kernel (the program attached to the interface and the maps it uses, by id),
+    so the facts are complete when the pin directory or C(/etc/xdpfleet) are gone. Rule names come from
+    C(/etc/xdpfleet/<interface>.json) when that file describes the active rule set.
+  - Counters are summed over every possible CPU (C(libbpf_num_possible_cpus)), not only the online ones.
+  - A host with nothing attached gives interfaces with RV(ansible_facts.xdp.interfaces.eth0.attached=false), not an error.
+  - Never changes anything. Can be listed in C(facts_modules) in C(ansible.cfg) (after C(ansible.builtin.setup))
+    so that ordinary fact gathering includes it.
+author:
+  - xdpfleet developers
+extends_documentation_fragment:
+  - xdpfleet.xdp.attributes
+  - ansible.builtin.action_common_attributes.facts
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  facts:
+    support: full
+options:
+  interfaces:
+    description:
+      - Interfaces to report. Defaults to every interface of the host except C(lo).
+    type: list
+    elements: str
+  per_cpu:
+    description:
+      - Add each action's per-CPU breakdown (C(per_cpu) list) to the summed counters.
+    type: bool
+    default: false
+  top_rules:
+    description:
+      - How many rules to report in C(top_rules), those with the most hit packets first.
+    type: int
+    default: 10
+  xdp_modes:
+    description:
+      - Report which XDP attach modes each interface takes, from the kernel's netdev generic netlink
+        family (Linux 6.3 and later; C(null) on older kernels).
+      - Needs the pyroute2 library, whose import costs about half a second; set V(false) where fact
+        gathering must be fast.
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+- name: Gather XDP facts of every interface
+  xdpfleet.xdp.xdp_facts:
+
+- name: Gather eth0's counters with the per-CPU breakdown and the top 5 rules
+  xdpfleet.xdp.xdp_facts:
+    interfaces: [eth0]
+    per_cpu: true
+    top_rules: 5
+
+- name: Show how many packets eth0's filter dropped
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.xdp.interfaces.eth0.stats.drop.packets | default(0) }} packets dropped"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts added to the host.
+  returned: always
+  type: dict
+  contains:
+    xdp:
+      description: XDP facts of the host.
+      type: dict
+      contains:
+        capabilities:
+          description: >-
+            C(kernel) release, C(btf) (kernel BTF present), C(jit_enabled), C(bpffs_mounted),
+            C(possible_cpus) and C(online_cpus).
+          type: dict
+          sample: {"kernel": "6.18.44", "btf": true, "jit_enabled": true, "bpffs_mounted": true,
+                   "possible_cpus": 2, "online_cpus": 2}
+        interfaces:
+          description:
+            - One entry per interface, keyed by name, with C(attached), C(prog_id), C(name), C(tag), C(mode)
+              (native, skb, hw), C(owner) (xdpfleet or foreign), C(object_sha256), C(program), C(pin_dir),
+              C(maps) (list of C(name) and C(id)) and C(xdp_modes) (modes the interface takes).
+            - For the xdpfleet firewall (C(firewall=true)) also C(rule_count), C(default_action),
+              C(sample_rate), C(active_slot), C(stats) (per reason C(aborted), C(drop), C(pass), C(tx),
+              C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request) and
+              C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes)).
+          type: dict
+          sample:
+            eth0:
+              attached: true
+              prog_id: 412
+              name: xdp_firewall
+              tag: 3b185187f1855c4c
+              mode: native
+              owner: xdpfleet
+              object_sha256: 9f2c0e5d8a8b4e7f1c3a6b2d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f
+              program: xdp_firewall
+              pin_dir: /sys/fs/bpf/xdpfleet/eth0
+              maps: [{"name": "xf_stats", "id": 77}]
+              xdp_modes: [native, skb]
+              firewall: true
+              rule_count: 2
+              default_action: pass
+              sample_rate: 0
+              active_slot: 1
+              stats: {"drop": {"packets": 50, "bytes": 4900}, "pass": {"packets": 12, "bytes": 1140}}
+              top_rules: [{"position": 1, "name": "no-ping", "rule": "drop icmp from 198.18.0.2/32 to any",
+                           "action": "drop", "counter": 0, "packets": 50, "bytes": 4900}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interfaces=dict(type="list", elements="str"),
+            per_cpu=dict(type="bool", default=False),
+            top_rules=dict(type="int", default=10),
+            xdp_modes=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    if module.params["top_rules"] < 0:
+        module.fail_json(msg="top_rules must be 0 or more, not %d" % module.params["top_rules"])
+    try:
+        facts = _facts.gather(module.params["interfaces"], module.params["per_cpu"],
+                              module.params["top_rules"], module.params["xdp_modes"])
+    except (_facts.FactsError, LibbpfError) as error:
+        module.fail_json(msg=str(error))
+    module.exit_json(changed=False, ansible_facts={"xdp": facts})
+
+
+if __name__ == "__main__":
+    main()
