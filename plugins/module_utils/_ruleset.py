@@ -1,0 +1,562 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Resource-module logic of xdp_rules: rule identity, the five states, diff lines, summary,
+the SSH lockout guard and the desired-state file.
+
+Rules here are normalised dicts (see _rules.parse_rules) with the keys of RULE_FIELDS; an absent
+match is None. Nothing here touches the kernel or needs Ansible.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import bisect
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import tempfile
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _state
+
+MATCH_FIELDS = ("source", "destination", "protocol", "port")
+RULE_FIELDS = ("name", "action") + MATCH_FIELDS
+STATES = ("merged", "replaced", "overridden", "deleted", "gathered")
+STATE_DIR = "/etc/xdpfleet"
+STATE_FILE_VERSION = 1
+
+
+class RulesetError(Exception):
+    pass
+
+
+def errors():
+    """The exceptions a run reports as a task failure."""
+    return (RulesetError, ValueError, OSError, _libbpf.LibbpfError, _state.StateError)
+
+
+def rule_key(rule):
+    """A rule's identity across runs: its name when it has one, else its match fields."""
+    name = rule.get("name")
+    if name:
+        return ("name", name)
+    return ("match", rule.get("source"), rule.get("destination"), rule.get("protocol"), rule.get("port"))
+
+
+def describe_key(key):
+    if key[0] == "name":
+        return "name %r" % key[1]
+    return "match %s" % _match_text(dict(zip(MATCH_FIELDS, key[1:])))
+
+
+def check_unique(rules, what):
+    seen = set()
+    for rule in rules:
+        key = rule_key(rule)
+        if key in seen:
+            raise RulesetError("%s holds two rules with the same identity (%s); give them distinct names"
+                               % (what, describe_key(key)))
+        seen.add(key)
+
+
+# --- the five states --------------------------------------------------------
+
+
+def _merge_fields(old, new):
+    """merged: the fields given in new win, the others keep their old value."""
+    merged = dict(old)
+    merged.update((field, value) for field, value in new.items() if value is not None)
+    return merged
+
+
+def _replace_fields(old, new):
+    return dict(new)
+
+
+def _insert_new(result, config, combine):
+    """Updates rules of result that config names (in place) and inserts the others.
+
+    A new rule goes right after the rule that precedes it in config; a new rule at the head of
+    config goes before the first config rule that already exists, or at the end when none does.
+    """
+    position = {rule_key(rule): index for index, rule in enumerate(result)}
+    placed = []  # (result index, rule) for every config rule, in config order
+    for rule in config:
+        key = rule_key(rule)
+        if key in position:
+            index = position[key]
+            result[index] = combine(result[index], rule)
+            placed.append((index, None))
+        else:
+            placed.append((None, rule))
+    return _splice(result, placed)
+
+
+def _splice(result, placed):
+    after = {}  # index of existing rule -> new rules to put right after it
+    head = []   # new rules before any existing config rule
+    anchor = None
+    for index, rule in placed:
+        if rule is None:
+            anchor = index
+        elif anchor is None:
+            head.append(rule)
+        else:
+            after.setdefault(anchor, []).append(rule)
+    first_existing = next((index for index, rule in placed if rule is None), len(result))
+    spliced = []
+    for index, rule in enumerate(result):
+        if index == first_existing:
+            spliced.extend(head)
+        spliced.append(rule)
+        spliced.extend(after.get(index, ()))
+    if first_existing == len(result):
+        spliced.extend(head)
+    return spliced
+
+
+def desired_rules(state, have, config):
+    """The ordered rule list a state produces from the current rules `have` and `config`."""
+    if state == "gathered":
+        return list(have)
+    if state == "overridden":
+        check_unique(config, "config")
+        return list(config)
+    if state == "deleted":
+        if not config:
+            return []
+        doomed = set(rule_key(rule) for rule in config)
+        return [rule for rule in have if rule_key(rule) not in doomed]
+    check_unique(config, "config")
+    combine = _merge_fields if state == "merged" else _replace_fields
+    result = _insert_new(list(have), config, combine)
+    check_unique(result, "the resulting rule set")
+    return result
+
+
+# --- comparison: summary and diff lines ------------------------------------------
+
+
+def _match_text(rule):
+    words = [rule.get("protocol") or "ip", "from", rule.get("source") or "any",
+             "to", rule.get("destination") or "any"]
+    if rule.get("port") is not None:
+        words += ["port", str(rule["port"])]
+    return " ".join(words)
+
+
+def rule_line(rule):
+    """One line per rule, as diff mode shows it: `drop tcp from any to 198.18.0.0/24 port 22 (ssh)`."""
+    text = "%s %s" % (rule["action"], _match_text(rule))
+    if rule.get("name"):
+        text += " (%s)" % rule["name"]
+    return text
+
+
+def _longest_increasing(sequence):
+    """Indexes into sequence of one longest strictly increasing subsequence."""
+    tails, tail_index, previous = [], [], [None] * len(sequence)
+    for index, value in enumerate(sequence):
+        slot = bisect.bisect_left(tails, value)
+        if slot:
+            previous[index] = tail_index[slot - 1]
+        if slot == len(tails):
+            tails.append(value)
+            tail_index.append(index)
+        else:
+            tails[slot] = value
+            tail_index[slot] = index
+    chain, index = set(), tail_index[-1] if tail_index else None
+    while index is not None:
+        chain.add(index)
+        index = previous[index]
+    return chain
+
+
+def compare(before, after):
+    """Summary counts and diff lines of two ordered rule lists.
+
+    A kept rule (same identity) counts as changed when its fields differ or it moved relative to
+    the other kept rules; the fewest such moves are reported.
+    """
+    if before == after:
+        return {"added": 0, "removed": 0, "changed": 0}, []
+    old = dict((rule_key(rule), (index, rule)) for index, rule in enumerate(before))
+    new_keys = [rule_key(rule) for rule in after]
+    kept = [old[key][0] for key in new_keys if key in old]
+    in_order = _longest_increasing(kept)
+    gone = set(old) - set(new_keys)
+    lines = ["- " + rule_line(rule) for rule in before if rule_key(rule) in gone]
+    added = changed = kept_index = 0
+    for position, (key, rule) in enumerate(zip(new_keys, after)):
+        if key not in old:
+            added += 1
+            lines.append("+ %s (at %d)" % (rule_line(rule), position + 1))
+            continue
+        old_rule = old[key][1]
+        moved = kept_index not in in_order
+        kept_index += 1
+        if old_rule != rule:
+            changed += 1
+            lines += ["- " + rule_line(old_rule), "+ %s (at %d)" % (rule_line(rule), position + 1)]
+        elif moved:
+            changed += 1
+            lines.append("~ %s (moved to %d)" % (rule_line(rule), position + 1))
+    return {"added": added, "removed": len(gone), "changed": changed}, lines
+
+
+def setting_lines(before, after):
+    """Diff lines for the scalar settings (default_action, sampling) that differ."""
+    return ["~ %s: %s -> %s" % (name, before.get(name), after[name])
+            for name in sorted(after) if before.get(name) != after[name]]
+
+
+# --- lockout guard ------------------------------------------------------------
+
+
+def ssh_packet(environ):
+    """The packet the SSH client sends to this host, from SSH_CONNECTION; None outside SSH."""
+    fields = (environ.get("SSH_CONNECTION") or "").split()
+    if len(fields) != 4:
+        return None
+    client, client_port, server, server_port = fields
+    return {"source": client, "destination": server, "protocol": "tcp",
+            "source_port": int(client_port), "port": int(server_port)}
+
+
+def lockout(entries, rules, default_action, packet, classify):
+    """Why the rule set would drop packet: a text naming the rule, or None when it passes.
+
+    rules are the entries' Rule objects; classify(rules, default_action, packet) -> (action, index of the
+    deciding rule or None).
+    """
+    if packet is None:
+        return None
+    action, index = classify(rules, default_action, packet)
+    if action != "drop":
+        return None
+    culprit = "the default action drop" if index is None else \
+        "rule %d (%s)" % (index + 1, rule_line(entries[index]))
+    return ("%s would drop this SSH connection (tcp from %s port %d to %s port %d); "
+            "set allow_lockout: true to apply it anyway"
+            % (culprit, packet["source"], packet["source_port"], packet["destination"], packet["port"]))
+
+
+# --- desired state on disk ------------------------------------------------------
+
+
+def state_path(interface, state_dir=STATE_DIR):
+    return os.path.join(state_dir, "%s.json" % interface)
+
+
+def read_state(interface, state_dir=STATE_DIR):
+    """The desired state last written for interface, or None."""
+    try:
+        with open(state_path(interface, state_dir)) as handle:
+            return json.load(handle)
+    except IOError:
+        return None
+    except ValueError as error:
+        raise RulesetError("%s is not valid JSON: %s" % (state_path(interface, state_dir), error))
+
+
+def write_state(interface, document, state_dir=STATE_DIR):
+    """Writes the desired state so that a reader sees the old file or the new one, never a part."""
+    if not os.path.isdir(state_dir):
+        os.makedirs(state_dir, 0o755)
+    target = state_path(interface, state_dir)
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % interface, dir=state_dir)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(json.dumps(dict(document, version=STATE_FILE_VERSION), separators=(",", ":")))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.rename(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    directory = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# --- input: config items to canonical entries ------------------------------------------------
+# An entry is a rule in Rule.to_dict() form plus its optional `name`; canonical values are a
+# fixed point of _rules.parse_rule, which lets items already in canonical form skip re-parsing.
+
+ITEM_KEYS = frozenset(RULE_FIELDS)
+
+
+def entry_values(entry):
+    """The canonical (action, source, destination, protocol, port) of an entry."""
+    get = entry.get
+    return (get("action"), get("source"), get("destination"), get("protocol"), get("port"))
+
+
+def _raw_values(item):
+    values = entry_values(item)
+    # bool is an int in Python: keep True from passing for the canonical port or protocol 1
+    if isinstance(values[3], bool) or isinstance(values[4], bool):
+        return None
+    return values
+
+
+def _entry(rule, name):
+    entry = rule.to_dict()
+    if name:
+        entry["name"] = name
+    return entry
+
+
+class Entries:
+    """Turns config items into entries; knows the Rule of every canonical value seen."""
+
+    def __init__(self):
+        self.known = set()
+        self.rule_of = {}
+        self.pending = []
+
+    def remember(self, entries, rules):
+        """entries are canonical; rules() gives their Rule objects, only called when one is needed."""
+        self.known.update(entry_values(entry) for entry in entries)
+        self.pending.append((entries, rules))
+
+    def from_items(self, items, default_action=None):
+        """Validated entries of items; default_action fills a missing action (state deleted)."""
+        if not isinstance(items, list):
+            raise _rules.RuleError(["config: must be a list of rules"])
+        entries, errors = [], []
+        for index, item in enumerate(items):
+            try:
+                entries.append(self._from_item(item, "config[%d]" % index, default_action))
+            except _rules.RuleError as error:
+                errors.extend(error.errors)
+        if errors:
+            raise _rules.RuleError(errors)
+        return entries
+
+    def _from_item(self, item, where, default_action):
+        if not isinstance(item, dict):
+            raise _rules.RuleError(["%s: must be a dict" % where])
+        name = item.get("name")
+        if name is not None and not isinstance(name, str):
+            raise _rules.RuleError(["%s.name: must be a string" % where])
+        if default_action and item.get("action") is None:
+            item = dict(item, action=default_action)
+        if _raw_values(item) in self.known and ITEM_KEYS.issuperset(item):
+            entry = dict((key, value) for key, value in item.items() if value is not None and key != "name")
+        else:
+            rule = _rules.parse_rule(dict((k, v) for k, v in item.items() if k != "name"), where)
+            entry = _entry(rule, None)
+            self.known.add(entry_values(entry))
+            self.rule_of[entry_values(entry)] = rule
+        if name:
+            entry["name"] = name
+        return entry
+
+    def rule(self, entry, where):
+        values = entry_values(entry)
+        if values not in self.rule_of:
+            self._resolve_pending()
+        if values not in self.rule_of:
+            self.rule_of[values] = _rules.parse_rule(dict((k, v) for k, v in entry.items() if k != "name"), where)
+        return self.rule_of[values]
+
+    def _resolve_pending(self):
+        for entries, rules in self.pending:
+            for entry, rule in zip(entries, rules()):
+                self.rule_of.setdefault(entry_values(entry), rule)
+        self.pending = []
+
+
+# --- kernel: the firewall's pinned maps -------------------------------------------------------
+
+MAP_NAMES = ("xf_config", "xf_hits") + tuple(
+    "xf_%s_%d" % (name, slot) for slot in (0, 1) for name in _rules.RULESET_MAPS)
+
+
+@contextlib.contextmanager
+def pinned_maps(pin_dir):
+    """{map name: fd} of the firewall maps pinned in pin_dir, closed on exit."""
+    maps = {}
+    try:
+        for name in MAP_NAMES:
+            path = os.path.join(pin_dir, name)
+            if not os.path.exists(path):
+                raise RulesetError("%s is missing: the xdpfleet firewall is not attached with its maps pinned in %s "
+                                   "(attach it with xdpfleet.xdp.xdp_program)" % (path, pin_dir))
+            maps[name] = _libbpf.obj_get(path)
+        yield maps
+    finally:
+        for fd in maps.values():
+            os.close(fd)
+
+
+class KernelRuleset:
+    """The rule set the program uses now: the active slot's meta and packed rules."""
+
+    def __init__(self, maps):
+        self.active, self.sampling, metas = _rules.read_config(maps)
+        self.meta = metas[self.active]
+        code, count = _rules.META_FORMAT.unpack_from(self.meta)[:2]
+        self.default_action = _rules.ACTION_NAMES.get(code, "pass") if code else "pass"
+        items = _libbpf.map_items(maps["xf_rules_%d" % self.active], 4, _rules.RULE_FORMAT.size,
+                                  _rules.MAX_RULES) if count else []
+        self.packed = [value for _, value in items[:count]]
+        self._decoded = None
+
+    @property
+    def digest(self):
+        return ruleset_digest(self.meta, self.packed)
+
+    def decoded(self):
+        """[(Rule, hit-counter slot)] by position."""
+        if self._decoded is None:
+            self._decoded = [decode_rule(packed) for packed in self.packed]
+        return self._decoded
+
+
+def ruleset_digest(meta, packed_rules):
+    digest = hashlib.sha256(meta)
+    digest.update(b"".join(packed_rules))
+    return digest.hexdigest()
+
+
+def _network(family, packed, prefixlen):
+    if prefixlen == _rules.NO_PREFIX:
+        return None
+    if family == 4:
+        return ipaddress.IPv4Network((int.from_bytes(packed[:4], "big"), prefixlen))
+    return ipaddress.IPv6Network((int.from_bytes(packed, "big"), prefixlen))
+
+
+def decode_rule(packed):
+    """(Rule, counter) from a packed xf_rule: the inverse of _rules' packing."""
+    (action, flags, protocol, family, src_len, dst_len, _, low, high, counter,
+     source, destination, _) = _rules.RULE_FORMAT.unpack(packed)
+    rule = _rules.Rule(
+        _rules.ACTION_NAMES[action], _network(family, source, src_len), _network(family, destination, dst_len),
+        protocol if flags & _rules.HAS_PROTO else None, (low, high) if flags & _rules.HAS_PORT else None)
+    return rule, counter
+
+
+# --- one run of the module ----------------------------------------------------------------------
+
+
+class Outcome:
+    """What a run found and decided; `result` is the module's return value."""
+
+    def __init__(self, before, after, settings_before, settings_after):
+        self.before, self.after = before, after
+        self.settings_before, self.settings_after = settings_before, settings_after
+        self.summary, self.lines = compare(before, after)
+        self.lines = setting_lines(settings_before, settings_after) + self.lines
+        self.ruleset_changed = before != after or \
+            settings_before["default_action"] != settings_after["default_action"]
+        self.changed = self.ruleset_changed or settings_before != settings_after
+        self.rules = None
+
+    def result(self, interface, state, diff):
+        result = dict(changed=self.changed, interface=interface, summary=self.summary, before=self.before,
+                      **self.settings_after)
+        if state == "gathered":
+            result["gathered"] = self.before
+        elif self.changed:
+            result["after"] = self.after
+        if diff:
+            result["diff"] = {"prepared": "\n".join(self.lines)}
+        return result
+
+
+def _have(kernel, stored, entries):
+    """Current entries: the stored desired state when the kernel holds exactly what it recorded, else the
+    kernel's rules (their names are not in the kernel)."""
+    rules = lambda: [rule for rule, _ in kernel.decoded()]  # noqa: E731
+    if stored and stored.get("digest") == kernel.digest:
+        have = stored["rules"]
+    else:
+        have = [_entry(rule, None) for rule in rules()]
+    entries.remember(have, rules)
+    return have
+
+
+def _settings(request, kernel):
+    sampling = request.get("sampling")
+    if sampling is not None and not 0 <= sampling <= 0xFFFFFFFF:
+        raise RulesetError("sampling: %r is not 0 (off) or N for 1 in N drops (up to 2^32-1)" % (sampling,))
+    return {"default_action": request.get("default_action") or kernel.default_action,
+            "sampling": kernel.sampling if request.get("sampling") is None else request["sampling"]}
+
+
+def plan(request, kernel, stored):
+    """The Outcome of request against the kernel's rule set and the stored desired state."""
+    entries = Entries()
+    have = _have(kernel, stored, entries)
+    state = request["state"]
+    items = request.get("config") or []
+    want = entries.from_items(items, "drop" if state == "deleted" else None)
+    after = desired_rules(state, have, want)
+    settings_before = {"default_action": kernel.default_action, "sampling": kernel.sampling}
+    settings_after = settings_before if state == "gathered" else _settings(request, kernel)
+    outcome = Outcome(have, after, settings_before, settings_after)
+    if outcome.ruleset_changed:
+        outcome.rules = [entries.rule(entry, "rule %d" % (index + 1)) for index, entry in enumerate(after)]
+    return outcome
+
+
+def check_lockout(outcome, environ, allow_lockout):
+    if allow_lockout or not outcome.ruleset_changed:
+        return
+    packet = ssh_packet(environ)
+    if packet is None:
+        return
+
+    def classify(rules, default_action, packet):
+        verdict = _rules.classify(rules, default_action, _rules.Packet.ip(
+            packet["source"], packet["destination"], _rules.PROTOCOLS["tcp"], packet["port"]))
+        return verdict.action, verdict.position
+
+    reason = lockout(outcome.after, outcome.rules, outcome.settings_after["default_action"], packet, classify)
+    if reason:
+        raise RulesetError(reason)
+
+
+def apply(maps, kernel, outcome):
+    """Makes the kernel hold outcome's rule set and settings; returns the digest of the active rule set."""
+    digest = kernel.digest
+    if outcome.ruleset_changed:
+        digest = switch_ruleset(maps, kernel, outcome)
+    if outcome.settings_before["sampling"] != outcome.settings_after["sampling"]:
+        _rules.set_sample_rate(maps, outcome.settings_after["sampling"])
+    return digest
+
+
+def switch_ruleset(maps, kernel, outcome):
+    """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters."""
+    previous = kernel.decoded()
+    counters, fresh = _rules.assign_counters(outcome.rules, [rule for rule, _ in previous],
+                                             [counter for _, counter in previous])
+    compiled = _rules.compile_rules(outcome.rules, outcome.settings_after["default_action"], counters)
+    _rules.apply_ruleset(maps, compiled, fresh)
+    return ruleset_digest(compiled.meta, compiled.rules)
+
+
+def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
+    """One xdp_rules task on this host; returns the module result (raises RulesetError/RuleError)."""
+    interface = request["interface"]
+    pin_dir = request.get("pin_dir") or _state.default_pin_dir(interface)
+    with _state.host_lock(interface), pinned_maps(pin_dir) as maps:
+        kernel = KernelRuleset(maps)
+        stored = read_state(interface, state_dir)
+        outcome = plan(request, kernel, stored)
+        check_lockout(outcome, os.environ if environ is None else environ, request.get("allow_lockout"))
+        if outcome.changed and not check_mode:
+            digest = apply(maps, kernel, outcome)
+            write_state(interface, dict(interface=interface, rules=outcome.after, digest=digest,
+                                        **outcome.settings_after), state_dir)
+    return outcome.result(interface, request["state"], request.get("diff"))

@@ -1,0 +1,235 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: xdp_rules
+short_description: Manage the ordered rule set of the xdpfleet XDP firewall on an interface
+version_added: 0.1.0
+description:
+  - Resource module for the rules of the firewall that M(xdpfleet.xdp.xdp_program) attached to O(interface).
+    Rules are ordered; the first rule that matches a packet decides, the default action decides the rest
+    (see C(docs/RULES.md)).
+  - B(Rule identity.) Across runs a rule is identified by its O(config[].name) when it has one, otherwise by
+    its match fields O(config[].source), O(config[].destination), O(config[].protocol) and O(config[].port)
+    (in canonical form, so C(22) and C("22-22") or C(TCP) and C(tcp) are the same). The action is never part
+    of the identity, it is the value. Two rules of one set may not share an identity.
+  - O(state=merged) updates the rules of O(config) that exist (the fields given win, fields left out keep their
+    value; the rule keeps its position) and inserts the others. A new rule is inserted right after the rule
+    that precedes it in O(config); a new rule at the head of O(config) goes right before the first rule of
+    O(config) that already exists, or at the end of the set when none exists. So listing an existing rule
+    after a new one places the new rule in front of it.
+  - O(state=replaced) is V(merged), except that an existing rule named in O(config) is replaced as a whole
+    (fields left out are removed).
+  - O(state=overridden) makes the rule set exactly O(config), in its order.
+  - O(state=deleted) removes the rules of O(config), matched by identity only (their action may be left out);
+    without O(config) it removes every rule.
+  - O(state=gathered) returns the current rules in RV(gathered) and changes nothing.
+  - A change is atomic for packets. The new set is written with batch map operations into the program's
+    inactive rule-set slot and then one index in its config map is switched, so each packet is classified
+    entirely by the old set or entirely by the new one. Rules kept from the old set keep their hit counters.
+  - The current rules are read from the kernel. The desired state (rules with their names, default action,
+    sampling) is written atomically to C(/etc/xdpfleet/<interface>.json) after every change, so that it can be
+    restored after a reboot; names come from that file as long as the kernel still holds what it describes.
+  - B(Lockout guard.) When the task runs over SSH (C(SSH_CONNECTION) on the host), the resulting rule set is
+    evaluated with the reference classifier on the packet the SSH client sends to the host (TCP from the
+    client address and port to the server address and port). If that packet would be dropped the module
+    fails, naming the rule (or the default action) that drops it, unless O(allow_lockout=true). The check
+    does not know which interface the session enters by, so it also guards interfaces the session does not
+    use; set O(allow_lockout) for those.
+author:
+  - xdpfleet developers
+extends_documentation_fragment:
+  - xdpfleet.xdp.attributes
+  - xdpfleet.xdp.attributes.interface
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details:
+      - The diff lists the rules that are added (V(+)), removed (V(-)), changed (V(-) then V(+)) or moved (V(~)),
+        one line each, such as C(+ drop tcp from any to 198.18.0.0/24 port 22 (ssh) (at 3)).
+options:
+  config:
+    description:
+      - The ordered rules. Validated as a whole; every problem is reported with its position.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - A name (comment) for the rule. When given, it is the rule's identity across runs.
+        type: str
+      action:
+        description:
+          - What to do with a matching packet. Required except with O(state=deleted).
+        type: str
+        choices: [drop, pass]
+      source:
+        description:
+          - Source address or CIDR, IPv4 or IPv6, without host bits set (V(198.18.0.0/15), V(2001:db8::/32)).
+        type: str
+      destination:
+        description:
+          - Destination address or CIDR, of the same family as O(config[].source) when both are given.
+        type: str
+      protocol:
+        description:
+          - V(tcp), V(udp), V(icmp), V(icmpv6), or an IP protocol number.
+        type: str
+      port:
+        description:
+          - Destination port (tcp/udp), a number or an inclusive range V(low-high).
+        type: str
+  state:
+    description:
+      - How O(config) is applied; see the description for each state.
+    type: str
+    choices: [merged, replaced, overridden, deleted, gathered]
+    default: merged
+  default_action:
+    description:
+      - Verdict for packets no rule matches. ARP and IPv6 neighbour discovery always pass.
+      - Left out, the current default action is kept (V(pass) on a fresh program).
+    type: str
+    choices: [drop, pass]
+  sampling:
+    description:
+      - Send 1 in N dropped packets to the program's event ring buffer; V(0) turns sampling off.
+      - Left out, the current rate is kept.
+    type: int
+  allow_lockout:
+    description:
+      - Apply a rule set even though it would drop the SSH connection the task runs over.
+    type: bool
+    default: false
+notes:
+  - Needs root, libbpf.so.1 on the host and the firewall attached by M(xdpfleet.xdp.xdp_program) with its maps
+    pinned in O(pin_dir).
+  - The O(config) elements are validated by the module itself rather than by Ansible's argument spec, which is
+    too slow for block lists of 100,000 rules.
+requirements:
+  - libbpf >= 1.0 on the managed host
+seealso:
+  - module: xdpfleet.xdp.xdp_program
+  - module: xdpfleet.xdp.xdp_map
+"""
+
+EXAMPLES = r"""
+- name: Block a network and SSH from everywhere else, keeping other rules
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    config:
+      - name: admins
+        action: pass
+        source: 198.18.0.0/24
+        protocol: tcp
+        port: 22
+      - action: drop
+        protocol: tcp
+        port: 22
+      - action: drop
+        source: 198.19.128.0/17
+
+- name: The rule set is exactly this, default deny, sample 1 in 100 drops
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    state: overridden
+    default_action: drop
+    sampling: 100
+    config:
+      - action: pass
+        protocol: tcp
+        port: 80-443
+      - action: pass
+        protocol: icmp
+
+- name: Remove one named rule and one by its match
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    state: deleted
+    config:
+      - name: admins
+      - source: 198.19.128.0/17
+
+- name: Read the rules
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    state: gathered
+  register: firewall
+"""
+
+RETURN = r"""
+interface:
+  description: The interface.
+  returned: always
+  type: str
+  sample: eth0
+before:
+  description: The rules before the task, in order, in canonical form.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "admins", "action": "pass", "source": "198.18.0.0/24", "protocol": "tcp", "port": 22}]
+after:
+  description: The rules after the task (predicted in check mode).
+  returned: when changed
+  type: list
+  elements: dict
+  sample: [{"action": "drop", "source": "198.19.128.0/17"}]
+gathered:
+  description: The current rules, with O(state=gathered).
+  returned: when O(state=gathered)
+  type: list
+  elements: dict
+  sample: [{"action": "drop", "source": "198.19.128.0/17"}]
+summary:
+  description:
+    - Counts of rules added, removed and changed (fields changed or moved relative to the other kept rules).
+  returned: always
+  type: dict
+  sample: {"added": 2, "removed": 1, "changed": 0}
+default_action:
+  description: The default action after the task.
+  returned: always
+  type: str
+  sample: pass
+sampling:
+  description: The drop sampling rate after the task (1 in N, 0 off).
+  returned: always
+  type: int
+  sample: 0
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
+
+ARGUMENT_SPEC = dict(
+    interface=dict(type="str", required=True),
+    pin_dir=dict(type="path"),
+    config=dict(type="list", elements="dict"),
+    state=dict(type="str", default="merged", choices=list(_ruleset.STATES)),
+    default_action=dict(type="str", choices=["drop", "pass"]),
+    sampling=dict(type="int"),
+    allow_lockout=dict(type="bool", default=False),
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    request = dict(module.params, diff=module._diff)
+    try:
+        result = _ruleset.run(request, check_mode=module.check_mode)
+    except _ruleset.errors() as error:
+        module.fail_json(msg=str(error), interface=request["interface"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""xdp_rules' resource logic: identity, the five states, summary and diff, lockout guard, state file,
+and whole runs against the real firewall maps (loaded here, pinned in a private bpffs mount)."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _ruleset
+
+REPO = Path(__file__).resolve().parents[2]
+SSH_FROM_ADMIN = {"SSH_CONNECTION": "198.18.0.1 50022 198.18.0.11 22"}
+
+
+def rule(action, **fields):
+    return dict(fields, action=action)
+
+
+SSH = rule("pass", name="ssh", protocol="tcp", port=22)
+WEB = rule("pass", protocol="tcp", port="80-443")
+BAD = rule("drop", source="198.19.0.0/16")
+
+
+# --- identity and states ----------------------------------------------------------------
+
+
+def test_named_rule_is_identified_by_name_and_others_by_match():
+    assert _ruleset.rule_key(SSH) == ("name", "ssh")
+    assert _ruleset.rule_key(BAD) == ("match", "198.19.0.0/16", None, None, None)
+    assert _ruleset.rule_key(dict(BAD, action="pass")) == _ruleset.rule_key(BAD)
+
+
+def test_merged_updates_in_place_keeping_fields_left_out():
+    have = [SSH, BAD]
+    after = _ruleset.desired_rules("merged", have, [{"name": "ssh", "action": "drop", "port": 2222}])
+    assert after == [rule("drop", name="ssh", protocol="tcp", port=2222), BAD]
+
+
+def test_merged_inserts_a_new_rule_after_its_predecessor_in_config():
+    have = [SSH, BAD]
+    after = _ruleset.desired_rules("merged", have, [SSH, WEB])
+    assert after == [SSH, WEB, BAD]
+
+
+def test_merged_puts_a_leading_new_rule_before_the_first_existing_config_rule():
+    spare = rule("pass", source="198.19.1.0/24")
+    after = _ruleset.desired_rules("merged", [SSH, BAD], [spare, BAD])
+    assert after == [SSH, spare, BAD]
+
+
+def test_merged_appends_rules_when_none_of_config_exists():
+    assert _ruleset.desired_rules("merged", [SSH], [BAD, WEB]) == [SSH, BAD, WEB]
+
+
+def test_merged_of_existing_rules_changes_nothing():
+    have = [SSH, WEB, BAD]
+    assert _ruleset.desired_rules("merged", have, [BAD, SSH]) == have
+
+
+def test_replaced_drops_the_fields_left_out():
+    after = _ruleset.desired_rules("replaced", [SSH, BAD], [rule("drop", name="ssh", port=22)])
+    assert after == [rule("drop", name="ssh", port=22), BAD]
+
+
+def test_overridden_is_exactly_config():
+    assert _ruleset.desired_rules("overridden", [SSH, BAD, WEB], [WEB, SSH]) == [WEB, SSH]
+
+
+def test_deleted_removes_by_identity_and_everything_without_config():
+    have = [SSH, WEB, BAD]
+    assert _ruleset.desired_rules("deleted", have, [{"name": "ssh"}, dict(BAD, action="pass")]) == [WEB]
+    assert _ruleset.desired_rules("deleted", have, []) == []
+
+
+def test_gathered_keeps_the_rules():
+    assert _ruleset.desired_rules("gathered", [SSH, BAD], [WEB]) == [SSH, BAD]
+
+
+@pytest.mark.parametrize("state", ["merged", "replaced", "overridden"])
+def test_two_rules_with_one_identity_are_refused(state):
+    with pytest.raises(_ruleset.RulesetError, match="same identity.*match ip from 198.19.0.0/16"):
+        _ruleset.desired_rules(state, [], [BAD, dict(BAD, action="pass")])
+
+
+# --- summary and diff ---------------------------------------------------------------------
+
+
+def test_compare_counts_added_removed_changed_and_moved():
+    before = [SSH, WEB, BAD]
+    after = [dict(BAD, action="pass"), SSH, rule("drop", protocol="icmp")]
+    summary, lines = _ruleset.compare(before, after)
+    assert summary == {"added": 1, "removed": 1, "changed": 1}
+    assert lines == [
+        "- pass tcp from any to any port 80-443",
+        "- drop ip from 198.19.0.0/16 to any",
+        "+ pass ip from 198.19.0.0/16 to any (at 1)",
+        "+ drop icmp from any to any (at 3)",
+    ]
+
+
+def test_a_moved_rule_counts_as_changed():
+    summary, lines = _ruleset.compare([SSH, WEB, BAD], [BAD, SSH, WEB])
+    assert summary == {"added": 0, "removed": 0, "changed": 1}
+    assert lines == ["~ drop ip from 198.19.0.0/16 to any (moved to 1)"]
+
+
+def test_equal_lists_have_no_lines():
+    assert _ruleset.compare([SSH, BAD], [SSH, BAD]) == ({"added": 0, "removed": 0, "changed": 0}, [])
+
+
+def test_rule_line_names_the_rule():
+    line = _ruleset.rule_line(rule("drop", name="x", protocol="tcp", destination="198.18.0.0/24", port=22))
+    assert line == "drop tcp from any to 198.18.0.0/24 port 22 (x)"
+
+
+# --- input validation -------------------------------------------------------------------------
+
+
+def test_items_are_canonicalised_and_every_error_is_listed():
+    entries = _ruleset.Entries()
+    assert entries.from_items([{"action": "drop", "protocol": "TCP", "port": "22-22", "name": "n"}]) == \
+        [{"action": "drop", "protocol": "tcp", "port": 22, "name": "n"}]
+    with pytest.raises(_rules.RuleError) as error:
+        entries.from_items([{"action": "drop", "source": "198.18.0.1/15"}, {"action": "maybe"},
+                            {"action": "drop", "sorce": "198.18.0.0/15"}])
+    assert [message.split(":")[0] for message in error.value.errors] == \
+        ["config[0].source", "config[1].action", "config[2].sorce"]
+
+
+def test_a_known_canonical_item_skips_parsing_but_not_key_checks():
+    entries = _ruleset.Entries()
+    entries.remember([BAD], lambda: pytest.fail("rules resolved without need"))
+    assert entries.from_items([dict(BAD, name="bad")]) == [dict(BAD, name="bad")]
+    with pytest.raises(_rules.RuleError, match="unknown key"):
+        entries.from_items([dict(BAD, comment="x")])
+    with pytest.raises(_rules.RuleError, match="port"):
+        entries.from_items([rule("drop", protocol="tcp", port=True)])
+
+
+# --- lockout guard ------------------------------------------------------------------------------
+
+
+def classify(rules, default_action, packet):
+    verdict = _rules.classify(rules, default_action, _rules.Packet.ip(
+        packet["source"], packet["destination"], _rules.PROTOCOLS["tcp"], packet["port"]))
+    return verdict.action, verdict.position
+
+
+def guard(entries, default_action, environ=SSH_FROM_ADMIN):
+    rules = [_rules.parse_rule(dict((k, v) for k, v in entry.items() if k != "name")) for entry in entries]
+    return _ruleset.lockout(entries, rules, default_action, _ruleset.ssh_packet(environ), classify)
+
+
+def test_lockout_names_the_rule_that_drops_the_ssh_packet():
+    entries = [WEB, rule("drop", name="no-ssh", protocol="tcp", port="20-30")]
+    message = guard(entries, "pass")
+    assert message.startswith("rule 2 (drop tcp from any to any port 20-30 (no-ssh)) would drop this SSH")
+    assert "tcp from 198.18.0.1 port 50022 to 198.18.0.11 port 22" in message
+
+
+def test_lockout_names_the_default_action():
+    assert guard([WEB], "drop").startswith("the default action drop would drop")
+
+
+def test_lockout_spares_a_session_an_earlier_rule_passes_or_no_session():
+    admins = rule("pass", source="198.18.0.1/32", protocol="tcp", port=22)
+    assert guard([admins, rule("drop", protocol="tcp", port=22)], "drop") is None
+    assert guard([rule("drop", source="198.18.0.2/32")], "pass") is None
+    assert guard([rule("drop", protocol="tcp")], "pass", environ={}) is None
+
+
+# --- the desired-state file --------------------------------------------------------------------------
+
+
+def test_state_file_round_trip_and_atomic_replace(tmp_path):
+    assert _ruleset.read_state("eth0", str(tmp_path)) is None
+    _ruleset.write_state("eth0", {"rules": [SSH]}, str(tmp_path))
+    _ruleset.write_state("eth0", {"rules": [BAD]}, str(tmp_path))
+    assert _ruleset.read_state("eth0", str(tmp_path)) == {"rules": [BAD], "version": 1}
+    assert os.listdir(tmp_path) == ["eth0.json"]
+
+
+# --- whole runs on the real maps ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def firewall_object(tmp_path_factory):
+    target = tmp_path_factory.mktemp("bpf") / "xdp_firewall.o"
+    subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "BUILD=%s" % target.parent], check=True)
+    return target
+
+
+@pytest.fixture
+def host(tmp_path, firewall_object):
+    """A loaded firewall with its maps pinned in a private bpffs; yields run(request) -> result."""
+    bpffs = tmp_path / "bpffs"
+    bpffs.mkdir()
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(bpffs)], check=True)
+    try:
+        with _libbpf.BpfObject(str(firewall_object)) as bpf_object:
+            bpf_object.load()
+            for bpf_map in bpf_object.maps:
+                if bpf_map.name.startswith("xf_"):
+                    bpf_map.pin(str(bpffs / bpf_map.name))
+
+            def run(check_mode=False, environ=None, **request):
+                request = dict(dict(interface="eth0", pin_dir=str(bpffs), state="merged"), **request)
+                return _ruleset.run(request, check_mode, environ or {}, str(tmp_path / "etc"))
+            run.maps = _rules.map_fds(bpf_object)
+            run.state_file = tmp_path / "etc" / "eth0.json"
+            yield run
+    finally:
+        subprocess.run(["umount", str(bpffs)], check=True)
+
+
+def kernel_rules(maps):
+    return [rule.to_dict() for rule, _ in _ruleset.KernelRuleset(maps).decoded()]
+
+
+def test_run_writes_the_kernel_and_the_state_file_then_is_idempotent(host):
+    first = host(state="overridden", config=[SSH, BAD], default_action="drop", sampling=10)
+    assert first["changed"] and first["summary"] == {"added": 2, "removed": 0, "changed": 0}
+    assert first["before"] == [] and first["after"] == [SSH, BAD]
+    assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22), BAD]
+    active, sampling, _ = _rules.read_config(host.maps)
+    assert sampling == 10
+    stored = json.loads(host.state_file.read_text())
+    assert (stored["rules"], stored["default_action"], stored["sampling"]) == ([SSH, BAD], "drop", 10)
+    second = host(state="overridden", config=[SSH, BAD], default_action="drop", sampling=10)
+    assert not second["changed"] and "after" not in second and second["before"] == [SSH, BAD]
+    assert _rules.read_config(host.maps)[0] == active
+
+
+def test_check_mode_predicts_and_changes_nothing(host):
+    host(state="overridden", config=[SSH])
+    result = host(check_mode=True, config=[BAD], diff=True)
+    assert result["changed"] and result["after"] == [SSH, BAD]
+    assert result["diff"]["prepared"] == "+ drop ip from 198.19.0.0/16 to any (at 2)"
+    assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22)]
+    assert json.loads(host.state_file.read_text())["rules"] == [SSH]
+
+
+def test_gathered_returns_what_was_set_with_names(host):
+    host(state="overridden", config=[SSH, WEB, BAD])
+    result = host(state="gathered")
+    assert not result["changed"] and result["gathered"] == [SSH, WEB, BAD]
+
+
+def test_kernel_is_the_truth_when_it_differs_from_the_state_file(host):
+    host(state="overridden", config=[SSH, BAD])
+    host.state_file.unlink()
+    result = host(state="gathered")
+    assert result["gathered"] == [rule("pass", protocol="tcp", port=22), BAD]
+    assert host(state="merged", config=[SSH])["summary"] == {"added": 1, "removed": 0, "changed": 0}
+
+
+def test_lockout_refuses_the_change_and_leaves_the_kernel(host):
+    host(state="overridden", config=[SSH])
+    with pytest.raises(_ruleset.RulesetError, match="default action drop would drop this SSH"):
+        host(state="overridden", config=[BAD], default_action="drop", environ=SSH_FROM_ADMIN)
+    assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22)]
+    assert host(state="overridden", config=[BAD], default_action="drop", environ=SSH_FROM_ADMIN,
+                allow_lockout=True)["changed"]
+
+
+def test_kept_rules_keep_their_hit_counters(host):
+    host(state="overridden", config=[SSH, BAD])
+    counters = [counter for _, counter in _ruleset.KernelRuleset(host.maps).decoded()]
+    host(state="merged", config=[rule("drop", protocol="icmp"), SSH])
+    after = dict((rule.to_dict().get("port"), counter)
+                 for rule, counter in _ruleset.KernelRuleset(host.maps).decoded())
+    assert after[22] == counters[0]
+
+
+def test_missing_pins_are_a_clear_error(tmp_path):
+    with pytest.raises(_ruleset.RulesetError, match="not attached"):
+        _ruleset.run({"interface": "eth0", "pin_dir": str(tmp_path), "state": "gathered"}, False, {},
+                     str(tmp_path))
