@@ -329,8 +329,7 @@ def _members(members, base_offset):
     for member in members:
         offset = base_offset + member["bit_offset"]
         if not member["name"] and member["type"]["kind"] == "struct":
-            for inner in _members(member["type"]["members"], offset):
-                yield inner
+            yield from _members(member["type"]["members"], offset)
         else:
             name = member["name"] or "_at%d" % (offset // 8)
             yield Member(name, offset, member["bit_size"], codec_from_tree(member["type"]))

@@ -29,7 +29,7 @@ description:
   - B(Array maps) cannot delete elements. An element whose bytes are all zero counts as absent (O(state=gathered)
     leaves it out), and removing an element writes zeros into it.
 author:
-  - xdpfleet developers
+  - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
   - xdpfleet.xdp.attributes
 attributes:
@@ -234,11 +234,23 @@ after:
   elements: dict
   sample: [{"key": "198.18.0.0/24", "value": 1}, {"key": "198.19.128.0/17", "value": 2}]
 gathered:
-  description: The entries of the map, like RV(before).
+  description: The entries of the map, sorted by the key's bytes.
   returned: when O(state=gathered)
   type: list
   elements: dict
   sample: [{"key": 0, "value": 1532, "per_cpu": [1500, 32]}]
+  contains:
+    key:
+      description: The key, typed like O(entries[].key).
+      type: raw
+    value:
+      description: The value, typed like O(entries[].value); for per-CPU maps the sum over every possible CPU.
+      type: raw
+    per_cpu:
+      description: The value of each possible CPU, CPU 0 first.
+      returned: with O(per_cpu=true) on a per-CPU map
+      type: list
+      elements: raw
 summary:
   description: How many entries were (or in check mode would be) added, changed and removed.
   returned: unless O(state=gathered)
