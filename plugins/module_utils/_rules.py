@@ -11,7 +11,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ctypes
 import ipaddress
+import os
 import struct
 from collections import defaultdict, deque, namedtuple
 
@@ -419,6 +421,7 @@ def apply_ruleset(maps, compiled, fresh_counters=()):
     """
     active, rate, metas = read_config(maps)
     target = 1 - active
+    wait_for_packets_in_flight()
     changes = {}
     rules_map = "xf_rules_%d" % target
     positions = [U32.pack(position) for position in range(len(compiled.rules))]
@@ -433,6 +436,22 @@ def apply_ruleset(maps, compiled, fresh_counters=()):
     _write_config(maps, active, rate, metas)
     _write_config(maps, target, rate, metas)
     return changes
+
+
+MEMBARRIER_CMD_GLOBAL = 1
+MEMBARRIER_SYSCALL = {"x86_64": 324, "aarch64": 283, "ppc64le": 365, "s390x": 356}
+
+
+def wait_for_packets_in_flight():
+    """Returns once no packet can still be using the slot that was active before the last switch.
+
+    XDP programs run inside RCU read-side sections, and membarrier(MEMBARRIER_CMD_GLOBAL)
+    returns only after an RCU grace period, so rewriting that slot afterwards is safe
+    however soon this run follows the previous switch.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(MEMBARRIER_SYSCALL[os.uname().machine], MEMBARRIER_CMD_GLOBAL, 0) != 0:
+        raise OSError(ctypes.get_errno(), "membarrier failed: cannot wait for an RCU grace period")
 
 
 def _write_general(fd, table):
