@@ -1,0 +1,89 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Boot-time restore: re-attach the firewall and re-apply its rules from the desired state on disk.
+
+The firewall role records, per interface, which object it attached and how in
+/etc/xdpfleet/programs/<interface>.json; xdp_rules keeps the rules in /etc/xdpfleet/<interface>.json.
+This runs the same code as the modules (xdp_program's and xdp_rules' module_utils), so a restored
+host is exactly what the modules would have made. Entry point, as xdpfleet-restore.service runs it:
+
+    python3 /var/lib/xdpfleet/xdpfleet-restore.pyz   (a zipapp of the module_utils built by the firewall role)
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import glob
+import json
+import os
+import sys
+import time
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program, _ruleset
+
+PROGRAM_DIR = os.path.join(_ruleset.STATE_DIR, "programs")
+INTERFACE_WAIT = 30.0  # seconds for an interface to appear (udev may still be renaming NICs at boot)
+
+
+def program_records(program_dir=PROGRAM_DIR):
+    """The recorded programs, one dict per interface, sorted by interface."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(program_dir, "*.json"))):
+        with open(path) as handle:
+            records.append(json.load(handle))
+    return records
+
+
+def wait_for_interface(interface, timeout=INTERFACE_WAIT):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists("/sys/class/net/%s" % interface):
+        if time.monotonic() > deadline:
+            raise _program.ProgramError("interface %s did not appear within %.0f s" % (interface, timeout))
+        time.sleep(0.2)
+
+
+def restore_program(record):
+    """Attaches the recorded object in the recorded mode (nothing changes when it is already attached)."""
+    params = {"interface": record["interface"], "state": "attached", "object": record["object"],
+              "remote_src": True, "program": record.get("program"), "mode": record.get("mode") or "auto",
+              "pin_dir": record.get("pin_dir"), "object_sha256": record.get("object_sha256"),
+              "force": False, "map_migration": "keep"}
+    return _program.run(params, check_mode=False)
+
+
+def restore_rules(interface, pin_dir, state_dir=_ruleset.STATE_DIR):
+    """Makes the kernel hold the rules xdp_rules last stored; None when nothing was stored."""
+    stored = _ruleset.read_state(interface, state_dir)
+    if stored is None:
+        return None
+    request = {"interface": interface, "pin_dir": pin_dir, "state": "overridden", "config": stored["rules"],
+               "default_action": stored.get("default_action"), "sampling": stored.get("sampling"),
+               "allow_lockout": True}
+    return _ruleset.run(request, state_dir=state_dir)
+
+
+def restore(record):
+    interface = record["interface"]
+    wait_for_interface(interface)
+    program = restore_program(record)
+    rules = restore_rules(interface, program["pin_dir"])
+    count = "no stored rules" if rules is None else "%d rules" % len(rules.get("after", rules["before"]))
+    return "%s: program %s (id %s, %s mode), %s" % (interface, program["program"], program["prog_id"],
+                                                    program["mode"], count)
+
+
+def main(program_dir=PROGRAM_DIR):
+    """Restores every recorded interface; one failing interface does not stop the others."""
+    failed = 0
+    for record in program_records(program_dir):
+        try:
+            print("xdpfleet-restore: %s" % restore(record))
+        except Exception as error:  # noqa: BLE001 - report and go on with the next interface
+            failed += 1
+            print("xdpfleet-restore: %s: FAILED: %s" % (record.get("interface"), error), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
