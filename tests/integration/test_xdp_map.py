@@ -99,8 +99,8 @@ def through_ansible(loaded, *options, **args):
 
 
 def xdp_map(loaded, check_mode=False, **args):
-    """Runs the module file itself, as ansible does on a host, but without the controller's
-    seconds of start-up (the first and the last test go through `ansible` end to end)."""
+    """Runs the module file itself, as ansible does on a host (in diff mode), but without the
+    controller's seconds of start-up; through_ansible() and the lab test go end to end."""
     module_args = dict(args, pin_dir=loaded.pin_dir, _ansible_check_mode=check_mode, _ansible_diff=True)
     env = dict(os.environ, PYTHONPATH=str(REPO / ".collections"))
     done = subprocess.run([sys.executable, str(MODULE)], input=json.dumps({"ANSIBLE_MODULE_ARGS": module_args}),
@@ -125,14 +125,15 @@ def test_merged_check_mode_diff_and_rerun(loaded):
                                    '+2: {"healthy": 0, "label": "web2", "mac": [2, 0, 0, 0, 0, 2], '
                                    '"ports": {"high": 8080, "low": 8000}, "verdict": "VERDICT_PASS", "weight": 1}']
 
-    first = through_ansible(loaded, "--diff", map="backends", entries=entries)
+    first = xdp_map(loaded, map="backends", entries=entries)
     assert first["changed"] and first["before"] == [] and first["after"] == entries
-    assert diff_lines(first) == diff_lines(checked)
+    assert first["diff"]["before"] == "" and ["+" + line for line in first["diff"]["after"].splitlines()] == \
+        diff_lines(checked)
     written = loaded.raw("backends")
     assert len(written) == 2
 
-    second = through_ansible(loaded, "--diff", map="backends", entries=entries)
-    assert not second["changed"] and "after" not in second and diff_lines(second) == []
+    second = xdp_map(loaded, map="backends", entries=entries)
+    assert not second["changed"] and "after" not in second and "diff" not in second
     assert loaded.raw("backends") == written
     assert xdp_map(loaded, map="backends", state="gathered")["gathered"] == entries
 
