@@ -1,0 +1,310 @@
+"""xdpfleet.xdp.xdp_rules on a lab host: real kernel, real SSH, ansible from the controller, traffic from
+the client namespace.
+
+The suite runs on a lab of its own (prefix xw, 198.18.90.0/24): the controller is 198.18.90.1 (the
+bridge), the client 198.18.90.2, the host 198.18.90.11.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.lab import Lab, Layout
+
+REPO = Path(__file__).resolve().parents[2]
+LAYOUT = Layout("xw", 90)
+FIREWALL = REPO / "build" / "bpf" / "xdp_firewall.o"
+CONTROLLER = LAYOUT.bridge_address
+CLIENT = LAYOUT.client_address
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+SSH_PASS = {"name": "ssh", "action": "pass", "source": CONTROLLER + "/32", "protocol": "tcp", "port": 22}
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return Lab.ensure(1, LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def host(fleet):
+    """The lab host with the firewall attached to eth0 and no rules nor desired-state file."""
+    subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
+    host = fleet.hosts[0]
+    host.run("rm -f /etc/xdpfleet/eth0.json")
+    succeeded(ansible(host, "xdp_program", interface="eth0", object=str(FIREWALL)))
+    return host
+
+
+@pytest.fixture
+def rules_host(host):
+    """The host, its rule set emptied before the test."""
+    succeeded(rules(host, state="overridden", config=[], default_action="pass", sampling=0))
+    return host
+
+
+def ansible_env(**extra):
+    return dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", **extra)
+
+
+def ansible(host, module_name, check=False, diff=False, **args):
+    """Runs xdpfleet.xdp.<module_name> on host with `ansible` over SSH; returns its result dict."""
+    with tempfile.TemporaryDirectory() as tree:
+        argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(LAYOUT.inventory), host.name,
+                "-m", "xdpfleet.xdp." + module_name, "-a", json.dumps(args)]
+        argv += ["--check"] * check + ["--diff"] * diff
+        env = ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+                          ANSIBLE_CALLBACK_TREE_DIR=tree)
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, cwd=REPO)
+        result_file = Path(tree) / host.name
+        assert result_file.exists(), "no result from ansible: %s %s" % (done.stdout, done.stderr)
+        result = json.loads(result_file.read_text())
+        result["failed"] = done.returncode != 0
+        return result
+
+
+def rules(host, check=False, diff=False, **args):
+    return ansible(host, "xdp_rules", check, diff, **dict(dict(interface="eth0"), **args))
+
+
+def succeeded(result):
+    assert not result.get("failed"), result
+    return result
+
+
+def on_host(host, code, timeout=300):
+    """Runs Python code in the host's namespaces with the collection importable; returns its stdout."""
+    script = "import sys; sys.path.insert(0, %r)\n" % str(REPO / ".collections") + textwrap.dedent(code)
+    done = subprocess.run(["nsenter", "-t", str(host.pid), "--net", "--mount", "--uts", "--", PYTHON, "-c", script],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def hits_by_port(host):
+    """{rule port or protocol: packets counted for that rule} of the active rule set."""
+    return json.loads(on_host(host, """
+        import json
+        from ansible_collections.xdpfleet.xdp.plugins.module_utils import _rules, _ruleset
+        with _ruleset.pinned_maps("/sys/fs/bpf/xdpfleet/eth0") as maps:
+            decoded = _ruleset.KernelRuleset(maps).decoded()
+            hits = _rules.read_hits(maps, [counter for _, counter in decoded])
+        print(json.dumps(dict((str(rule.port or rule.protocol), hit["packets"])
+                              for (rule, _), hit in zip(decoded, hits))))
+    """))
+
+
+# --- the five states, each run twice, check mode and diff: one playbook --------------------------
+
+ICMP = {"name": "icmp", "action": "drop", "protocol": "icmp"}
+NET = {"action": "drop", "source": "198.19.0.0/16"}
+WEB = {"action": "pass", "protocol": "tcp", "port": "80-443"}
+DNS = {"action": "drop", "protocol": "udp", "port": 53}
+
+
+def twice(name, **args):
+    task = {"xdpfleet.xdp.xdp_rules": dict(interface="eth0", **args)}
+    return [dict(task, name="%s %s" % (name, run), register="%s_%s" % (name, run)) for run in (1, 2)]
+
+
+PLAY_TASKS = (
+    twice("overridden", state="overridden", config=[SSH_PASS, ICMP, NET])
+    + twice("merged", state="merged", config=[SSH_PASS, WEB, dict(ICMP, action="pass")])
+    + twice("replaced", state="replaced", config=[{"name": "icmp", "action": "drop", "protocol": "icmp"},
+                                                   {"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}])
+    + [{"name": "check", "check_mode": True, "diff": True, "register": "check",
+        "xdpfleet.xdp.xdp_rules": {"interface": "eth0", "config": [DNS]}}]
+    + twice("gathered", state="gathered")
+    + twice("fewer", state="overridden", config=[SSH_PASS, NET, WEB])
+    + twice("deleted", state="deleted", config=[{"source": "198.19.0.0/16"}])
+    + twice("gathered_after_delete", state="gathered")
+)
+
+
+def test_each_state_twice_check_mode_and_diff(rules_host, tmp_path):
+    names = [task["register"] for task in PLAY_TASKS]
+    save = {"name": "save", "delegate_to": "localhost", "become": False,
+            "ansible.builtin.copy": {"dest": str(tmp_path / "results.json"),
+                                     "content": "{{ %s | to_json }}" % ("{" + ", ".join(
+                                         "'%s': %s" % (name, name) for name in names) + "}")}}
+    playbook = tmp_path / "states.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": rules_host.name, "gather_facts": False,
+                                         "tasks": PLAY_TASKS + [save]}], sort_keys=False))
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(LAYOUT.inventory),
+                           str(playbook)], capture_output=True, text=True, env=ansible_env(), timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "results.json").read_text())
+
+    for name in set(name.rsplit("_", 1)[0] for name in names if name != "check"):
+        assert not result[name + "_2"]["changed"], name
+        assert "after" not in result[name + "_2"], name
+    ssh = dict((key, value) for key, value in SSH_PASS.items())
+    assert result["overridden_1"]["after"] == [ssh, ICMP, NET]
+    assert result["merged_1"]["after"] == [ssh, WEB, dict(ICMP, action="pass"), NET]
+    assert result["merged_1"]["summary"] == {"added": 1, "removed": 0, "changed": 1}
+    replaced_ssh = {"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}
+    assert result["replaced_1"]["after"] == [replaced_ssh, WEB, ICMP, NET]
+    assert result["check"]["changed"] and result["check"]["after"][-1] == DNS
+    assert result["check"]["diff"]["prepared"] == "+ drop udp from any to any port 53 (at 5)"
+    assert result["gathered_1"]["gathered"] == result["replaced_1"]["after"]
+    assert result["fewer_1"]["after"] == [ssh, NET, WEB]
+    assert result["fewer_1"]["summary"] == {"added": 0, "removed": 1, "changed": 2}
+    assert result["gathered_after_delete_1"]["gathered"] == [ssh, WEB]
+
+
+# --- lockout guard over the real SSH connection -------------------------------------------------------
+
+
+def test_lockout_guard_fires_over_ssh_and_not_when_a_rule_spares_it(rules_host):
+    refused = rules(rules_host, state="overridden", default_action="drop", config=[WEB])
+    assert refused["failed"] and "the default action drop would drop this SSH connection" in refused["msg"]
+    assert "tcp from %s port" % CONTROLLER in refused["msg"]
+    refused = rules(rules_host, state="overridden",
+                    config=[{"name": "no-ssh", "action": "drop", "protocol": "tcp", "port": "1-1024"}])
+    assert refused["failed"] and refused["msg"].startswith("rule 1 (drop tcp from any to any port 1-1024 (no-ssh))")
+    assert rules(rules_host, state="gathered")["gathered"] == []
+    spared = succeeded(rules(rules_host, state="overridden", default_action="drop", config=[SSH_PASS, WEB]))
+    assert spared["changed"] and spared["default_action"] == "drop"
+
+
+# --- traffic from the client namespace ------------------------------------------------------------------
+
+
+@pytest.fixture
+def web_servers(rules_host):
+    servers = [subprocess.Popen(["nsenter", "-t", str(rules_host.pid), "--net", "--mount", "--", PYTHON,
+                                 "-m", "http.server", "-b", rules_host.address, str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in (80, 8080, 8081)]
+    time.sleep(1.5)
+    yield rules_host
+    for server in servers:
+        server.terminate()
+        server.wait()
+
+
+def reaches(fleet, host, port):
+    return fleet.client.run("curl -s -o /dev/null -m 2 http://%s:%d/" % (host.address, port)).rc == 0
+
+
+def pings(fleet, host):
+    return fleet.client.run("ping -c 1 -W 1 %s" % host.address).rc == 0
+
+
+def test_traffic_verdicts_from_the_client(fleet, web_servers):
+    host = web_servers
+    assert reaches(fleet, host, 80) and reaches(fleet, host, 8080) and pings(fleet, host)
+    pass_8081 = {"name": "8081", "action": "pass", "source": CLIENT + "/32", "protocol": "tcp", "port": 8081}
+    denied = {"name": "denied", "action": "drop", "source": "198.18.90.2/31"}
+    succeeded(rules(host, state="overridden", config=[
+        SSH_PASS, {"action": "pass", "source": CLIENT + "/32", "protocol": "tcp", "port": 80}, pass_8081,
+        ICMP, denied]))
+    assert not pings(fleet, host), "ping passed an ICMP drop rule"
+    assert reaches(fleet, host, 80), "HTTP was dropped"
+    assert not reaches(fleet, host, 8080), "the denied CIDR got through"
+    assert reaches(fleet, host, 8081), "the pass rule before the overlapping drop was not honoured"
+    succeeded(rules(host, state="overridden", config=[SSH_PASS, denied, pass_8081]))
+    assert not reaches(fleet, host, 8081), "the drop rule placed first did not win"
+
+
+def test_hit_counters_survive_a_merged_update(fleet, rules_host):
+    succeeded(rules(rules_host, state="overridden", config=[SSH_PASS, ICMP]))
+    fleet.client.run("ping -c 3 -i 0.2 -W 1 %s" % rules_host.address)
+    assert hits_by_port(rules_host)["1"] == 3
+    succeeded(rules(rules_host, state="merged", config=[DNS, ICMP]))
+    fleet.client.run("ping -c 2 -i 0.2 -W 1 %s" % rules_host.address)
+    counts = hits_by_port(rules_host)
+    assert counts["1"] == 5 and counts["(53, 53)"] == 0
+
+
+# --- atomicity: flip between two sets while two streams flow ------------------------------------------------
+
+STREAM_PASS, STREAM_DROP = 5001, 5002
+
+
+def flip_sets():
+    """Both sets pass STREAM_PASS and drop STREAM_DROP from the client, through different rules and
+    positions, so that a packet classified by a mixture of the two could get another verdict."""
+    client = CLIENT + "/32"
+    set_a = [SSH_PASS,
+             {"action": "pass", "source": client, "protocol": "udp", "port": STREAM_PASS},
+             {"action": "drop", "protocol": "udp", "port": "5000-5010"}]
+    set_b = [SSH_PASS,
+             {"action": "drop", "source": client, "protocol": "udp", "port": STREAM_DROP},
+             {"action": "drop", "source": "198.18.90.0/24", "protocol": "udp", "port": "5003-5010"},
+             {"action": "pass", "protocol": "udp", "port": "5000-5001"},
+             {"action": "drop", "protocol": "udp"}]
+    return set_a, set_b
+
+
+RECEIVER = """
+import select, socket, sys, time
+SO_RCVBUFFORCE = 33  # root may exceed rmem_max: a busy machine must not drop what XDP passed
+sockets = []
+for port in (%d, %d):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 26)
+    s.bind((sys.argv[1], port))
+    sockets.append(s)
+print("ready", flush=True)
+counts, stop_at, watched = [0, 0], None, sockets + [sys.stdin]
+while stop_at is None or time.time() < stop_at:
+    for ready in select.select(watched, [], [], 0.2)[0]:
+        if ready is sys.stdin:
+            stop_at, watched = time.time() + 1, sockets
+        else:
+            ready.recv(64)
+            counts[sockets.index(ready)] += 1
+print(counts[0], counts[1], flush=True)
+""" % (STREAM_PASS, STREAM_DROP)
+
+SENDER = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sent, stop_file = 0, sys.argv[2]
+while not os.path.exists(stop_file):
+    for port in (%d, %d):
+        s.sendto(b"x" * 32, (sys.argv[1], port))
+    sent += 1
+    if sent %% 10 == 0:
+        time.sleep(0.002)  # short bursts: the veth's XDP ring holds 256 frames
+print(sent, flush=True)
+""" % (STREAM_PASS, STREAM_DROP)
+
+FLIPPER = """
+import json, sys
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
+set_a, set_b = json.loads(sys.argv[1])
+switches = 0
+for flip in range(100):
+    result = _ruleset.run({"interface": "eth0", "state": "overridden", "config": set_b if flip % 2 else set_a})
+    switches += result["changed"]
+print(switches)
+"""
+
+
+def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
+    set_a, set_b = flip_sets()
+    succeeded(rules(rules_host, state="overridden", config=set_b))
+    receiver = subprocess.Popen(
+        ["nsenter", "-t", str(rules_host.pid), "--net", "--", PYTHON, "-u", "-c", RECEIVER, rules_host.address],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout.readline().strip() == "ready"
+    stop = tmp_path / "stop"
+    sender = subprocess.Popen(["ip", "netns", "exec", fleet.client.netns, PYTHON, "-c", SENDER,
+                               rules_host.address, str(stop)], stdout=subprocess.PIPE, text=True)
+    try:
+        switches = on_host(rules_host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b]) + FLIPPER,
+                           timeout=600)
+    finally:
+        stop.touch()
+        sent = int(sender.communicate(timeout=30)[0])
+        received_pass, received_drop = map(int, receiver.communicate("done\n", timeout=30)[0].split())
+    assert int(switches) == 100
+    assert sent > 1000, "the stream was too thin to test anything"
+    assert (received_pass, received_drop) == (sent, 0)
