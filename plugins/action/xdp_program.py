@@ -96,7 +96,7 @@ class ActionModule(ActionBase):
             module_args.pop("src", None)
             result.update(self._execute_module(MODULE, module_args=module_args, task_vars=task_vars))
         except AnsibleActionFail as error:
-            result.update(error.result)
+            result.update(failed=True, msg=to_text(error))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result

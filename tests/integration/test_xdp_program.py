@@ -1,0 +1,321 @@
+"""xdpfleet.xdp.xdp_program on lab hosts: real kernel, real SSH, ansible from the controller.
+
+The tests run on a lab of their own (prefix xp, 198.18.40.0/24) so that other suites
+attaching programs to the shared lab cannot disturb what is asserted here.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._program import META_MAP_NAME, decode_meta
+from tests.lab import Lab, Layout
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+LAYOUT = Layout("xp", 40)
+FIREWALL = REPO / "build" / "bpf" / "xdp_firewall.o"
+PORTS_SRC = str(DATA / "xt_ports.bpf.c")
+LIBBPF = "/usr/lib/x86_64-linux-gnu/libbpf.so.1"
+BPF_MAP_TYPE_HASH = 1
+TEST_PIN_DIR = "/sys/fs/bpf/xdpfleet/eth0-itest"
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    return Lab.ensure(2, LAYOUT)
+
+
+@pytest.fixture(scope="module")
+def firewall():
+    subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
+    return str(FIREWALL)
+
+
+@pytest.fixture
+def host(fleet):
+    """A lab host whose eth0 has no XDP program before and after the test."""
+    host = fleet.hosts[0]
+    _clean(host)
+    yield host
+    _clean(host)
+
+
+def _clean(host):
+    host.run("ip link set dev eth0 xdpdrv off; ip link set dev eth0 xdpgeneric off; rm -rf /sys/fs/bpf/xdpfleet")
+
+
+def ansible_env(**extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env.update(extra)
+    return env
+
+
+def module(host, check=False, diff=False, env=None, **args):
+    """Runs the module on host with `ansible`; returns its result dict (with "failed" on failure).
+
+    The tree callback writes each host's result as JSON; at verbosity 3 it keeps the diff too.
+    """
+    with tempfile.TemporaryDirectory() as tree:
+        argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(LAYOUT.inventory), host.name,
+                "-m", "xdpfleet.xdp.xdp_program", "-a", json.dumps(args)]
+        argv += ["--check"] * check + ["--diff", "-vvv"] * diff
+        env = dict(env or ansible_env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+                   ANSIBLE_CALLBACK_TREE_DIR=tree)
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+        result_file = Path(tree) / host.name
+        assert result_file.exists(), "no result from ansible: %s %s" % (done.stdout, done.stderr)
+        result = json.loads(result_file.read_text())
+        result["failed"] = done.returncode != 0
+        return result
+
+
+def succeeded(result):
+    assert not result.get("failed"), result
+    return result
+
+
+def kernel_state(host, pin_dir="/sys/fs/bpf/xdpfleet"):
+    """What the host's kernel shows: the XDP attachment of eth0 and the pins under pin_dir."""
+    shown = subprocess.run(["ip", "-n", host.netns, "-j", "-d", "link", "show", "dev", "eth0"],
+                           capture_output=True, text=True, check=True).stdout
+    link = json.loads(shown)[0].get("xdp")
+    pins = host.run("find %s 2>/dev/null | sort" % pin_dir).out.split()
+    return {"xdp": link, "pins": pins}
+
+
+def meta_records(pin_dir):
+    """Every xdpfleet_meta map in the kernel recording pin_dir: one per program xdpfleet loaded there."""
+    records = []
+    for map_id in libbpf.map_ids():
+        try:
+            fd = libbpf.map_fd_by_id(map_id)
+        except libbpf.LibbpfError:
+            continue
+        try:
+            info = libbpf.map_info(fd)
+            if info["name"] == META_MAP_NAME:
+                meta = decode_meta(libbpf.map_lookup(fd, b"\0\0\0\0", info["value_size"]))
+                if meta and meta["pin_dir"] == pin_dir:
+                    records.append(map_id)
+        finally:
+            os.close(fd)
+    return records
+
+
+def maps_named(prefix):
+    names = []
+    for map_id in libbpf.map_ids():
+        try:
+            fd = libbpf.map_fd_by_id(map_id)
+        except libbpf.LibbpfError:
+            continue
+        try:
+            names.append(libbpf.map_info(fd)["name"])
+        finally:
+            os.close(fd)
+    return [name for name in names if name.startswith(prefix)]
+
+
+def existing_map_ids(ids):
+    return sorted(set(ids) & set(libbpf.map_ids()))
+
+
+def bpftool_hex(data):
+    return " ".join("%02x" % byte for byte in data)
+
+
+def write_entry(host, pin, key, value):
+    result = host.run("bpftool map update pinned %s key hex %s value hex %s"
+                      % (pin, bpftool_hex(key), bpftool_hex(value)))
+    assert result.rc == 0, result
+
+
+def read_entry(host, pin, key):
+    result = host.run("bpftool -j map lookup pinned %s key hex %s" % (pin, bpftool_hex(key)))
+    if result.rc != 0:
+        return None
+    return bytes(int(byte, 16) for byte in json.loads(result.out)["value"])
+
+
+def firewall_hash_map(result):
+    return next(item for item in result["maps"] if item["type"] == BPF_MAP_TYPE_HASH)
+
+
+def firewall_variant(tmp_path):
+    """The firewall source with one more global: a different object, same map layout."""
+    source = tmp_path / "xdp_firewall_variant.bpf.c"
+    source.write_text((REPO / "bpf" / "xdp_firewall.bpf.c").read_text()
+                      + "\nconst volatile __u32 xdpfleet_test_variant = 2;\n")
+    return str(source)
+
+
+# --- life cycle ------------------------------------------------------------------------------
+
+def test_attach_again_upgrade_detach_again(host, firewall, tmp_path):
+    first = succeeded(module(host, interface="eth0", object=firewall, diff=True))
+    assert first["changed"] and first["owner"] == "xdpfleet" and first["mode"] == "native"
+    assert first["diff"]["before"]["prog_id"] is None and first["diff"]["after"]["prog_id"] == first["prog_id"]
+    assert kernel_state(host)["xdp"]["prog"]["id"] == first["prog_id"]
+    assert sorted(kernel_state(host)["pins"]) == sorted(
+        ["/sys/fs/bpf/xdpfleet", "/sys/fs/bpf/xdpfleet/eth0"]
+        + ["/sys/fs/bpf/xdpfleet/eth0/" + item["name"] for item in first["maps"]])
+    assert host.run("stat -c %a /sys/fs/bpf/xdpfleet/eth0").out.strip() == "700"
+
+    rules = firewall_hash_map(first)
+    pin = "/sys/fs/bpf/xdpfleet/eth0/" + rules["name"]
+    key, value = b"\x01" * rules["key_size"], b"\x07" * rules["value_size"]
+    write_entry(host, pin, key, value)
+
+    loads_before = meta_records("/sys/fs/bpf/xdpfleet/eth0")
+    again = succeeded(module(host, interface="eth0", object=firewall))
+    assert not again["changed"] and again["prog_id"] == first["prog_id"]
+    assert again["maps"] == first["maps"]
+    assert meta_records("/sys/fs/bpf/xdpfleet/eth0") == loads_before, "a no-change run loaded something"
+
+    upgraded = succeeded(module(host, interface="eth0", src=firewall_variant(tmp_path), cflags=["-I", str(REPO / "bpf")]))
+    assert upgraded["changed"] and upgraded["prog_id"] != first["prog_id"]
+    assert upgraded["object_sha256"] != first["object_sha256"]
+    assert kernel_state(host)["xdp"]["prog"]["id"] == upgraded["prog_id"]
+    assert read_entry(host, pin, key) == value, "the rules did not survive the upgrade"
+    assert {item["name"]: item["id"] for item in upgraded["maps"]} == {item["name"]: item["id"] for item in first["maps"]}
+
+    detached = succeeded(module(host, interface="eth0", state="detached", diff=True))
+    assert detached["changed"] and detached["diff"]["after"]["prog_id"] is None
+    assert kernel_state(host) == {"xdp": None, "pins": []}
+    map_ids = [item["id"] for item in upgraded["maps"]]
+    assert _eventually(lambda: existing_map_ids(map_ids) == []), "orphan maps: %s" % existing_map_ids(map_ids)
+
+    assert not succeeded(module(host, interface="eth0", state="detached"))["changed"]
+
+
+def _eventually(condition, timeout=5.0):
+    """Maps are freed by the kernel after an RCU grace period, not at once."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_lost_pins_are_restored_from_the_kernel(host):
+    first = succeeded(module(host, interface="eth0", src=PORTS_SRC))
+    host.run("rm -rf /sys/fs/bpf/xdpfleet")
+    again = succeeded(module(host, interface="eth0", src=PORTS_SRC))
+    assert again["changed"] and again["prog_id"] == first["prog_id"] and again["owner"] == "xdpfleet"
+    assert "/sys/fs/bpf/xdpfleet/eth0/xt_ports" in kernel_state(host)["pins"]
+    assert not succeeded(module(host, interface="eth0", src=PORTS_SRC))["changed"]
+
+
+def test_check_mode_changes_nothing(host):
+    before = kernel_state(host)
+    predicted = succeeded(module(host, check=True, diff=True, interface="eth0", src=PORTS_SRC))
+    assert predicted["changed"] and predicted["diff"]["after"]["name"] == "xt_filter"
+    assert kernel_state(host) == before
+
+    attached = succeeded(module(host, interface="eth0", src=PORTS_SRC))
+    before = kernel_state(host)
+    upgrade = succeeded(module(host, check=True, interface="eth0", src=PORTS_SRC, cflags=["-DVARIANT=2"]))
+    detach = succeeded(module(host, check=True, interface="eth0", state="detached"))
+    assert upgrade["changed"] and detach["changed"]
+    assert kernel_state(host) == before and before["xdp"]["prog"]["id"] == attached["prog_id"]
+
+
+def test_layout_change_needs_reset(host):
+    first = succeeded(module(host, interface="eth0", src=PORTS_SRC))
+    write_entry(host, "/sys/fs/bpf/xdpfleet/eth0/xt_ports", b"\x09\x00", b"\x01")
+    before = kernel_state(host)
+    refused = module(host, interface="eth0", src=PORTS_SRC, cflags=["-DPORTS_MAX=64"])
+    assert refused.get("failed") and "xt_ports" in refused["msg"] and "max_entries 16 -> 64" in refused["msg"]
+    assert kernel_state(host) == before
+
+    reset = succeeded(module(host, interface="eth0", src=PORTS_SRC, cflags=["-DPORTS_MAX=64"], map_migration="reset"))
+    assert reset["changed"] and reset["prog_id"] != first["prog_id"]
+    ports = next(item for item in reset["maps"] if item["name"] == "xt_ports")
+    assert ports["max_entries"] == 64
+    assert read_entry(host, "/sys/fs/bpf/xdpfleet/eth0/xt_ports", b"\x09\x00") is None
+
+
+# --- refusals: each leaves the host as it was ---------------------------------------------------
+
+def assert_refused(host, message, pin_dir=TEST_PIN_DIR, env=None, check=False, **args):
+    before, loads = kernel_state(host), meta_records(pin_dir)
+    args.setdefault("interface", "eth0")
+    args.setdefault("pin_dir", pin_dir)
+    result = module(host, env=env, check=check, **args)
+    assert result.get("failed") and not result.get("changed"), result
+    assert message in result["msg"], result["msg"]
+    assert kernel_state(host) == before
+    assert meta_records(pin_dir) == loads
+    return result
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"interface": "xt-nope0"}, "interface xt-nope0 does not exist"),
+    ({"mode": "hw"}, "does not support XDP hardware offload"),
+    ({"object_sha256": "0" * 64}, "but object_sha256 expects " + "0" * 64),
+    ({"pin_dir": "/run/xdpfleet-pins"}, "pin_dir /run/xdpfleet-pins is not on a bpf filesystem"),
+])
+def test_refusals(host, args, message):
+    assert_refused(host, message, src=PORTS_SRC, **args)
+
+
+def test_refusals_of_the_object(host):
+    assert_refused(host, "has no XDP program", src=str(DATA / "xt_no_xdp.bpf.c"))
+    assert_refused(host, "has several XDP programs (xt_first, xt_second); set program", src=str(DATA / "xt_two.bpf.c"))
+    chosen = succeeded(module(host, interface="eth0", src=str(DATA / "xt_two.bpf.c"), program="xt_second"))
+    assert chosen["program"] == "xt_second"
+
+
+def test_verifier_rejection_carries_the_log(host):
+    result = assert_refused(host, "end of the verifier log", src=str(DATA / "xt_rejected.bpf.c"))
+    assert "invalid mem access" in result["msg"] and result["verifier_log"]
+    assert maps_named("xt_unchecked") == []
+
+
+def test_missing_clang_on_the_controller(host, tmp_path):
+    (tmp_path / "ssh").symlink_to(shutil.which("ssh"))
+    env = ansible_env(PATH="%s:%s" % (REPO / ".venv" / "bin", tmp_path))
+    assert_refused(host, "clang was not found on the controller", env=env, src=PORTS_SRC)
+
+
+def test_missing_libbpf_on_the_host(host):
+    assert host.run("mount --bind /dev/null %s" % LIBBPF).rc == 0
+    try:
+        assert_refused(host, "install the 'libbpf1' package", src=PORTS_SRC)
+    finally:
+        host.run("umount %s" % LIBBPF)
+
+
+def test_foreign_program_needs_force(host):
+    loaded = host.run("ip link set dev eth0 xdpdrv obj %s sec xdp" % _compiled(DATA / "xt_ports.bpf.c"))
+    assert loaded.rc == 0, loaded
+    foreign_id = kernel_state(host)["xdp"]["prog"]["id"]
+    assert_refused(host, "did not attach (id %d" % foreign_id, src=PORTS_SRC)
+    assert_refused(host, "set force: true", state="detached")
+    forced = succeeded(module(host, interface="eth0", src=PORTS_SRC, force=True, pin_dir=TEST_PIN_DIR))
+    assert forced["changed"] and forced["owner"] == "xdpfleet" and forced["prog_id"] != foreign_id
+
+
+def _compiled(source):
+    """A foreign object: compiled outside xdpfleet, to be loaded by iproute2."""
+    target = "/tmp/xt_foreign.o"
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                    "-c", str(source), "-o", target], check=True)
+    return target
+
+
+def test_mode_switch_is_refused(host):
+    attached = succeeded(module(host, interface="eth0", src=PORTS_SRC, mode="skb", pin_dir=TEST_PIN_DIR))
+    assert attached["mode"] == "skb"
+    assert_refused(host, "attached in skb mode; switching to native mode", src=PORTS_SRC, mode="native",
+                   cflags=["-DVARIANT=3"])
+    assert not succeeded(module(host, interface="eth0", src=PORTS_SRC, pin_dir=TEST_PIN_DIR))["changed"]
