@@ -301,10 +301,14 @@ def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
     try:
         switches = on_host(rules_host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b]) + FLIPPER,
                            timeout=600)
-    finally:
         stop.touch()
         sent = int(sender.communicate(timeout=30)[0])
         received_pass, received_drop = map(int, receiver.communicate("done\n", timeout=30)[0].split())
+    finally:
+        stop.touch()
+        for process in (sender, receiver):
+            process.kill()
+            process.wait()
     assert int(switches) == 100
     assert sent > 1000, "the stream was too thin to test anything"
     assert (received_pass, received_drop) == (sent, 0)
