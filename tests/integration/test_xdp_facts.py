@@ -28,7 +28,7 @@ def ansible(host, module, args, inventory=LAYOUT.inventory, check=False):
     """Runs one module on host with `ansible`; returns its result dict (with "failed" on failure)."""
     with tempfile.TemporaryDirectory() as tree:
         argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(inventory), host,
-                "-m", module, "-a", json.dumps(args)] + ["--check"] * check
+                "-m", module] + ["-a", json.dumps(args)] * bool(args) + ["--check"] * check
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                    ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree", ANSIBLE_CALLBACK_TREE_DIR=tree)
         done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
