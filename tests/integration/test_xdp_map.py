@@ -157,10 +157,11 @@ def test_overridden_removes_extras_and_deleted_removes_keys(loaded):
     trie = dict(map="prefixes", key_type="cidr4", value_type="u32")
     xdp_map(loaded, entries=[{"key": "198.18.0.0/24", "value": 1}, {"key": "198.19.0.0/16", "value": 2}], **trie)
     wanted = [{"key": "198.18.0.0/24", "value": 1}, {"key": "198.18.128.0/17", "value": 3}]
+    before = loaded.raw("prefixes")
 
     checked = xdp_map(loaded, check_mode=True, state="overridden", entries=wanted, **trie)
     assert checked["changed"] and checked["summary"] == {"added": 1, "changed": 0, "removed": 1}
-    assert len(loaded.raw("prefixes")) == 2
+    assert loaded.raw("prefixes") == before and len(before) == 2
     overridden = xdp_map(loaded, state="overridden", entries=wanted, **trie)
     assert overridden["changed"] and overridden["after"] == checked["after"]
     assert not xdp_map(loaded, state="overridden", entries=wanted, **trie)["changed"]
