@@ -52,10 +52,10 @@ def _wall_clock_offset():
 
 
 def rule_labels(described, interface, state_dir):
-    """(names by position, rule texts by position) of the active rule set."""
+    """(desired-state rules by position, KernelRuleset or None) of the attached firewall."""
     with _facts.firewall_maps(described) as maps:
         if not maps:
-            return {}, None
+            return [], None
         kernel = _ruleset.KernelRuleset(maps)
         return _facts.rule_names(kernel, interface, state_dir), kernel
 
@@ -78,7 +78,7 @@ def event_facts(record, interface, offset, names, kernel):
         "action": event["action"],
         "reason": event["reason"],
         "rule_id": None if position is None else position + 1,
-        "rule_name": names.get(position),
+        "rule_name": _facts.name_at(names, position),
         "rule": rule,
     }
 

@@ -12,6 +12,7 @@ __metaclass__ = type
 import contextlib
 import errno
 import heapq
+import operator
 import os
 import struct
 from array import array
@@ -124,26 +125,33 @@ def action_stats(fd, per_cpu):
 
 
 def hit_counters(fd):
-    """{counter slot: (packets, bytes)} of every xf_hits slot, read in batches."""
+    """{counter slot: (packets, bytes)} of every xf_hits slot, read in batches and summed per slot."""
     cpus = libbpf.num_possible_cpus()
     info = libbpf.map_info(fd)
     items = libbpf.map_items(fd, 4, 16 * cpus, info["max_entries"])
     slots = array("I", b"".join(key for key, _ in items))
     words = array("Q", b"".join(value for _, value in items))
     stride = 2 * cpus
-    return dict((slot, (sum(words[i * stride:(i + 1) * stride:2]), sum(words[i * stride + 1:(i + 1) * stride:2])))
-                for i, slot in enumerate(slots))
+    packets, bytes_ = words[0::stride], words[1::stride]
+    for cpu in range(1, cpus):
+        packets = list(map(operator.add, packets, words[2 * cpu::stride]))
+        bytes_ = list(map(operator.add, bytes_, words[2 * cpu + 1::stride]))
+    return dict(zip(slots, zip(packets, bytes_)))
 
 
 def rule_names(kernel, interface, state_dir):
-    """Names by rule position from the desired-state file, when it describes the active rule set."""
+    """The desired-state rules by position (their `name`), when the file describes the active rule set."""
     try:
         stored = _ruleset.read_state(interface, state_dir)
     except _ruleset.RulesetError:
-        return {}
+        return []
     if not stored or stored.get("digest") != kernel.digest:
-        return {}
-    return dict((position, rule.get("name")) for position, rule in enumerate(stored.get("rules", ())))
+        return []
+    return stored.get("rules", [])
+
+
+def name_at(names, position):
+    return names[position].get("name") if position is not None and position < len(names) else None
 
 
 def top_rules(kernel, hits, names, top):
@@ -155,7 +163,7 @@ def top_rules(kernel, hits, names, top):
         rule, counter = _ruleset.decode_rule(kernel.packed[position])
         entry = rule.to_dict()
         packets, bytes_ = hits.get(counter, (0, 0))
-        result.append({"position": position + 1, "name": names.get(position), "rule": _ruleset.rule_line(entry),
+        result.append({"position": position + 1, "name": name_at(names, position), "rule": _ruleset.rule_line(entry),
                        "action": rule.action, "counter": counter, "packets": packets, "bytes": bytes_})
     return result
 
