@@ -376,6 +376,7 @@ class Entries:
 
 # --- kernel: the firewall's pinned maps -------------------------------------------------------
 
+READ_ONE_BY_ONE = 2048  # below this many rules, lookups beat reading the whole array
 MAP_NAMES = ("xf_config", "xf_hits") + tuple(
     "xf_%s_%d" % (name, slot) for slot in (0, 1) for name in _rules.RULESET_MAPS)
 
@@ -405,9 +406,7 @@ class KernelRuleset:
         self.meta = metas[self.active]
         code, count = _rules.META_FORMAT.unpack_from(self.meta)[:2]
         self.default_action = _rules.ACTION_NAMES.get(code, "pass") if code else "pass"
-        items = _libbpf.map_items(maps["xf_rules_%d" % self.active], 4, _rules.RULE_FORMAT.size,
-                                  _rules.MAX_RULES) if count else []
-        self.packed = [value for _, value in items[:count]]
+        self.packed = _read_positions(maps["xf_rules_%d" % self.active], count)
         self._decoded = None
 
     @property
@@ -419,6 +418,21 @@ class KernelRuleset:
         if self._decoded is None:
             self._decoded = [decode_rule(packed) for packed in self.packed]
         return self._decoded
+
+    def rules(self):
+        return [pair[0] for pair in self.decoded()]
+
+    def counters(self):
+        return [pair[1] for pair in self.decoded()]
+
+
+def _read_positions(fd, count):
+    """The packed rules at positions 0..count-1: one lookup each for a few, else one batch read of the array."""
+    if count <= READ_ONE_BY_ONE:
+        return [_libbpf.map_lookup(fd, _rules.U32.pack(position), _rules.RULE_FORMAT.size)
+                for position in range(count)]
+    items = _libbpf.map_items(fd, _rules.U32.size, _rules.RULE_FORMAT.size, _rules.MAX_RULES)
+    return [pair[1] for pair in items[:count]]
 
 
 def ruleset_digest(meta, packed_rules):
@@ -437,8 +451,8 @@ def _network(family, packed, prefixlen):
 
 def decode_rule(packed):
     """(Rule, counter) from a packed xf_rule: the inverse of _rules' packing."""
-    (action, flags, protocol, family, src_len, dst_len, _, low, high, counter,
-     source, destination, _) = _rules.RULE_FORMAT.unpack(packed)
+    (action, flags, protocol, family, src_len, dst_len, _reserved, low, high, counter,
+     source, destination, _mask) = _rules.RULE_FORMAT.unpack(packed)
     rule = _rules.Rule(
         _rules.ACTION_NAMES[action], _network(family, source, src_len), _network(family, destination, dst_len),
         protocol if flags & _rules.HAS_PROTO else None, (low, high) if flags & _rules.HAS_PORT else None)
@@ -476,12 +490,11 @@ class Outcome:
 def _have(kernel, stored, entries):
     """Current entries: the stored desired state when the kernel holds exactly what it recorded, else the
     kernel's rules (their names are not in the kernel)."""
-    rules = lambda: [rule for rule, _ in kernel.decoded()]  # noqa: E731
     if stored and stored.get("digest") == kernel.digest:
         have = stored["rules"]
     else:
-        have = [_entry(rule, None) for rule in rules()]
-    entries.remember(have, rules)
+        have = [_entry(rule, None) for rule in kernel.rules()]
+    entries.remember(have, kernel.rules)
     return have
 
 
@@ -538,9 +551,7 @@ def apply(maps, kernel, outcome):
 
 def switch_ruleset(maps, kernel, outcome):
     """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters."""
-    previous = kernel.decoded()
-    counters, fresh = _rules.assign_counters(outcome.rules, [rule for rule, _ in previous],
-                                             [counter for _, counter in previous])
+    counters, fresh = _rules.assign_counters(outcome.rules, kernel.rules(), kernel.counters())
     compiled = _rules.compile_rules(outcome.rules, outcome.settings_after["default_action"], counters)
     _rules.apply_ruleset(maps, compiled, fresh)
     return ruleset_digest(compiled.meta, compiled.rules)

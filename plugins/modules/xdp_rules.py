@@ -42,7 +42,7 @@ description:
     does not know which interface the session enters by, so it also guards interfaces the session does not
     use; set O(allow_lockout) for those.
 author:
-  - xdpfleet developers
+  - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
   - xdpfleet.xdp.attributes
   - xdpfleet.xdp.attributes.interface
@@ -208,13 +208,13 @@ sampling:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._ruleset import STATES, errors, run
 
 ARGUMENT_SPEC = dict(
     interface=dict(type="str", required=True),
     pin_dir=dict(type="path"),
     config=dict(type="list", elements="dict"),
-    state=dict(type="str", default="merged", choices=list(_ruleset.STATES)),
+    state=dict(type="str", default="merged", choices=list(STATES)),
     default_action=dict(type="str", choices=["drop", "pass"]),
     sampling=dict(type="int"),
     allow_lockout=dict(type="bool", default=False),
@@ -225,8 +225,8 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     request = dict(module.params, diff=module._diff)
     try:
-        result = _ruleset.run(request, check_mode=module.check_mode)
-    except _ruleset.errors() as error:
+        result = run(request, check_mode=module.check_mode)
+    except errors() as error:
         module.fail_json(msg=str(error), interface=request["interface"])
     module.exit_json(**result)
 

@@ -93,10 +93,10 @@ def hits_by_port(host):
         import json
         from ansible_collections.xdpfleet.xdp.plugins.module_utils import _rules, _ruleset
         with _ruleset.pinned_maps("/sys/fs/bpf/xdpfleet/eth0") as maps:
-            decoded = _ruleset.KernelRuleset(maps).decoded()
-            hits = _rules.read_hits(maps, [counter for _, counter in decoded])
+            kernel = _ruleset.KernelRuleset(maps)
+            hits = _rules.read_hits(maps, kernel.counters())
         print(json.dumps(dict((str(rule.port or rule.protocol), hit["packets"])
-                              for (rule, _), hit in zip(decoded, hits))))
+                              for rule, hit in zip(kernel.rules(), hits))))
     """))
 
 

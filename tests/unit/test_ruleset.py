@@ -216,7 +216,7 @@ def host(tmp_path, firewall_object):
 
 
 def kernel_rules(maps):
-    return [rule.to_dict() for rule, _ in _ruleset.KernelRuleset(maps).decoded()]
+    return [rule.to_dict() for rule in _ruleset.KernelRuleset(maps).rules()]
 
 
 def test_run_writes_the_kernel_and_the_state_file_then_is_idempotent(host):
@@ -267,11 +267,10 @@ def test_lockout_refuses_the_change_and_leaves_the_kernel(host):
 
 def test_kept_rules_keep_their_hit_counters(host):
     host(state="overridden", config=[SSH, BAD])
-    counters = [counter for _, counter in _ruleset.KernelRuleset(host.maps).decoded()]
+    counters = _ruleset.KernelRuleset(host.maps).counters()
     host(state="merged", config=[rule("drop", protocol="icmp"), SSH])
-    after = dict((rule.to_dict().get("port"), counter)
-                 for rule, counter in _ruleset.KernelRuleset(host.maps).decoded())
-    assert after[22] == counters[0]
+    after = dict((kernel_rule.port, counter) for kernel_rule, counter in _ruleset.KernelRuleset(host.maps).decoded())
+    assert after[(22, 22)] == counters[0]
 
 
 def test_missing_pins_are_a_clear_error(tmp_path):

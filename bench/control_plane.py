@@ -1,0 +1,170 @@
+"""Seconds the xdp_rules control plane takes, and xdp-filter's CLI as the anchor, in one run.
+
+1. `overridden` of 100,000 /32 prefixes from empty, the idempotent re-run, and a 1% change (1,000 of
+   the 100,000 rules flip their action), each measured twice:
+   - module: the xdp_rules module run as its own process on the host, as Ansible runs it there
+     (interpreter start, argument parsing, the work, the JSON result with before/after);
+   - core: the module's work alone (_ruleset.run: read the kernel, plan, lockout guard, compile,
+     batch writes into the inactive slot, switch, desired-state file), in one process.
+2. 1,000 source-address rules added with xdp-filter's CLI, one process per rule (its default allow
+   policy, LIBXDP_SKIP_DISPATCHER=1), against the same 1,000 rules with one xdp_rules module run;
+   printed as a ratio.
+
+Everything runs in a network namespace with a veth pair that this script creates and removes, in a
+private mount namespace holding its own bpffs and /etc/xdpfleet. Addresses: 198.18.0.0/15 only.
+
+    .venv/bin/python bench/control_plane.py [--prefixes N] [--cli-rules N]
+"""
+
+import argparse
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, ".collections")
+sys.path.insert(0, COLLECTIONS)
+
+from pyroute2 import IPRoute, netns  # noqa: E402
+
+FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
+MODULES = os.path.join(ROOT, "plugins", "modules")
+NAMESPACE, OURS, THEIRS = "xfbench-cp", "xfcp0", "xfcp1"
+TARGETS = {"from empty": 3.0, "idempotent re-run": 1.0, "1% change": 1.0}
+
+
+def sources(count, first="198.18.0.1"):
+    start = int(ipaddress.ip_address(first))
+    return [str(ipaddress.ip_address(start + index)) for index in range(count)]
+
+
+def prefix_rules(count, changed_every=0):
+    return [{"action": "pass" if changed_every and index % changed_every == 0 else "drop", "source": address + "/32"}
+            for index, address in enumerate(sources(count))]
+
+
+# --- inside the namespace ---------------------------------------------------------------------------
+
+
+def run_module(name, args):
+    """Runs plugins/modules/<name>.py as its own process; returns (seconds, result)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, os.path.join(MODULES, name + ".py")],
+                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=COLLECTIONS))
+    seconds = time.perf_counter() - started
+    result = json.loads(done.stdout)
+    if result.get("failed"):
+        raise SystemExit("%s failed: %s" % (name, result.get("msg")))
+    return seconds, result
+
+
+def overridden(config):
+    return {"interface": OURS, "state": "overridden", "config": config}
+
+
+def core_seconds(config, expect_changed):
+    from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
+
+    started = time.perf_counter()
+    result = _ruleset.run(overridden(config), environ={})
+    seconds = time.perf_counter() - started
+    assert result["changed"] == expect_changed, result["summary"]
+    return seconds
+
+
+def module_seconds(config, expect_changed):
+    seconds, result = run_module("xdp_rules", overridden(config))
+    assert result["changed"] == expect_changed, result["summary"]
+    return seconds
+
+
+def empty_rules():
+    run_module("xdp_rules", overridden([]))
+
+
+def prefix_steps(count, measure):
+    """{step: seconds} of from empty, idempotent re-run and 1% change."""
+    empty_rules()
+    full, changed = prefix_rules(count), prefix_rules(count, changed_every=100)
+    return {"from empty": measure(full, True), "idempotent re-run": measure(full, False),
+            "1% change": measure(changed, True)}
+
+
+def cli_seconds(count):
+    subprocess.run(["xdp-filter", "load", "-m", "native", "-p", "allow", THEIRS], check=True)
+    started = time.perf_counter()
+    for address in sources(count, "198.19.0.1"):
+        subprocess.run(["xdp-filter", "ip", "-m", "src", address], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    listed = subprocess.run(["xdp-filter", "status"], check=True, capture_output=True, text=True).stdout
+    assert listed.count("198.19.") >= count, "xdp-filter lost rules"
+    return seconds
+
+
+def inside(arguments):
+    """Runs in the namespace: mounts a private bpffs and /etc/xdpfleet, attaches, measures, prints JSON."""
+    subprocess.run("mount --make-rprivate / && mount -t bpf bpf /sys/fs/bpf && mkdir -p /etc/xdpfleet "
+                   "&& mount -t tmpfs tmpfs /etc/xdpfleet", shell=True, check=True)
+    run_module("xdp_program", {"interface": OURS, "object": FIREWALL})
+    figures = {"core": prefix_steps(arguments.prefixes, core_seconds),
+               "module": prefix_steps(arguments.prefixes, module_seconds)}
+    empty_rules()
+    figures["xdp-filter CLI"] = cli_seconds(arguments.cli_rules)
+    figures["xdp_rules"] = module_seconds(prefix_rules(arguments.cli_rules), True)
+    print(json.dumps(figures))
+
+
+# --- outside: the namespace and the report -------------------------------------------------------------------
+
+
+def make_namespace():
+    remove_namespace()
+    netns.create(NAMESPACE)
+    with IPRoute(netns=NAMESPACE) as ipr:
+        ipr.link("add", ifname=OURS, kind="veth", peer=THEIRS)
+        for name in (OURS, THEIRS):
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+
+
+def remove_namespace():
+    if NAMESPACE in netns.listnetns():
+        netns.remove(NAMESPACE)  # the veths go with it, and the XDP programs with the veths
+
+
+def report(figures, arguments):
+    print("xdp_rules control plane, overridden of %d /32 prefixes (seconds)" % arguments.prefixes)
+    print("%-20s %10s %10s %8s" % ("step", "module", "core", "target"))
+    for step, target in TARGETS.items():
+        print("%-20s %10.3f %10.3f %8.1f" % (step, figures["module"][step], figures["core"][step], target))
+    cli, ours = figures["xdp-filter CLI"], figures["xdp_rules"]
+    print("\n%d rules: xdp-filter CLI (one process per rule) %.3f s, xdp_rules (one module run) %.3f s"
+          % (arguments.cli_rules, cli, ours))
+    print("ratio xdp-filter / xdp_rules: %.1f" % (cli / ours))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefixes", type=int, default=100000)
+    parser.add_argument("--cli-rules", type=int, default=1000)
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.inside:
+        return inside(arguments)
+    subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "bpf")], check=True)
+    make_namespace()
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", NAMESPACE, "unshare", "--mount", sys.executable, os.path.abspath(__file__),
+             "--inside", "--prefixes", str(arguments.prefixes), "--cli-rules", str(arguments.cli_rules)],
+            check=True, capture_output=True, text=True, env=dict(os.environ, LIBXDP_SKIP_DISPATCHER="1"))
+    finally:
+        remove_namespace()
+    report(json.loads(done.stdout.splitlines()[-1]), arguments)
+
+
+if __name__ == "__main__":
+    main()
