@@ -319,3 +319,92 @@ def test_mode_switch_is_refused(host):
     assert_refused(host, "attached in skb mode; switching to native mode", src=PORTS_SRC, mode="native",
                    cflags=["-DVARIANT=3"])
     assert not succeeded(module(host, interface="eth0", src=PORTS_SRC, pin_dir=TEST_PIN_DIR))["changed"]
+
+
+# --- no packet leaks through an upgrade --------------------------------------------------------
+
+DROPPED_PORT, PASSED_PORT = 9999, 9998
+UPGRADES = 20
+SENDER = r"""
+import signal, socket, sys, time
+target, ports = sys.argv[1], [int(port) for port in sys.argv[2:]]
+sent = dict.fromkeys(ports, 0)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    while True:
+        for port in ports:
+            try:
+                udp.sendto(b"xdpfleet", (target, port))
+                sent[port] += 1
+            except OSError:
+                pass
+        time.sleep(0.0005)
+finally:
+    print(" ".join("%d=%d" % item for item in sent.items()), flush=True)
+"""
+NFT_COUNTERS = """
+table netdev xt_ingress {
+    chain in {
+        type filter hook ingress device eth0 priority 0;
+        udp dport %d counter
+        udp dport %d counter
+    }
+}
+""" % (DROPPED_PORT, PASSED_PORT)
+UPGRADE_PLAY = """
+- name: Upgrade the program again and again
+  hosts: %(host)s
+  gather_facts: false
+  tasks:
+    - name: Swap between two builds of the same program
+      xdpfleet.xdp.xdp_program:
+        interface: eth0
+        src: %(src)s
+        cflags: ["-DVARIANT={{ 2 + item %% 2 }}"]
+      loop: "{{ range(%(count)d) | list }}"
+      register: upgrades
+    - name: Every run swapped in a new program
+      ansible.builtin.assert:
+        that:
+          - upgrades.results | selectattr('changed') | list | length == %(count)d
+          - upgrades.results | map(attribute='prog_id') | unique | list | length == %(count)d
+"""
+
+
+def nft_counters(host):
+    listed = json.loads(host.run("nft -j list table netdev xt_ingress").out)["nftables"]
+    counters = {}
+    for item in listed:
+        rule = item.get("rule")
+        if rule:
+            port = next(e["match"]["right"] for e in rule["expr"] if "match" in e)
+            counters[port] = next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    return counters
+
+
+def test_upgrades_leak_no_dropped_packet_and_lose_no_passed_one(host, fleet, tmp_path):
+    succeeded(module(host, interface="eth0", src=PORTS_SRC))
+    write_entry(host, "/sys/fs/bpf/xdpfleet/eth0/xt_ports", DROPPED_PORT.to_bytes(2, "little"), b"\x01")
+    (tmp_path / "nft.conf").write_text(NFT_COUNTERS)
+    assert host.run("nft -f %s" % (tmp_path / "nft.conf")).rc == 0
+    play = tmp_path / "upgrade.yml"
+    play.write_text(UPGRADE_PLAY % {"host": host.name, "src": PORTS_SRC, "count": UPGRADES})
+    (tmp_path / "sender.py").write_text(SENDER)
+    sender = subprocess.Popen(["ip", "netns", "exec", fleet.client.netns, "python3", str(tmp_path / "sender.py"),
+                               host.address, str(DROPPED_PORT), str(PASSED_PORT)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        upgraded = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(LAYOUT.inventory),
+                                   str(play)], capture_output=True, text=True, env=ansible_env(), cwd=REPO)
+    finally:
+        sender.terminate()
+        sent = dict(pair.split("=") for pair in sender.communicate(timeout=30)[0].split())
+        time.sleep(0.5)
+        counters = nft_counters(host)
+        host.run("nft delete table netdev xt_ingress")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    sent = {int(port): int(count) for port, count in sent.items()}
+    assert sent[DROPPED_PORT] > 1000 and sent[PASSED_PORT] > 1000
+    assert counters[DROPPED_PORT] == 0, "%d of %d dropped packets leaked" % (counters[DROPPED_PORT], sent[DROPPED_PORT])
+    assert counters[PASSED_PORT] == sent[PASSED_PORT]
