@@ -463,6 +463,7 @@ class PinnedMap:
             os.close(self.fd)
             raise
         self.cpus = self.layout.cpus
+        self._raw = {}
         self.slot_size = libbpf.percpu_value_size(self.info["value_size"]) if self.layout.per_cpu \
             else self.info["value_size"]
 
@@ -500,6 +501,7 @@ class PinnedMap:
         values, per_cpu = {}, {}
         raw_items = libbpf.map_items(self.fd, self.info["key_size"], self.slot_size * self.cpus,
                                      self.info["max_entries"])
+        self._raw = dict(raw_items)
         zero = bytes(self.slot_size * self.cpus)
         for key, raw in raw_items:
             if self.layout.is_array and raw == zero:
@@ -534,6 +536,15 @@ class PinnedMap:
         return encoded.ljust(self.slot_size, b"\0").ljust(self.slot_size * self.cpus, b"\0")
 
     def execute(self, plan_):
+        """Writes the plan; should the kernel refuse part of it, puts back what was touched."""
+        try:
+            self._write(plan_)
+        except libbpf.LibbpfError as error:
+            self._restore(plan_)
+            raise MapError("writing map %s (%s) failed, the entries it touched were put back: %s"
+                           % (self.name, self.path, error))
+
+    def _write(self, plan_):
         """Removals first, so that an overridden map never needs room for both old and new entries."""
         if self.layout.is_array:
             zeros = bytes(self.slot_size * self.cpus)
@@ -542,6 +553,21 @@ class PinnedMap:
             libbpf.map_delete_batch(self.fd, plan_.removals)
         keys = list(plan_.writes)
         libbpf.map_update_batch(self.fd, keys, [self._raw_value(plan_.writes[key]) for key in keys])
+
+    def _restore(self, plan_):
+        """The entries as read(); arrays hold every key, so only hash-like maps have new keys to drop."""
+        old = [key for key in list(plan_.removals) + list(plan_.writes) if key in self._raw]
+        libbpf.map_update_batch(self.fd, old, [self._raw[key] for key in old])
+        for key in plan_.writes:
+            if key not in self._raw:
+                self._delete_if_stored(key)
+
+    def _delete_if_stored(self, key):
+        try:
+            libbpf.map_delete(self.fd, key)
+        except libbpf.LibbpfError as error:
+            if error.errno != errno.EINVAL:  # a key the kernel finds invalid was never stored
+                raise
 
 
 def _open_map(path):

@@ -19,7 +19,8 @@ description:
   - Reads the current entries, computes the difference and writes only that, in batches
     (C(BPF_MAP_UPDATE_BATCH), C(BPF_MAP_DELETE_BATCH) where the map type supports them).
   - Every input is checked before anything is written, and a change that would not fit in the map is
-    refused, so a failure leaves the map as it was.
+    refused, so a failure leaves the map as it was. Should the kernel still refuse a write part-way, the
+    entries already touched are put back before the module fails.
   - Manages hash, LRU hash, array, LPM trie and the per-CPU variants of hash, LRU hash and array.
   - B(Per-CPU maps) are treated as counters. An entry's value is the sum over every possible CPU (integer
     fields summed; strings, addresses and bytes are CPU 0's). An entry that exists keeps its per-CPU values

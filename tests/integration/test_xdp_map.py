@@ -211,6 +211,20 @@ def test_a_full_map_is_refused_and_left_as_it_was(loaded):
     assert replaced_all["changed"] and len(loaded.raw("prefixes")) == 2
 
 
+def test_a_kernel_refusal_mid_write_puts_back_what_was_touched(loaded):
+    """Raw keys get past the codecs: the kernel refuses prefix length 33 after the old entries are
+    deleted and a valid new one is written; both are undone."""
+    xdp_map(loaded, map="prefixes", key_type="cidr4", value_type="u32",
+            entries=[{"key": "198.18.0.0/24", "value": 1}, {"key": "198.19.0.0/16", "value": 2}])
+    before = loaded.raw("prefixes")
+    raw_keys = [{"key": "18000000c6120100", "value": "03000000"}, {"key": "21000000c6120200", "value": "04000000"}]
+    failed = xdp_map(loaded, map="prefixes", key_type="hex", value_type="hex", state="overridden", entries=raw_keys)
+    assert failed["failed"] and failed["msg"].startswith(
+        "writing map prefixes (%s/prefixes) failed, the entries it touched were put back: " % loaded.pin_dir)
+    assert "Invalid argument" in failed["msg"]
+    assert loaded.raw("prefixes") == before
+
+
 def test_bad_input_names_the_field_and_changes_nothing(loaded):
     xdp_map(loaded, map="raw_macs", key_type="mac", value_type="u32",
             entries=[{"key": "02:00:00:00:00:01", "value": 1}])
