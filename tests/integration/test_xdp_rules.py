@@ -106,6 +106,8 @@ ICMP = {"name": "icmp", "action": "drop", "protocol": "icmp"}
 NET = {"action": "drop", "source": "198.19.0.0/16"}
 WEB = {"action": "pass", "protocol": "tcp", "port": "80-443"}
 DNS = {"action": "drop", "protocol": "udp", "port": 53}
+REPLACEMENTS = [{"name": "icmp", "action": "drop", "protocol": "icmp"},
+                {"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}]
 
 
 def twice(name, **args):
@@ -116,8 +118,7 @@ def twice(name, **args):
 PLAY_TASKS = (
     twice("overridden", state="overridden", config=[SSH_PASS, ICMP, NET])
     + twice("merged", state="merged", config=[SSH_PASS, WEB, dict(ICMP, action="pass")])
-    + twice("replaced", state="replaced", config=[{"name": "icmp", "action": "drop", "protocol": "icmp"},
-                                                   {"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}])
+    + twice("replaced", state="replaced", config=REPLACEMENTS)
     + [{"name": "check", "check_mode": True, "diff": True, "register": "check",
         "xdpfleet.xdp.xdp_rules": {"interface": "eth0", "config": [DNS]}}]
     + twice("gathered", state="gathered")
@@ -144,18 +145,16 @@ def test_each_state_twice_check_mode_and_diff(rules_host, tmp_path):
     for name in set(name.rsplit("_", 1)[0] for name in names if name != "check"):
         assert not result[name + "_2"]["changed"], name
         assert "after" not in result[name + "_2"], name
-    ssh = dict((key, value) for key, value in SSH_PASS.items())
-    assert result["overridden_1"]["after"] == [ssh, ICMP, NET]
-    assert result["merged_1"]["after"] == [ssh, WEB, dict(ICMP, action="pass"), NET]
+    assert result["overridden_1"]["after"] == [SSH_PASS, ICMP, NET]
+    assert result["merged_1"]["after"] == [SSH_PASS, WEB, dict(ICMP, action="pass"), NET]
     assert result["merged_1"]["summary"] == {"added": 1, "removed": 0, "changed": 1}
-    replaced_ssh = {"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}
-    assert result["replaced_1"]["after"] == [replaced_ssh, WEB, ICMP, NET]
+    assert result["replaced_1"]["after"] == [REPLACEMENTS[1], WEB, REPLACEMENTS[0], NET]
     assert result["check"]["changed"] and result["check"]["after"][-1] == DNS
     assert result["check"]["diff"]["prepared"] == "+ drop udp from any to any port 53 (at 5)"
     assert result["gathered_1"]["gathered"] == result["replaced_1"]["after"]
-    assert result["fewer_1"]["after"] == [ssh, NET, WEB]
+    assert result["fewer_1"]["after"] == [SSH_PASS, NET, WEB]
     assert result["fewer_1"]["summary"] == {"added": 0, "removed": 1, "changed": 2}
-    assert result["gathered_after_delete_1"]["gathered"] == [ssh, WEB]
+    assert result["gathered_after_delete_1"]["gathered"] == [SSH_PASS, WEB]
 
 
 # --- lockout guard over the real SSH connection -------------------------------------------------------
