@@ -497,19 +497,21 @@ class PinnedMap:
                 "btf": bool(self.info["btf_id"])}
 
     def read(self):
-        """({key bytes: value}, {key bytes: [value per possible CPU]}) of the present entries."""
-        values, per_cpu = {}, {}
+        """({key bytes: value}, {key bytes: [value per possible CPU]}) of the present entries;
+        the second is empty unless the map is per-CPU."""
         raw_items = libbpf.map_items(self.fd, self.info["key_size"], self.slot_size * self.cpus,
                                      self.info["max_entries"])
         self._raw = dict(raw_items)
-        zero = bytes(self.slot_size * self.cpus)
+        if self.layout.is_array:
+            zero = bytes(self.slot_size * self.cpus)
+            raw_items = [(key, raw) for key, raw in raw_items if raw != zero]
+        decode = self.layout.value_codec.decode
+        if not self.layout.per_cpu:
+            return dict((key, decode(raw)) for key, raw in raw_items), {}
+        values, per_cpu = {}, {}
         for key, raw in raw_items:
-            if self.layout.is_array and raw == zero:
-                continue
-            slots = [self.layout.value_codec.decode(raw[cpu * self.slot_size:][:self.info["value_size"]])
-                     for cpu in range(self.cpus)]
-            values[key] = self.layout.value_codec.combine(slots) if self.layout.per_cpu else slots[0]
-            per_cpu[key] = slots
+            slots = [decode(raw[cpu * self.slot_size:][:self.info["value_size"]]) for cpu in range(self.cpus)]
+            values[key], per_cpu[key] = self.layout.value_codec.combine(slots), slots
         return values, per_cpu
 
     def check_keys(self, keys, entries):
@@ -628,7 +630,7 @@ def diff(before, after, layout):
 
 # --- the module's one call --------------------------------------------------------------------------
 
-def manage(params, check_mode=False):
+def manage(params, check_mode=False, diff_mode=False):
     """Brings the map to params['state']; returns the module result. Raises MapError, nothing changed."""
     state, entries = params["state"], params.get("entries")
     if state == "gathered" and entries:
@@ -637,10 +639,10 @@ def manage(params, check_mode=False):
         raise InputError("entries", "is required with state=%s" % state)
     path = map_path(params["map"], params.get("interface"), params.get("pin_dir"))
     with PinnedMap(path, params.get("key_type"), params.get("value_type")) as bpf_map:
-        return _manage(bpf_map, params, entries, check_mode)
+        return _manage(bpf_map, params, entries, check_mode, diff_mode)
 
 
-def _manage(bpf_map, params, entries, check_mode):
+def _manage(bpf_map, params, entries, check_mode, diff_mode):
     layout, state = bpf_map.layout, params["state"]
     desired = None if entries is None else encode_entries(entries, layout, state)
     if desired:
@@ -661,7 +663,8 @@ def _manage(bpf_map, params, entries, check_mode):
         if not check_mode:
             bpf_map.execute(plan_)
         result["after"] = entry_list(after, layout, _after_per_cpu(want_per_cpu, plan_))
-        result["diff"] = diff(current, after, layout)
+        if diff_mode:
+            result["diff"] = diff(current, after, layout)
     return result
 
 

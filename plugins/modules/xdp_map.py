@@ -297,11 +297,9 @@ def main():
         supports_check_mode=True,
     )
     try:
-        result = _maps.manage(module.params, check_mode=module.check_mode)
+        result = _maps.manage(module.params, check_mode=module.check_mode, diff_mode=module._diff)
     except (_maps.MapError, LibbpfError) as error:
         module.fail_json(msg=str(error))
-    if not module._diff:
-        result.pop("diff", None)
     module.exit_json(**result)
 
 
