@@ -25,7 +25,7 @@ MISSING_CLANG = ("clang was not found on the controller (PATH=%s): install it (D
 
 def _run(argv):
     """stdout of a compiler run, or AnsibleActionFail carrying its stderr."""
-    process = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if process.returncode != 0:
         raise AnsibleActionFail("%s failed: %s" % (" ".join(argv), to_text(process.stderr).strip()))
     return process.stdout
@@ -41,7 +41,8 @@ def _clang():
 def _include_flags(clang, source):
     """The source's own directory and the multiarch <asm/...> headers, which -target bpf does not search."""
     flags = ["-I", os.path.dirname(os.path.abspath(source))]
-    multiarch = to_text(subprocess.run([clang, "-print-multiarch"], stdout=subprocess.PIPE).stdout).strip()
+    printed = subprocess.run([clang, "-print-multiarch"], stdout=subprocess.PIPE, check=False)
+    multiarch = to_text(printed.stdout).strip()
     if multiarch and os.path.isdir(os.path.join("/usr/include", multiarch)):
         flags += ["-I", os.path.join("/usr/include", multiarch)]
     return flags

@@ -21,7 +21,7 @@ description:
   - The action plugin compiles O(src) on the controller with C(clang) (cached by a hash of the source, its
     headers, O(cflags) and the compiler version) or transfers O(object), then runs the module on the host.
 author:
-  - xdpfleet developers
+  - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
   - xdpfleet.xdp.attributes
   - xdpfleet.xdp.attributes.actiongroup

@@ -69,7 +69,7 @@ def module(host, check=False, diff=False, env=None, **args):
         argv += ["--check"] * check + ["--diff", "-vvv"] * diff
         env = dict(env or ansible_env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
                    ANSIBLE_CALLBACK_TREE_DIR=tree)
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=REPO, check=False)
         result_file = Path(tree) / host.name
         assert result_file.exists(), "no result from ansible: %s %s" % (done.stdout, done.stderr)
         result = json.loads(result_file.read_text())
@@ -396,7 +396,7 @@ def test_upgrades_leak_no_dropped_packet_and_lose_no_passed_one(host, fleet, tmp
     try:
         time.sleep(1)
         upgraded = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(LAYOUT.inventory),
-                                   str(play)], capture_output=True, text=True, env=ansible_env(), cwd=REPO)
+                                   str(play)], capture_output=True, text=True, env=ansible_env(), cwd=REPO, check=False)
     finally:
         sender.terminate()
         sent = dict(pair.split("=") for pair in sender.communicate(timeout=30)[0].split())
