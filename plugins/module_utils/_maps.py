@@ -125,8 +125,6 @@ class CharsCodec(FirstOfCpus):
 class BytesCodec(FirstOfCpus):
     """Raw bytes as lowercase hex; accepts 'c0ffee', '0xc0ffee', 'c0:ff:ee' or 'c0 ff ee'."""
 
-    name = "hex"
-
     def __init__(self, size):
         self.size = size
 
@@ -152,7 +150,6 @@ class AddressCodec(FirstOfCpus):
 
     def __init__(self, version):
         self.version, self.size = version, 4 if version == 4 else 16
-        self.name = "ipv%d" % version
 
     def encode(self, value, where):
         try:
@@ -174,7 +171,6 @@ class CidrCodec(FirstOfCpus):
         self.version = version
         self.address = AddressCodec(version)
         self.size = 4 + self.address.size
-        self.name = "cidr%d" % version
 
     def encode(self, value, where):
         try:
@@ -193,7 +189,6 @@ class CidrCodec(FirstOfCpus):
 
 class MacCodec(FirstOfCpus):
     size = 6
-    name = "mac"
 
     def encode(self, value, where):
         text = value.replace("-", ":") if isinstance(value, str) else ""

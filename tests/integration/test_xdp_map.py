@@ -167,6 +167,8 @@ def test_overridden_removes_extras_and_deleted_removes_keys(loaded):
     assert not xdp_map(loaded, state="overridden", entries=wanted, **trie)["changed"]
     # sorted by key bytes, which start with the prefix length
     assert xdp_map(loaded, state="gathered", **trie)["gathered"] == [wanted[1], wanted[0]]
+    as_btf_says = xdp_map(loaded, map="prefixes", state="gathered")["gathered"]
+    assert as_btf_says[0] == {"key": {"prefixlen": 17, "address": [198, 18, 128, 0]}, "value": 3}
 
     deleted = xdp_map(loaded, state="deleted", entries=[{"key": "198.18.128.0/17"}], **trie)
     assert deleted["changed"] and deleted["after"] == wanted[:1]
