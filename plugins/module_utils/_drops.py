@@ -52,20 +52,20 @@ def _wall_clock_offset():
 
 
 def rule_labels(described, interface, state_dir):
-    """(desired-state rules by position, KernelRuleset or None) of the attached firewall."""
+    """({position: rule name}, KernelRuleset or None) of the attached firewall."""
     with _facts.firewall_maps(described) as maps:
         if not maps:
-            return [], None
+            return {}, None
         kernel = _ruleset.KernelRuleset(maps)
-        return _facts.rule_names(kernel, interface, state_dir), kernel
+        return _ruleset.read_names(interface, kernel.digest, state_dir), kernel
 
 
 def event_facts(record, interface, offset, names, kernel):
     event = _rules.decode_event(record)
     position = event["position"]
     rule = None
-    if position is not None and kernel and position < len(kernel.packed):
-        rule = _ruleset.rule_line(_ruleset.decode_rule(kernel.packed[position])[0].to_dict())
+    if position is not None and kernel and position < len(kernel):
+        rule = _ruleset.rule_line(kernel.rule_at(position)[0].to_dict())
     return {
         "time": round(event["timestamp"] / 1e9 + offset, 6),
         "timestamp_ns": event["timestamp"],
@@ -78,7 +78,7 @@ def event_facts(record, interface, offset, names, kernel):
         "action": event["action"],
         "reason": event["reason"],
         "rule_id": None if position is None else position + 1,
-        "rule_name": _facts.name_at(names, position),
+        "rule_name": names.get(position),
         "rule": rule,
     }
 

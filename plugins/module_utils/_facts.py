@@ -14,14 +14,12 @@ import errno
 import heapq
 import operator
 import os
-import struct
 from array import array
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _netlink, _program, _rules, _ruleset, _state
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
-RULE_COUNTER = struct.Struct("<12xI")  # xf_rule.counter
 NETDEV_XDP_ACT_BASIC = 1 << 0
 NETDEV_XDP_ACT_HW_OFFLOAD = 1 << 4
 SYS_NET = "/sys/class/net"
@@ -124,46 +122,29 @@ def action_stats(fd, per_cpu):
     return stats
 
 
-def hit_counters(fd):
-    """{counter slot: (packets, bytes)} of every xf_hits slot, read in batches and summed per slot."""
+def hit_counters(fd, slot_count):
+    """[(packets, bytes)] of xf_hits slots 0..slot_count-1, summed over every possible CPU."""
     cpus = libbpf.num_possible_cpus()
-    info = libbpf.map_info(fd)
-    items = libbpf.map_items(fd, 4, 16 * cpus, info["max_entries"])
-    slots = array("I", b"".join(key for key, _ in items))
-    words = array("Q", b"".join(value for _, value in items))
+    words = array("Q", libbpf.array_values(fd, 16 * cpus, slot_count))
     stride = 2 * cpus
     packets, bytes_ = words[0::stride], words[1::stride]
     for cpu in range(1, cpus):
         packets = list(map(operator.add, packets, words[2 * cpu::stride]))
         bytes_ = list(map(operator.add, bytes_, words[2 * cpu + 1::stride]))
-    return dict(zip(slots, zip(packets, bytes_)))
+    return list(zip(packets, bytes_))
 
 
-def rule_names(kernel, interface, state_dir):
-    """The desired-state rules by position (their `name`), when the file describes the active rule set."""
-    try:
-        stored = _ruleset.read_state(interface, state_dir)
-    except _ruleset.RulesetError:
-        return []
-    if not stored or stored.get("digest") != kernel.digest:
-        return []
-    return stored.get("rules", [])
-
-
-def name_at(names, position):
-    return names[position].get("name") if position is not None and position < len(names) else None
-
-
-def top_rules(kernel, hits, names, top):
+def top_rules(kernel, names, top):
     """The `top` rules with the most hits: position, name, match text, action, packets, bytes."""
-    counters = [RULE_COUNTER.unpack_from(packed)[0] for packed in kernel.packed]
-    ranked = heapq.nlargest(top, range(len(counters)), key=lambda position: hits.get(counters[position], (0, 0)))
+    counters = kernel.counters()
+    hits = hit_counters(kernel.maps["xf_hits"], max(counters) + 1) if counters else []
+    packets_at = [hits[counter][0] for counter in counters]
+    ranked = heapq.nlargest(top, range(len(counters)), key=packets_at.__getitem__)
     result = []
     for position in ranked:
-        rule, counter = _ruleset.decode_rule(kernel.packed[position])
-        entry = rule.to_dict()
-        packets, bytes_ = hits.get(counter, (0, 0))
-        result.append({"position": position + 1, "name": name_at(names, position), "rule": _ruleset.rule_line(entry),
+        rule, counter = kernel.rule_at(position)
+        packets, bytes_ = hits[counter]
+        result.append({"position": position + 1, "name": names.get(position), "rule": _ruleset.rule_line(rule.to_dict()),
                        "action": rule.action, "counter": counter, "packets": packets, "bytes": bytes_})
     return result
 
@@ -187,15 +168,14 @@ def firewall_maps(described):
 
 def firewall_facts(maps, interface, per_cpu, top, state_dir):
     kernel = _ruleset.KernelRuleset(maps)
-    hits = hit_counters(maps["xf_hits"])
     return {
         "firewall": True,
-        "rule_count": len(kernel.packed),
+        "rule_count": len(kernel),
         "default_action": kernel.default_action,
         "sample_rate": kernel.sampling,
         "active_slot": kernel.active,
         "stats": action_stats(maps["xf_stats"], per_cpu),
-        "top_rules": top_rules(kernel, hits, rule_names(kernel, interface, state_dir), top),
+        "top_rules": top_rules(kernel, _ruleset.read_names(interface, kernel.digest, state_dir), top),
     }
 
 

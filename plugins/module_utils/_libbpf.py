@@ -439,6 +439,24 @@ def map_items(fd, key_size, value_size, max_entries):
     return [(key, map_lookup(fd, key, value_size)) for key in map_keys(fd, key_size)]
 
 
+def array_values(fd, value_size, count):
+    """The values at indexes 0..count-1 of an array map, concatenated, in one BPF_MAP_LOOKUP_BATCH.
+
+    value_size is the user-space size (for per-CPU arrays: padded size x possible CPUs).
+    """
+    if count == 0:
+        return b""
+    keys, values = ctypes.create_string_buffer(4 * count), ctypes.create_string_buffer(value_size * count)
+    read = c_u32(count)
+    result = library().bpf_map_lookup_batch(fd, None, ctypes.create_string_buffer(8), keys, values,
+                                            ctypes.byref(read), ctypes.byref(_batch_opts()))
+    if result < 0 and result != -errno.ENOENT:
+        _check(result, "cannot read %d array elements" % count)
+    if read.value != count:
+        raise LibbpfError("the array has %d of the %d elements asked for" % (read.value, count))
+    return values.raw
+
+
 def _lookup_batch(fd, key_size, value_size, chunk):
     items = []
     in_batch, out_batch = None, ctypes.create_string_buffer(max(key_size, 8))

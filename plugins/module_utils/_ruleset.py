@@ -175,8 +175,8 @@ def _longest_increasing(sequence):
     return chain
 
 
-def compare(before, after):
-    """Summary counts and diff lines of two ordered rule lists.
+def compare(before, after, with_lines=True):
+    """Summary counts and diff lines (empty unless with_lines) of two ordered rule lists.
 
     A kept rule (same identity) counts as changed when its fields differ or it moved relative to
     the other kept rules; the fewest such moves are reported.
@@ -188,22 +188,26 @@ def compare(before, after):
     kept = [old[key][0] for key in new_keys if key in old]
     in_order = _longest_increasing(kept)
     gone = set(old) - set(new_keys)
-    lines = ["- " + rule_line(rule) for rule in before if rule_key(rule) in gone]
+    lines = ["- " + rule_line(rule) for rule in before if rule_key(rule) in gone] if with_lines else []
     added = changed = kept_index = 0
     for position, (key, rule) in enumerate(zip(new_keys, after)):
         if key not in old:
             added += 1
-            lines.append("+ %s (at %d)" % (rule_line(rule), position + 1))
-            continue
-        old_rule = old[key][1]
-        moved = kept_index not in in_order
-        kept_index += 1
-        if old_rule != rule:
+            change = ("+ %s (at %d)", rule)
+        else:
+            old_rule = old[key][1]
+            moved = kept_index not in in_order
+            kept_index += 1
+            if old_rule == rule and not moved:
+                continue
             changed += 1
-            lines += ["- " + rule_line(old_rule), "+ %s (at %d)" % (rule_line(rule), position + 1)]
-        elif moved:
-            changed += 1
-            lines.append("~ %s (moved to %d)" % (rule_line(rule), position + 1))
+            if old_rule != rule:
+                lines += ["- " + rule_line(old_rule)] if with_lines else []
+                change = ("+ %s (at %d)", rule)
+            else:
+                change = ("~ %s (moved to %d)", rule)
+        if with_lines:
+            lines.append(change[0] % (rule_line(change[1]), position + 1))
     return {"added": added, "removed": len(gone), "changed": changed}, lines
 
 
@@ -263,14 +267,40 @@ def read_state(interface, state_dir=STATE_DIR):
 
 
 def write_state(interface, document, state_dir=STATE_DIR):
-    """Writes the desired state so that a reader sees the old file or the new one, never a part."""
+    """Writes the desired state so that a reader sees the old file or the new one, never a part.
+
+    Beside it goes a small index of the named rules by position, so that facts can name the
+    rules they report without parsing a desired state of 100,000 rules.
+    """
     if not os.path.isdir(state_dir):
         os.makedirs(state_dir, 0o755)
-    target = state_path(interface, state_dir)
-    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % interface, dir=state_dir)
+    names = dict((str(position), entry["name"]) for position, entry in enumerate(document["rules"])
+                 if entry.get("name"))
+    _write_atomically(names_path(interface, state_dir), dict(digest=document["digest"], names=names))
+    _write_atomically(state_path(interface, state_dir), dict(document, version=STATE_FILE_VERSION))
+
+
+def names_path(interface, state_dir=STATE_DIR):
+    return os.path.join(state_dir, "%s.names" % interface)
+
+
+def read_names(interface, digest, state_dir=STATE_DIR):
+    """{position: name} of the named rules, when the index describes the rule set with this digest."""
+    try:
+        with open(names_path(interface, state_dir)) as handle:
+            index = json.load(handle)
+    except (IOError, ValueError):
+        return {}
+    return dict((int(position), name) for position, name in index["names"].items()) \
+        if index.get("digest") == digest else {}
+
+
+def _write_atomically(target, document):
+    state_dir = os.path.dirname(target)
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(target), dir=state_dir)
     try:
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(json.dumps(dict(document, version=STATE_FILE_VERSION), separators=(",", ":")))
+            handle.write(json.dumps(document, separators=(",", ":")))
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)
@@ -376,7 +406,6 @@ class Entries:
 
 # --- kernel: the firewall's pinned maps -------------------------------------------------------
 
-READ_ONE_BY_ONE = 2048  # below this many rules, lookups beat reading the whole array
 MAP_NAMES = ("xf_config", "xf_hits") + tuple(
     "xf_%s_%d" % (name, slot) for slot in (0, 1) for name in _rules.RULESET_MAPS)
 
@@ -402,16 +431,33 @@ class KernelRuleset:
     """The rule set the program uses now: the active slot's meta and packed rules."""
 
     def __init__(self, maps):
+        self.maps = maps
         self.active, self.sampling, metas = _rules.read_config(maps)
         self.meta = metas[self.active]
         code, count = _rules.META_FORMAT.unpack_from(self.meta)[:2]
         self.default_action = _rules.ACTION_NAMES.get(code, "pass") if code else "pass"
-        self.packed = _read_positions(maps["xf_rules_%d" % self.active], count)
-        self._decoded = None
+        self.raw = _libbpf.array_values(maps["xf_rules_%d" % self.active], _rules.RULE_FORMAT.size, count)
+        self._packed = self._decoded = None
+
+    def __len__(self):
+        return len(self.raw) // _rules.RULE_FORMAT.size
+
+    @property
+    def packed(self):
+        """The packed xf_rule of each position."""
+        if self._packed is None:
+            size = _rules.RULE_FORMAT.size
+            self._packed = [self.raw[offset:offset + size] for offset in range(0, len(self.raw), size)]
+        return self._packed
+
+    def rule_at(self, position):
+        """(Rule, hit-counter slot) of one position."""
+        size = _rules.RULE_FORMAT.size
+        return decode_rule(self.raw[position * size:(position + 1) * size])
 
     @property
     def digest(self):
-        return ruleset_digest(self.meta, self.packed)
+        return ruleset_digest(self.meta, [self.raw])
 
     def decoded(self):
         """[(Rule, hit-counter slot)] by position."""
@@ -423,16 +469,12 @@ class KernelRuleset:
         return [pair[0] for pair in self.decoded()]
 
     def counters(self):
-        return [pair[1] for pair in self.decoded()]
+        """The hit-counter slot of each position, read straight from the packed array."""
+        words = memoryview(self.raw).cast("I")
+        return words[RULE_COUNTER_WORD::_rules.RULE_FORMAT.size // 4].tolist()
 
 
-def _read_positions(fd, count):
-    """The packed rules at positions 0..count-1: one lookup each for a few, else one batch read of the array."""
-    if count <= READ_ONE_BY_ONE:
-        return [_libbpf.map_lookup(fd, _rules.U32.pack(position), _rules.RULE_FORMAT.size)
-                for position in range(count)]
-    items = _libbpf.map_items(fd, _rules.U32.size, _rules.RULE_FORMAT.size, _rules.MAX_RULES)
-    return [pair[1] for pair in items[:count]]
+RULE_COUNTER_WORD = 3  # xf_rule.counter is the fourth 32-bit word
 
 
 def ruleset_digest(meta, packed_rules):
@@ -465,10 +507,10 @@ def decode_rule(packed):
 class Outcome:
     """What a run found and decided; `result` is the module's return value."""
 
-    def __init__(self, before, after, settings_before, settings_after):
+    def __init__(self, before, after, settings_before, settings_after, with_lines):
         self.before, self.after = before, after
         self.settings_before, self.settings_after = settings_before, settings_after
-        self.summary, self.lines = compare(before, after)
+        self.summary, self.lines = compare(before, after, with_lines)
         self.lines = setting_lines(settings_before, settings_after) + self.lines
         self.ruleset_changed = before != after or \
             settings_before["default_action"] != settings_after["default_action"]
@@ -516,7 +558,7 @@ def plan(request, kernel, stored):
     after = desired_rules(state, have, want)
     settings_before = {"default_action": kernel.default_action, "sampling": kernel.sampling}
     settings_after = settings_before if state == "gathered" else _settings(request, kernel)
-    outcome = Outcome(have, after, settings_before, settings_after)
+    outcome = Outcome(have, after, settings_before, settings_after, bool(request.get("diff")))
     if outcome.ruleset_changed:
         outcome.rules = [entries.rule(entry, "rule %d" % (index + 1)) for index, entry in enumerate(after)]
     return outcome
@@ -551,7 +593,9 @@ def apply(maps, kernel, outcome):
 
 def switch_ruleset(maps, kernel, outcome):
     """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters."""
-    counters, fresh = _rules.assign_counters(outcome.rules, kernel.rules(), kernel.counters())
+    # rules are told apart by their canonical values: hashing those is cheaper than hashing Rule objects
+    counters, fresh = _rules.assign_counters([entry_values(entry) for entry in outcome.after],
+                                             [entry_values(entry) for entry in outcome.before], kernel.counters())
     compiled = _rules.compile_rules(outcome.rules, outcome.settings_after["default_action"], counters)
     _rules.apply_ruleset(maps, compiled, fresh)
     return ruleset_digest(compiled.meta, compiled.rules)

@@ -150,12 +150,12 @@ def test_nothing_attached_is_empty_not_an_error(fleet):
 
 def test_facts_from_the_kernel_alone_when_pins_and_state_are_gone(fleet, firewall_host):
     before = eth0(firewall_host, xdp_modes=False)
-    firewall_host.run("mv /etc/xdpfleet/eth0.json /etc/xdpfleet/eth0.away; rm -rf /sys/fs/bpf/xdpfleet/eth0")
+    firewall_host.run("mkdir /run/state-away && mv /etc/xdpfleet/eth0.* /run/state-away/; rm -rf /sys/fs/bpf/xdpfleet/eth0")
     try:
         ping(fleet, firewall_host, 7)
         after = eth0(firewall_host, xdp_modes=False)
     finally:
-        firewall_host.run("mv /etc/xdpfleet/eth0.away /etc/xdpfleet/eth0.json")
+        firewall_host.run("mv /run/state-away/* /etc/xdpfleet/ && rmdir /run/state-away")
         succeeded(ansible(firewall_host.name, "xdpfleet.xdp.xdp_program",
                           {"interface": "eth0", "object": str(FIREWALL)}))
     assert after["prog_id"] == before["prog_id"] and after["owner"] == "xdpfleet"

@@ -176,10 +176,18 @@ def test_lockout_spares_a_session_an_earlier_rule_passes_or_no_session():
 
 def test_state_file_round_trip_and_atomic_replace(tmp_path):
     assert _ruleset.read_state("eth0", str(tmp_path)) is None
-    _ruleset.write_state("eth0", {"rules": [SSH]}, str(tmp_path))
-    _ruleset.write_state("eth0", {"rules": [BAD]}, str(tmp_path))
-    assert _ruleset.read_state("eth0", str(tmp_path)) == {"rules": [BAD], "version": 1}
-    assert os.listdir(tmp_path) == ["eth0.json"]
+    _ruleset.write_state("eth0", {"rules": [SSH], "digest": "a"}, str(tmp_path))
+    _ruleset.write_state("eth0", {"rules": [BAD], "digest": "b"}, str(tmp_path))
+    assert _ruleset.read_state("eth0", str(tmp_path)) == {"rules": [BAD], "digest": "b", "version": 1}
+    assert sorted(os.listdir(tmp_path)) == ["eth0.json", "eth0.names"]
+
+
+def test_names_index_answers_only_for_its_rule_set(tmp_path):
+    named = dict(BAD, name="no-bad")
+    _ruleset.write_state("eth0", {"rules": [SSH, named], "digest": "b"}, str(tmp_path))
+    assert _ruleset.read_names("eth0", "b", str(tmp_path)) == {0: "ssh", 1: "no-bad"}
+    assert _ruleset.read_names("eth0", "other", str(tmp_path)) == {}
+    assert _ruleset.read_names("eth1", "b", str(tmp_path)) == {}
 
 
 # --- whole runs on the real maps ------------------------------------------------------------------------
