@@ -4,12 +4,13 @@
 Prints JSON {"object": path, "restore": path}, both in xdp_program's controller cache.
 - The object comes from xdp_program's own compile step (loaded from the collection by path), so
   the flags, include paths and content-hash cache are the action plugin's, not a copy.
-- The restore zipapp holds the collection's module_utils plus a __main__ that calls _restore.main:
+- The restore zipapp holds all of the collection's module_utils (so it follows their imports) plus a __main__ that calls _restore.main:
   `python3 xdpfleet-restore.pyz` on a host runs the same code as the modules. It is written
   byte for byte the same for the same sources, so copying it again changes nothing.
 Usage: build.py COLLECTION_ROOT [SOURCE [CFLAG ...]] (no SOURCE: the user brings a prebuilt object)
 """
 
+import glob
 import hashlib
 import importlib.util
 import io
@@ -19,14 +20,28 @@ import sys
 import zipfile
 
 PACKAGE = "ansible_collections/xdpfleet/xdp/plugins/module_utils"
-RESTORE_UTILS = ("_libbpf.py", "_netlink.py", "_state.py", "_program.py", "_rules.py", "_ruleset.py", "_restore.py")
 MAIN = ("import sys\n"
         "from ansible_collections.xdpfleet.xdp.plugins.module_utils._restore import main\n"
         "sys.exit(main())\n")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
+def make_importable(collection):
+    """Puts the directory holding ansible_collections/xdpfleet/xdp on sys.path (the action plugin imports by FQCN).
+
+    The role passes its own path, which runs through that directory when Ansible found the role by FQCN; a
+    checkout used directly carries the link in .collections/.
+    """
+    collection = os.path.abspath(collection)
+    parts = collection.split(os.sep)
+    if parts[-3:] == ["ansible_collections", "xdpfleet", "xdp"]:
+        sys.path.insert(0, os.sep.join(parts[:-3]))
+    else:
+        sys.path.insert(0, os.path.join(collection, ".collections"))
+
+
 def compile_object(collection, source, cflags):
+    make_importable(collection)
     path = os.path.join(collection, "plugins", "action", "xdp_program.py")
     spec = importlib.util.spec_from_file_location("xdpfleet_xdp_program_action", path)
     action = importlib.util.module_from_spec(spec)
@@ -39,9 +54,9 @@ def zipapp_bytes(collection):
     members = [("__main__.py", MAIN.encode())]
     parts = PACKAGE.split("/")
     members += [("/".join(parts[:depth] + ["__init__.py"]), b"") for depth in range(1, len(parts) + 1)]
-    for name in RESTORE_UTILS:
-        with open(os.path.join(collection, "plugins", "module_utils", name), "rb") as handle:
-            members.append(("%s/%s" % (PACKAGE, name), handle.read()))
+    for path in sorted(glob.glob(os.path.join(collection, "plugins", "module_utils", "_*.py"))):
+        with open(path, "rb") as handle:
+            members.append(("%s/%s" % (PACKAGE, os.path.basename(path)), handle.read()))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members:
