@@ -53,7 +53,7 @@ def run_module(name, args):
     """Runs plugins/modules/<name>.py as its own process; returns (seconds, result)."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, os.path.join(MODULES, name + ".py")],
-                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
+                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True, check=False,
                           env=dict(os.environ, PYTHONPATH=COLLECTIONS))
     seconds = time.perf_counter() - started
     result = json.loads(done.stdout)

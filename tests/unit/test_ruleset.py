@@ -148,7 +148,8 @@ def classify(rules, default_action, packet):
     return verdict.action, verdict.position
 
 
-def guard(entries, default_action, environ=SSH_FROM_ADMIN):
+def guard(entries, default_action, environ=None):
+    environ = SSH_FROM_ADMIN if environ is None else environ
     rules = [_rules.parse_rule(dict((k, v) for k, v in entry.items() if k != "name")) for entry in entries]
     return _ruleset.lockout(entries, rules, default_action, _ruleset.ssh_packet(environ), classify)
 
@@ -232,7 +233,7 @@ def test_run_writes_the_kernel_and_the_state_file_then_is_idempotent(host):
     assert first["changed"] and first["summary"] == {"added": 2, "removed": 0, "changed": 0}
     assert first["before"] == [] and first["after"] == [SSH, BAD]
     assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22), BAD]
-    active, sampling, _ = _rules.read_config(host.maps)
+    active, sampling = _rules.read_config(host.maps)[:2]
     assert sampling == 10
     stored = json.loads(host.state_file.read_text())
     assert (stored["rules"], stored["default_action"], stored["sampling"]) == ([SSH, BAD], "drop", 10)
