@@ -215,9 +215,9 @@ __attribute__((section("maps/" _section))) struct _name##_table_t _name = { .max
 """
 
 
-def source_sha256(text, cflags):
-    """Identity of a bcc program: the bundled source and the flags (nothing is compiled to compute it)."""
-    digest = hashlib.sha256(text.encode())
+def file_sha256(path, cflags):
+    """Identity of a bcc program: its bundled source and the flags (nothing is compiled to compute it)."""
+    digest = hashlib.sha256(bundle(path).encode())
     digest.update("\0".join(cflags).encode())
     return digest.hexdigest()
 
@@ -344,7 +344,7 @@ class BccObject:
         stage = None
         if fds:
             state.mount_bpffs()
-            stage = tempfile.mkdtemp(prefix=".xdpfleet-bcc-", dir=state.BPFFS_ROOT)
+            stage = tempfile.mkdtemp(prefix="xdpfleet-bcc-", dir=state.BPFFS_ROOT)
         try:
             pins = {}
             for name, fd in fds.items():

@@ -1,0 +1,73 @@
+"""The bcc backend (xdp_program compiler: bcc): the facts and drop-counter tests of test_xdp_facts run again
+against a firewall that bcc compiled on the host, plus what is particular to bcc (one source, clear errors)."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf
+from tests.integration.test_xdp_facts import (  # noqa: F401 (fixtures and tests run again here)
+    RULES, ansible, fleet, succeeded, test_drop_sampler_returns_the_packets_sent,
+    test_exactly_n_dropped_pings_show_as_n_drops_and_n_rule_hits, test_facts_describe_the_attached_firewall,
+    test_packets_on_every_cpu_are_counted)
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE = REPO / "bpf" / "xdp_firewall.bpf.c"
+CLANG_OBJECT = REPO / "build" / "bpf" / "xdp_firewall.o"
+
+
+def bcc_sha256():
+    return _bcc.file_sha256(str(SOURCE), [])
+
+
+@pytest.fixture(scope="module")
+def firewall_host(fleet):  # noqa: F811 (replaces the clang-loaded host of test_xdp_facts)
+    host = fleet.hosts[0]
+    attached = succeeded(ansible(host.name, "xdpfleet.xdp.xdp_program",
+                                 {"interface": "eth0", "src": str(SOURCE), "compiler": "bcc"}))
+    assert attached["changed"] and attached["object_sha256"] == bcc_sha256()
+    succeeded(ansible(host.name, "xdpfleet.xdp.xdp_rules",
+                      {"interface": "eth0", "config": RULES, "state": "overridden", "sampling": 1}))
+    return host
+
+
+def test_bcc_maps_have_the_names_and_layouts_of_the_clang_object(firewall_host):
+    described = succeeded(ansible(firewall_host.name, "xdpfleet.xdp.xdp_program",
+                                  {"interface": "eth0", "src": str(SOURCE), "compiler": "bcc"}))
+    assert described["changed"] is False
+    with _libbpf.BpfObject(str(CLANG_OBJECT)) as clang_object:
+        declared = dict((m.name, m.definition()) for m in clang_object.maps if not m.is_internal)
+    loaded = dict((m["name"], dict((k, m[k]) for k in ("type", "key_size", "value_size", "max_entries", "map_flags")))
+                  for m in described["maps"])
+    assert loaded == declared
+
+
+def test_translation_covers_every_map_and_leaves_no_btf_definition():
+    text, maps, programs = _bcc.translate(_bcc.bundle(str(SOURCE)))
+    with _libbpf.BpfObject(str(CLANG_OBJECT)) as clang_object:
+        assert sorted(maps) == sorted(m.name for m in clang_object.maps if not m.is_internal)
+    assert programs == ["xdpfleet_fw"]
+    assert 'SEC(".maps")' not in text and "__uint(" not in text and "bpf_map_lookup_elem(&" not in text
+
+
+def test_a_map_used_in_an_unsupported_way_is_named(tmp_path):
+    source = tmp_path / "odd.bpf.c"
+    (tmp_path / "xdp_firewall.h").write_text((REPO / "bpf" / "xdp_firewall.h").read_text())
+    source.write_text(SOURCE.read_text().replace("count(&xf_stats, reason, bytes);",
+                                                 "bpf_map_update_elem(&xf_stats, &reason, &bytes, 0);"))
+    with pytest.raises(_bcc.BccError, match="map xf_stats is used in a way the bcc translation does not support"):
+        _bcc.translate(_bcc.bundle(str(source)))
+
+
+def test_missing_headers_and_bcc_are_said_clearly(tmp_path, monkeypatch):
+    with pytest.raises(_bcc.BccError, match=r"needs the headers of kernel 9\.9\.9-x.*linux-headers-9\.9\.9-x.*BCC\.md"):
+        _bcc.check_kernel_headers("9.9.9-x", str(tmp_path), environ={})
+    monkeypatch.setitem(sys.modules, "bcc", None)
+    with pytest.raises(_bcc.BccError, match="python3-bpfcc.*python3-bcc"):
+        _bcc.bcc_module()
+
+
+def test_the_running_kernel_has_headers_for_bcc():
+    _bcc.check_kernel_headers(os.uname().release)
