@@ -15,6 +15,7 @@ import tempfile
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
 
 MODULE = "xdpfleet.xdp.xdp_program"
 BASE_CFLAGS = ["-O2", "-g", "-target", "bpf"]
@@ -80,6 +81,25 @@ def compile_source(source, cflags):
     return cached
 
 
+def bundle_source(source):
+    """For compiler bcc: the source with its local includes inlined, in the controller's cache (one file travels)."""
+    text = _bcc.bundle(source)
+    cache_dir = os.path.expanduser(CACHE_DIR)
+    bundled = os.path.join(cache_dir, "%s.bcc.c" % hashlib.sha256(to_bytes(text)).hexdigest())
+    if not os.path.exists(bundled):
+        if not os.path.isdir(cache_dir):
+            os.makedirs(cache_dir, 0o700)
+        handle, partial = tempfile.mkstemp(suffix=".c", dir=cache_dir)
+        with os.fdopen(handle, "w") as output:
+            output.write(text)
+        os.rename(partial, bundled)
+    return bundled
+
+
+def uses_bcc(args):
+    return args.get("compiler") == "bcc"
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
@@ -93,8 +113,9 @@ class ActionModule(ActionBase):
                 remote_object = self._connection._shell.join_path(tmp_dir, "xdp_program.o")
                 self._transfer_file(local_object, remote_object)
                 self._fixup_perms2((tmp_dir, remote_object))
-                module_args.update(object=remote_object, remote_src=True)
-            module_args.pop("src", None)
+                module_args.update({"src" if uses_bcc(module_args) else "object": remote_object, "remote_src": True})
+            if not uses_bcc(module_args):
+                module_args.pop("src", None)
             result.update(self._execute_module(MODULE, module_args=module_args, task_vars=task_vars))
         except AnsibleActionFail as error:
             result.update(failed=True, msg=to_text(error))
@@ -106,6 +127,9 @@ class ActionModule(ActionBase):
         """The controller-side object to transfer, or None when the host already has it (or detaching)."""
         if module_args.get("state", "attached") == "detached":
             return None
+        if uses_bcc(module_args):
+            return bundle_source(self._find_needle("files", module_args["src"])) \
+                if module_args.get("src") and not module_args.get("remote_src") else None
         if module_args.get("src"):
             return compile_source(self._find_needle("files", module_args["src"]), module_args.get("cflags") or [])
         if module_args.get("object") and not module_args.get("remote_src"):

@@ -18,6 +18,7 @@ import hashlib
 import os
 import struct
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import Link, NetlinkError
@@ -210,8 +211,7 @@ def _reusable_map_fds(bpf_object, described, pin_dir, migration):
 
     Live maps come from the attached xdpfleet program first (by id), then from pins in pin_dir.
     """
-    live = dict((item["name"], item["id"]) for item in described["maps"]) \
-        if described["owner"] == OWNER_XDPFLEET else {}
+    live = _live_ids(described)
     fds, changed = {}, []
     try:
         for bpf_map in bpf_object.maps:
@@ -232,6 +232,11 @@ def _reusable_map_fds(bpf_object, described, pin_dir, migration):
         raise ProgramError("the layout of map %s changed; its entries cannot be carried over. Set "
                            "map_migration: reset to start these maps empty" % "; ".join(changed))
     return fds
+
+
+def _live_ids(described):
+    return dict((item["name"], item["id"]) for item in described["maps"]) \
+        if described["owner"] == OWNER_XDPFLEET else {}
 
 
 def _live_map_fd(name, live_ids, pin_dir):
@@ -393,7 +398,8 @@ def _result(changed, interface, before, after_described, after=None):
 
 
 def ensure_attached(request, check_mode):
-    sha256 = file_sha256(request["object"])
+    sha256 = _bcc.file_sha256(request["object"], request["cflags"]) if _uses_bcc(request) \
+        else file_sha256(request["object"])
     expected = (request.get("object_sha256") or "").lower()
     if expected and expected != sha256:
         raise ProgramError("object %s has sha256 %s, but object_sha256 expects %s"
@@ -404,7 +410,7 @@ def ensure_attached(request, check_mode):
         _check_owner(before, interface, request["force"])
         if _is_current(before, sha256, request["program"], request["mode"], pin_dir):
             return _restore_pins(before, interface, pin_dir, check_mode)
-        with libbpf.BpfObject(request["object"]) as bpf_object:
+        with _open_object(request, before) as bpf_object:
             program = select_program(bpf_object, request["program"])
             if check_mode:
                 _attach_mode(before, request["mode"])
@@ -412,6 +418,19 @@ def ensure_attached(request, check_mode):
                                _predicted(before, program.name, request["mode"], sha256))
             _load_and_attach(link, bpf_object, program, request, before, sha256)
         return _result(True, interface, before, describe_link(link))
+
+
+def _uses_bcc(request):
+    return request.get("compiler") == "bcc"
+
+
+def _open_object(request, described):
+    """An ELF object opened with libbpf or, with compiler bcc, the C source compiled here by bcc."""
+    if not _uses_bcc(request):
+        return libbpf.BpfObject(request["object"])
+    live = _live_ids(described)
+    return _bcc.BccObject(request["object"], request["cflags"],
+                          lambda name: _live_map_fd(name, live, request["pin_dir"]))
 
 
 def _restore_pins(described, interface, pin_dir, check_mode):
@@ -456,11 +475,21 @@ def ensure_detached(request, check_mode):
         return result
 
 
+def _bcc_source(request):
+    """With compiler bcc the source, on the host, stands where the object would."""
+    if request.get("object"):
+        raise ProgramError("compiler: bcc compiles C source on the host; pass src (remote_src: true when it is "
+                           "already on the host), not object")
+    return request.get("src")
+
+
 def run(params, check_mode):
     """The module's whole job: params are the module options, with pin_dir and object resolved."""
     check_kernel(os.uname()[2])
     libbpf.library()
     request = dict(params)
+    if _uses_bcc(request):
+        request["object"] = _bcc_source(request)
     request["pin_dir"] = (request.get("pin_dir") or state.default_pin_dir(request["interface"])).rstrip("/")
     try:
         state.check_pin_dir(request["pin_dir"])
@@ -469,5 +498,5 @@ def run(params, check_mode):
         return ensure_attached(request, check_mode)
     except state.StateError as error:
         raise ProgramError(str(error))
-    except NetlinkError as error:
+    except (NetlinkError, _bcc.BccError) as error:
         raise ProgramError(str(error))

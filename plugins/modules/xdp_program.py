@@ -43,13 +43,23 @@ options:
       - C source of the program on the controller, compiled there with C(clang -O2 -g -target bpf).
       - Mutually exclusive with O(object). One of them is required with O(state=attached).
     type: path
+  compiler:
+    description:
+      - V(clang) compiles O(src) on the controller and loads the object with libbpf on the host.
+      - V(bcc) compiles nothing on the controller; O(src) (its local includes inlined) is transferred and
+        compiled on the host with bcc's Python bindings, which need the kernel headers there (see docs/BCC.md).
+        Maps get the same names, layout and pins, so the other modules work unchanged. The identity
+        (RV(object_sha256)) is then the SHA-256 of the source and O(cflags). Not with O(object) or O(mode=hw).
+    type: str
+    choices: [clang, bcc]
+    default: clang
   object:
     description:
       - A compiled BPF ELF object. On the controller (transferred to the host) unless O(remote_src=true).
     type: path
   remote_src:
     description:
-      - O(object) is already on the managed host.
+      - O(object) (or with O(compiler=bcc), O(src)) is already on the managed host.
     type: bool
     default: false
   cflags:
@@ -96,7 +106,8 @@ notes:
 requirements:
   - libbpf >= 1.0 on the managed host
   - pyroute2 on the managed host
-  - clang on the controller when O(src) is used
+  - clang on the controller when O(src) is used with O(compiler=clang)
+  - bcc (python3-bpfcc or python3-bcc) and kernel headers on the managed host with O(compiler=bcc)
 seealso:
   - name: XDP flags and modes
     description: Kernel documentation of the XDP attach flags.
@@ -225,6 +236,7 @@ ARGUMENT_SPEC = dict(
     src=dict(type="path"),
     object=dict(type="path"),
     remote_src=dict(type="bool", default=False),
+    compiler=dict(type="str", choices=["clang", "bcc"], default="clang"),
     cflags=dict(type="list", elements="str", default=[]),
     program=dict(type="str"),
     mode=dict(type="str", choices=["auto", "native", "skb", "hw"], default="auto"),
@@ -244,7 +256,7 @@ def main():
     )
     if IMPORT_ERROR:
         module.fail_json(msg="cannot import the xdpfleet module_utils", exception=IMPORT_ERROR)
-    if module.params["src"]:
+    if module.params["src"] and not (module.params["compiler"] == "bcc" and module.params["remote_src"]):
         module.fail_json(msg="src is compiled by the xdp_program action plugin; run this module by its name "
                              "xdpfleet.xdp.xdp_program so the action plugin runs")
     try:
