@@ -11,9 +11,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 DEBIAN_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool xdp-tools openssh-server iproute2 \
 	iputils-ping netsniff-ng tcpdump nftables curl python3 python3-venv python3-pyroute2 \
-	linux-libc-dev rsync prometheus chromium-headless-shell
+	linux-libc-dev rsync prometheus chromium-headless-shell python3-bpfcc linux-headers-amd64
 
-.PHONY: help setup packages venv build demo test test-unit test-bpf test-lab lab-up lab-down \
+.PHONY: help setup packages venv bcc-headers build demo test test-unit test-bpf test-lab lab-up lab-down \
 	lab-status lint sanity clean
 
 help:
@@ -21,7 +21,11 @@ help:
 	@echo "make test   - set up and run every test suite"
 	@echo "make setup | lab-up [HOSTS=n] | lab-down | lint | sanity | clean"
 
-setup: packages venv
+setup: packages venv bcc-headers
+
+# bcc (xdp_program compiler: bcc) needs kernel headers; see docs/BCC.md.
+bcc-headers: packages
+	scripts/bcc-kernel-headers
 
 # Installs only what is missing, so a second run is quick and changes nothing.
 packages:
