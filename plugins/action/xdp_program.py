@@ -81,6 +81,14 @@ def compile_source(source, cflags):
     return cached
 
 
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def bundle_source(source):
     """For compiler bcc: the source with its local includes inlined, in the controller's cache (one file travels)."""
     text = _bcc.bundle(source)
@@ -101,37 +109,57 @@ def uses_bcc(args):
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    """Asks the host first whether the object (by hash) is attached; transfers it only when it is not."""
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         module_args = dict(self._task.args)
+        if not (uses_bcc(module_args) and module_args.get("remote_src")):
+            module_args.pop("src", None)
         try:
-            local_object = self._local_object(module_args)
+            local_object = self._local_object(self._task.args)
             if local_object:
-                tmp_dir = self._connection._shell.tmpdir or self._make_tmp_path()
-                remote_object = self._connection._shell.join_path(tmp_dir, "xdp_program.o")
-                self._transfer_file(local_object, remote_object)
-                self._fixup_perms2((tmp_dir, remote_object))
-                module_args.update({"src" if uses_bcc(module_args) else "object": remote_object, "remote_src": True})
-            if not uses_bcc(module_args):
-                module_args.pop("src", None)
-            result.update(self._execute_module(MODULE, module_args=module_args, task_vars=task_vars))
+                self._expect_hash(module_args, _bcc.file_sha256(local_object, module_args.get("cflags") or [])
+                                  if uses_bcc(module_args) else file_sha256(local_object))
+                module_args.pop("object", None)
+                outcome = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
+                if outcome.get("object_required"):
+                    module_args.update({"src" if uses_bcc(module_args) else "object": self._transfer_object(local_object),
+                                        "remote_src": True})
+                    outcome = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
+            else:
+                outcome = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
+            result.update(outcome)
         except AnsibleActionFail as error:
             result.update(failed=True, msg=to_text(error))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
 
-    def _local_object(self, module_args):
+    @staticmethod
+    def _expect_hash(module_args, sha256):
+        expected = (module_args.get("object_sha256") or "").lower()
+        if expected and expected != sha256:
+            raise AnsibleActionFail("object %s has sha256 %s, but object_sha256 expects %s"
+                                    % (module_args.get("object") or module_args.get("src"), sha256, expected))
+        module_args["object_sha256"] = sha256
+
+    def _transfer_object(self, local_object):
+        tmp_dir = self._connection._shell.tmpdir or self._make_tmp_path()
+        remote_object = self._connection._shell.join_path(tmp_dir, "xdp_program.o")
+        self._transfer_file(local_object, remote_object)
+        self._fixup_perms2((tmp_dir, remote_object))
+        return remote_object
+
+    def _local_object(self, task_args):
         """The controller-side object to transfer, or None when the host already has it (or detaching)."""
-        if module_args.get("state", "attached") == "detached":
+        if task_args.get("state", "attached") == "detached":
             return None
-        if uses_bcc(module_args):
-            return bundle_source(self._find_needle("files", module_args["src"])) \
-                if module_args.get("src") and not module_args.get("remote_src") else None
-        if module_args.get("src"):
-            return compile_source(self._find_needle("files", module_args["src"]), module_args.get("cflags") or [])
-        if module_args.get("object") and not module_args.get("remote_src"):
-            return self._find_needle("files", module_args["object"])
+        if uses_bcc(task_args):
+            return bundle_source(self._find_needle("files", task_args["src"])) \
+                if task_args.get("src") and not task_args.get("remote_src") else None
+        if task_args.get("src"):
+            return compile_source(self._find_needle("files", task_args["src"]), task_args.get("cflags") or [])
+        if task_args.get("object") and not task_args.get("remote_src"):
+            return self._find_needle("files", task_args["object"])
         return None

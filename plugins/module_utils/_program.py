@@ -397,19 +397,35 @@ def _result(changed, interface, before, after_described, after=None):
     return result
 
 
-def ensure_attached(request, check_mode):
+def _object_sha256(request):
+    """The hash of the object to attach; without an object, the expected hash stands for it."""
+    expected = (request.get("object_sha256") or "").lower()
+    if not request.get("object"):
+        return expected
     sha256 = _bcc.file_sha256(request["object"], request["cflags"]) if _uses_bcc(request) \
         else file_sha256(request["object"])
-    expected = (request.get("object_sha256") or "").lower()
     if expected and expected != sha256:
         raise ProgramError("object %s has sha256 %s, but object_sha256 expects %s"
                            % (request["object"], sha256, expected))
+    return sha256
+
+
+def ensure_attached(request, check_mode):
+    """Attaches the object's program unless it is attached already.
+
+    Without `object`, only checks that the program with object_sha256 is attached; when it is not,
+    fails with object_required, so the action plugin transfers the object only when it is needed.
+    """
+    sha256 = _object_sha256(request)
     interface, pin_dir = request["interface"], request["pin_dir"]
     with state.host_lock(interface), Link(interface) as link:
         before = describe_link(link)
         _check_owner(before, interface, request["force"])
         if _is_current(before, sha256, request["program"], request["mode"], pin_dir):
             return _restore_pins(before, interface, pin_dir, check_mode)
+        if not request.get("object"):
+            raise ProgramError("the program attached to %s is not the one of object_sha256 %s; pass object or "
+                               "src to load it" % (interface, sha256), object_required=True)
         with _open_object(request, before) as bpf_object:
             program = select_program(bpf_object, request["program"])
             if check_mode:

@@ -41,7 +41,7 @@ options:
   src:
     description:
       - C source of the program on the controller, compiled there with C(clang -O2 -g -target bpf).
-      - Mutually exclusive with O(object). One of them is required with O(state=attached).
+      - Mutually exclusive with O(object). O(state=attached) needs O(src), O(object) or O(object_sha256).
     type: path
   compiler:
     description:
@@ -85,6 +85,10 @@ options:
   object_sha256:
     description:
       - Expected SHA-256 of the object. An object with another hash is refused.
+      - Without O(object) and O(src), only checks that the program loaded from an object with this hash is
+        attached (as xdpfleet records it in the kernel); otherwise the module fails with RV(object_required).
+      - The action plugin uses this to check a host before it transfers an object, so a run that changes
+        nothing costs one round trip.
     type: str
   force:
     description:
@@ -212,6 +216,11 @@ pins_removed:
   returned: when O(state=detached)
   type: list
   elements: str
+object_required:
+  description: True when only O(object_sha256) was given and the attached program is another one.
+  returned: on that failure
+  type: bool
+  sample: true
 verifier_log:
   description: End of the verifier log when the kernel rejected the program.
   returned: on a verifier rejection
@@ -251,7 +260,7 @@ def main():
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[("src", "object")],
-        required_if=[("state", "attached", ("src", "object"), True)],
+        required_if=[("state", "attached", ("src", "object", "object_sha256"), True)],
         supports_check_mode=True,
     )
     if IMPORT_ERROR:

@@ -160,40 +160,41 @@ def firewall_variant(tmp_path):
 # --- life cycle ------------------------------------------------------------------------------
 
 def test_attach_again_upgrade_detach_again(host, firewall, tmp_path):
-    first = succeeded(module(host, interface="eth0", object=firewall, diff=True))
+    """On its own pin_dir: the meta records it counts are then this test's alone."""
+    first = succeeded(module(host, interface="eth0", object=firewall, pin_dir=TEST_PIN_DIR, diff=True))
     assert first["changed"] and first["owner"] == "xdpfleet" and first["mode"] == "native"
     assert first["diff"]["before"]["prog_id"] is None and first["diff"]["after"]["prog_id"] == first["prog_id"]
     assert kernel_state(host)["xdp"]["prog"]["id"] == first["prog_id"]
     assert sorted(kernel_state(host)["pins"]) == sorted(
-        ["/sys/fs/bpf/xdpfleet", "/sys/fs/bpf/xdpfleet/eth0"]
-        + ["/sys/fs/bpf/xdpfleet/eth0/" + item["name"] for item in first["maps"]])
-    assert host.run("stat -c %a /sys/fs/bpf/xdpfleet/eth0").out.strip() == "700"
+        ["/sys/fs/bpf/xdpfleet", TEST_PIN_DIR] + [TEST_PIN_DIR + "/" + item["name"] for item in first["maps"]])
+    assert host.run("stat -c %a /sys/fs/bpf/xdpfleet " + TEST_PIN_DIR).out.split() == ["700", "700"]
 
     rules = firewall_hash_map(first)
-    pin = "/sys/fs/bpf/xdpfleet/eth0/" + rules["name"]
+    pin = TEST_PIN_DIR + "/" + rules["name"]
     key, value = b"\x01" * rules["key_size"], b"\x07" * rules["value_size"]
     write_entry(host, pin, key, value)
 
-    loads_before = meta_records("/sys/fs/bpf/xdpfleet/eth0")
-    again = succeeded(module(host, interface="eth0", object=firewall))
+    loads_before = meta_records(TEST_PIN_DIR)
+    again = succeeded(module(host, interface="eth0", object=firewall, pin_dir=TEST_PIN_DIR))
     assert not again["changed"] and again["prog_id"] == first["prog_id"]
     assert again["maps"] == first["maps"]
-    assert meta_records("/sys/fs/bpf/xdpfleet/eth0") == loads_before, "a no-change run loaded something"
+    assert meta_records(TEST_PIN_DIR) == loads_before, "a no-change run loaded something"
 
-    upgraded = succeeded(module(host, interface="eth0", src=firewall_variant(tmp_path), cflags=["-I", str(REPO / "bpf")]))
+    upgraded = succeeded(module(host, interface="eth0", src=firewall_variant(tmp_path), cflags=["-I", str(REPO / "bpf")],
+                                pin_dir=TEST_PIN_DIR))
     assert upgraded["changed"] and upgraded["prog_id"] != first["prog_id"]
     assert upgraded["object_sha256"] != first["object_sha256"]
     assert kernel_state(host)["xdp"]["prog"]["id"] == upgraded["prog_id"]
     assert read_entry(host, pin, key) == value, "the rules did not survive the upgrade"
     assert {item["name"]: item["id"] for item in upgraded["maps"]} == {item["name"]: item["id"] for item in first["maps"]}
 
-    detached = succeeded(module(host, interface="eth0", state="detached", diff=True))
+    detached = succeeded(module(host, interface="eth0", state="detached", pin_dir=TEST_PIN_DIR, diff=True))
     assert detached["changed"] and detached["diff"]["after"]["prog_id"] is None
     assert kernel_state(host) == {"xdp": None, "pins": []}
     map_ids = [item["id"] for item in upgraded["maps"]]
     assert _eventually(lambda: existing_map_ids(map_ids) == []), "orphan maps: %s" % existing_map_ids(map_ids)
 
-    assert not succeeded(module(host, interface="eth0", state="detached"))["changed"]
+    assert not succeeded(module(host, interface="eth0", state="detached", pin_dir=TEST_PIN_DIR))["changed"]
 
 
 def _eventually(condition, timeout=5.0):
