@@ -1,0 +1,80 @@
+"""Send the verdict traffic from the lab client to one host and count, from the client's own
+network namespace (/proc/net/snmp), exactly how many packets of each kind left it.
+
+    ip netns exec <client> python3 traffic.py HOST PORT BLOCKED_SOURCE
+Prints JSON: ping replies, echo requests, HTTP status and TCP segments from the client address,
+the blocked source's HTTP outcome, TCP segments and UDP datagrams.
+"""
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+PINGS = 5
+BLOCKED_DATAGRAMS = 7
+
+
+def snmp() -> dict[str, int]:
+    """Counters such as Tcp.OutSegs of the calling process's network namespace."""
+    lines = Path("/proc/net/snmp").read_text().splitlines()
+    counters = {}
+    for names, values in zip(lines[::2], lines[1::2]):
+        kind, names = names.split(":")
+        counters.update({f"{kind}.{name}": int(value) for name, value in zip(names.split(), values.split()[1:])})
+    return counters
+
+
+def counted(action, *names):
+    """Run `action`; return its result and how many packets of the named counters it sent."""
+    before = snmp()
+    result = action()
+    after = snmp()
+    return result, sum(after[name] - before[name] for name in names)
+
+
+def tcp_sent(action):
+    # OutSegs leaves out retransmissions (a dropped SYN is sent again), RetransSegs counts them.
+    return counted(action, "Tcp.OutSegs", "Tcp.RetransSegs")
+
+
+def ping(host: str) -> int:
+    run = subprocess.run(["ping", "-n", "-q", "-c", str(PINGS), "-i", "0.2", "-W", "1", host],
+                         capture_output=True, text=True)
+    return int(run.stdout.split(" received")[0].rsplit(",", 1)[1])
+
+
+def http_get(host: str, port: int, source: str, timeout: float):
+    connection = http.client.HTTPConnection(host, port, timeout=timeout, source_address=(source, 0))
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except OSError as error:
+        return type(error).__name__
+    finally:
+        connection.close()
+
+
+def udp_burst(host: str, source: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.bind((source, 0))
+        for _ in range(BLOCKED_DATAGRAMS):
+            sender.sendto(b"xdpfleet", (host, 9))
+
+
+def main(host: str, port: str, blocked: str) -> None:
+    replies, echoes = counted(lambda: ping(host), "Icmp.OutEchos")
+    status, segments = tcp_sent(lambda: http_get(host, int(port), "0.0.0.0", 5))
+    blocked_status, blocked_segments = tcp_sent(lambda: http_get(host, int(port), blocked, 1.5))
+    _, datagrams = counted(lambda: udp_burst(host, blocked), "Udp.OutDatagrams")
+    print(json.dumps({"ping_replies": replies, "echo_requests": echoes, "http_status": status,
+                      "http_segments": segments, "blocked_http": blocked_status,
+                      "blocked_segments": blocked_segments, "blocked_datagrams": datagrams}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
