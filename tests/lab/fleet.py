@@ -223,7 +223,7 @@ class Lab:
         hosts = [_ensure_host(layout, index) for index in range(1, count + 1)]
         _remove_nodes(layout, _host_names(layout) - {host.name for host in hosts})
         _parallel(_check_hostname, hosts)
-        inventory.write(layout.inventory, hosts, layout.client_key)
+        inventory.write(layout.inventory, hosts, layout)
         return cls(layout, hosts, client)
 
     def down(self) -> None:

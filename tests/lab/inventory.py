@@ -7,7 +7,7 @@ import yaml
 SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
 
 
-def write(path: Path, hosts, client_key: Path) -> None:
+def write(path: Path, hosts, layout) -> None:
     group = {
         "hosts": {
             host.name: {"ansible_host": host.address, "lab_netns": host.netns, "xdp_interfaces": [host.ifname]}
@@ -16,9 +16,13 @@ def write(path: Path, hosts, client_key: Path) -> None:
         "vars": {
             "ansible_user": "root",
             "ansible_connection": "ssh",
-            "ansible_ssh_private_key_file": str(client_key),
+            "ansible_ssh_private_key_file": str(layout.client_key),
             "ansible_ssh_common_args": SSH_ARGS,
             "ansible_python_interpreter": "/usr/bin/python3",
+            # where traffic comes from in the lab, for demos and tests that send it
+            "lab_client_netns": layout.client_name,
+            "lab_client_address": layout.client_address,
+            "lab_controller_address": layout.bridge_address,
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
