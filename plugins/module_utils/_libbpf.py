@@ -497,8 +497,28 @@ def prog_test_run(prog_fd, data, repeat=1, data_out_size=None):
 
 # --- ring buffers -----------------------------------------------------------------------
 
-class RingBuffer:
+class _OwnedPointer:
+    """A libbpf object this process owns: freed once, by close() or at the end of a with block."""
+
+    _free = None
+    _pointer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        if self._pointer:
+            getattr(library(), self._free)(self._pointer)
+            self._pointer = None
+
+
+class RingBuffer(_OwnedPointer):
     """Reads records of a BPF_MAP_TYPE_RINGBUF map; use as a context manager."""
+
+    _free = "ring_buffer__free"
 
     def __init__(self, map_fd):
         self._records = []
@@ -510,17 +530,6 @@ class RingBuffer:
     def _collect(self, _context, data, size):
         self._records.append(ctypes.string_at(data, size))
         return 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def close(self):
-        if self._pointer:
-            library().ring_buffer__free(self._pointer)
-            self._pointer = None
 
     def _take(self):
         records, self._records = self._records, []
@@ -612,12 +621,14 @@ class BpfMap:
         _check(library().bpf_map__pin(self._pointer, path.encode()), "cannot pin map %s at %s" % (self.name, path))
 
 
-class BpfObject:
+class BpfObject(_OwnedPointer):
     """An ELF object opened with libbpf; use as a context manager so it is always closed.
 
     Closing releases the object's own descriptors; kernel objects stay alive while
     they are pinned or attached.
     """
+
+    _free = "bpf_object__close"
 
     def __init__(self, path):
         self.path = path
@@ -629,17 +640,6 @@ class BpfObject:
         if not self._pointer:
             raise LibbpfError("cannot open BPF object %s (%s)" % (path, "; ".join(recent_messages()[-3:])),
                               ctypes.get_errno())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    def close(self):
-        if self._pointer:
-            library().bpf_object__close(self._pointer)
-            self._pointer = None
 
     def _walk(self, next_function, wrapper):
         items, current = [], None
