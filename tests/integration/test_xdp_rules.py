@@ -188,26 +188,28 @@ def web_servers(rules_host):
         server.wait()
 
 
-def reaches(fleet, host, port):
-    return fleet.client.run("curl -s -o /dev/null -m 2 http://%s:%d/" % (host.address, port)).rc == 0
+def reaches(fleet, host, port, attempts=1):
+    """Whether an HTTP request from the client gets an answer; a loaded machine may need attempts."""
+    command = "curl -s -o /dev/null -m 2 http://%s:%d/" % (host.address, port)
+    return any(fleet.client.run(command).rc == 0 for _ in range(attempts))
 
 
-def pings(fleet, host):
-    return fleet.client.run("ping -c 1 -W 1 %s" % host.address).rc == 0
+def pings(fleet, host, attempts=1):
+    return any(fleet.client.run("ping -c 1 -W 1 %s" % host.address).rc == 0 for _ in range(attempts))
 
 
 def test_traffic_verdicts_from_the_client(fleet, web_servers):
     host = web_servers
-    assert reaches(fleet, host, 80) and reaches(fleet, host, 8080) and pings(fleet, host)
+    assert reaches(fleet, host, 80, 3) and reaches(fleet, host, 8080, 3) and pings(fleet, host, 3)
     pass_8081 = {"name": "8081", "action": "pass", "source": CLIENT + "/32", "protocol": "tcp", "port": 8081}
     denied = {"name": "denied", "action": "drop", "source": "198.18.90.2/31"}
     succeeded(rules(host, state="overridden", config=[
         SSH_PASS, {"action": "pass", "source": CLIENT + "/32", "protocol": "tcp", "port": 80}, pass_8081,
         ICMP, denied]))
     assert not pings(fleet, host), "ping passed an ICMP drop rule"
-    assert reaches(fleet, host, 80), "HTTP was dropped"
+    assert reaches(fleet, host, 80, 3), "HTTP was dropped"
     assert not reaches(fleet, host, 8080), "the denied CIDR got through"
-    assert reaches(fleet, host, 8081), "the pass rule before the overlapping drop was not honoured"
+    assert reaches(fleet, host, 8081, 3), "the pass rule before the overlapping drop was not honoured"
     succeeded(rules(host, state="overridden", config=[SSH_PASS, denied, pass_8081]))
     assert not reaches(fleet, host, 8081), "the drop rule placed first did not win"
 
@@ -271,8 +273,8 @@ while not os.path.exists(stop_file):
     for port in (%d, %d):
         s.sendto(b"x" * 32, (sys.argv[1], port))
     sent += 1
-    if sent %% 10 == 0:
-        time.sleep(0.002)  # short bursts: the veth's XDP ring holds 256 frames
+    if sent %% 2 == 0:
+        time.sleep(0.001)  # short bursts: the veth's XDP ring holds 256 frames
 print(sent, flush=True)
 """ % (STREAM_PASS, STREAM_DROP)
 
@@ -311,4 +313,6 @@ def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
             process.wait()
     assert int(switches) == 100
     assert sent > 1000, "the stream was too thin to test anything"
-    assert (received_pass, received_drop) == (sent, 0)
+    assert (received_pass, received_drop) == (sent, 0), \
+        "sent %d on each stream; received %d that both sets pass, %d that both drop; eth0: %s" % (
+            sent, received_pass, received_drop, rules_host.run("ethtool -S eth0 | grep -i drop").out.split())
