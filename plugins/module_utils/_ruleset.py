@@ -52,9 +52,11 @@ def describe_key(key):
 
 
 def check_unique(rules, what):
+    keys = [rule_key(rule) for rule in rules]
+    if len(set(keys)) == len(keys):
+        return
     seen = set()
-    for rule in rules:
-        key = rule_key(rule)
+    for key in keys:
         if key in seen:
             raise RulesetError("%s holds two rules with the same identity (%s); give them distinct names"
                                % (what, describe_key(key)))
@@ -378,7 +380,10 @@ class Entries:
             raise _rules.RuleError(["%s.name: must be a string" % where])
         if default_action and item.get("action") is None:
             item = dict(item, action=default_action)
-        if _raw_values(item) in self.known and ITEM_KEYS.issuperset(item):
+        known = _raw_values(item) in self.known and ITEM_KEYS.issuperset(item)
+        if known and item.get("name", True) and None not in item.values():
+            return item  # already an entry (entries are never changed in place)
+        if known:
             entry = dict((key, value) for key, value in item.items() if value is not None and key != "name")
         else:
             rule = _rules.parse_rule(dict((k, v) for k, v in item.items() if k != "name"), where)
