@@ -21,7 +21,7 @@ import struct
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import Link, NetlinkError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import Link, NetlinkError, ifindex
 
 META_MAP_NAME = "xdpfleet_meta"
 META_MAGIC = b"xdpfleet"
@@ -508,6 +508,7 @@ def run(params, check_mode):
         request["object"] = _bcc_source(request)
     request["pin_dir"] = (request.get("pin_dir") or state.default_pin_dir(request["interface"])).rstrip("/")
     try:
+        ifindex(request["interface"])  # before the lock, whose file names the interface
         state.check_pin_dir(request["pin_dir"])
         if request["state"] == "detached":
             return ensure_detached(request, check_mode)

@@ -4,6 +4,7 @@ The tests run on a lab of their own (prefix xp, 198.18.40.0/24) so that other su
 attaching programs to the shared lab cannot disturb what is asserted here.
 """
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -409,3 +410,23 @@ def test_upgrades_leak_no_dropped_packet_and_lose_no_passed_one(host, fleet, tmp
     assert sent[DROPPED_PORT] > 1000 and sent[PASSED_PORT] > 1000
     assert counters[DROPPED_PORT] == 0, "%d of %d dropped packets leaked" % (counters[DROPPED_PORT], sent[DROPPED_PORT])
     assert counters[PASSED_PORT] == sent[PASSED_PORT]
+
+
+LOCK_HOLD = 12.0
+
+
+def test_a_run_waits_for_the_host_lock(host):
+    """While another run holds /run/xdpfleet/eth0.lock, the module loads and attaches nothing."""
+    holder = subprocess.Popen(["nsenter", "-t", str(host.pid), "--mount", "--", "sh", "-c",
+                               "mkdir -p /run/xdpfleet && exec flock /run/xdpfleet/eth0.lock sleep %s" % LOCK_HOLD])
+    released = time.time() + LOCK_HOLD
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        run = pool.submit(module, host, interface="eth0", src=PORTS_SRC)
+        time.sleep(LOCK_HOLD - 1)
+        assert kernel_state(host)["xdp"] is None and not run.done()
+        holder.wait()
+        result = succeeded(run.result())
+    assert result["changed"] and kernel_state(host)["xdp"]["prog"]["id"] == result["prog_id"]
+    shown = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(result["prog_id"])],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert shown["loaded_at"] >= int(released) - 1
