@@ -191,11 +191,11 @@ def web_servers(rules_host):
 def reaches(fleet, host, port, attempts=1):
     """Whether an HTTP request from the client gets an answer; a loaded machine may need attempts."""
     command = "curl -s -o /dev/null -m 2 http://%s:%d/" % (host.address, port)
-    return any(fleet.client.run(command).rc == 0 for _ in range(attempts))
+    return any(fleet.client.run(command).rc == 0 for attempt in range(attempts))
 
 
 def pings(fleet, host, attempts=1):
-    return any(fleet.client.run("ping -c 1 -W 1 %s" % host.address).rc == 0 for _ in range(attempts))
+    return any(fleet.client.run("ping -c 1 -W 1 %s" % host.address).rc == 0 for attempt in range(attempts))
 
 
 def test_traffic_verdicts_from_the_client(fleet, web_servers):
