@@ -1,0 +1,102 @@
+"""Run xdpfleet modules and Python on a lab host the fast way (nsenter, no SSH, no controller start-up),
+and playbooks against a lab the real way (ansible-playbook over SSH)."""
+
+import json
+import os
+import re
+import subprocess
+import textwrap
+
+import yaml
+
+from tests.lab.layout import REPO
+
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+MODULES = REPO / "plugins" / "modules"
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def _nsenter(host):
+    return ["nsenter", "-t", str(host.pid), "--net", "--mount", "--uts", "--"]
+
+
+def module_env(**extra):
+    """The environment of a module run: the collection importable, no SSH session unless given."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SSH_")}
+    return dict(env, PYTHONPATH=str(REPO / ".collections"), **extra)
+
+
+def module_command(host, name):
+    return _nsenter(host) + [PYTHON, str(MODULES / ("%s.py" % name))]
+
+
+def module_input(args, check=False):
+    return json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check)})
+
+
+def run_module(host, name, args, check=False, env=None, timeout=300):
+    """Runs plugins/modules/<name>.py in the host's namespaces as ansible would; returns its result dict."""
+    done = subprocess.run(module_command(host, name), input=module_input(args, check), capture_output=True,
+                          text=True, env=env or module_env(), timeout=timeout, cwd=REPO)
+    lines = done.stdout.strip().splitlines()
+    assert lines, "%s gave no result: rc=%d %s" % (name, done.returncode, done.stderr[-2000:])
+    return json.loads(lines[-1])
+
+
+class ModuleRunner:
+    """tests/reliability/module_runner.py in the host's namespaces: many module runs, one start-up."""
+
+    def __init__(self, host):
+        self.process = subprocess.Popen(_nsenter(host) + [PYTHON, str(REPO / "tests" / "reliability" /
+                                                                       "module_runner.py")],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=module_env())
+
+    def run(self, name, args, env=None):
+        self.process.stdin.write(json.dumps({"module": name, "args": args, "env": env or {}}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, "the module runner ended"
+        return json.loads(line)
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def on_host(host, code, timeout=300):
+    """Runs Python code in the host's namespaces with the collection importable; returns its stdout."""
+    script = "import sys; sys.path.insert(0, %r)\n" % str(REPO / ".collections") + textwrap.dedent(code)
+    done = subprocess.run(_nsenter(host) + [PYTHON, "-c", script], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def ansible_env(**extra):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1", **extra)
+    env["PATH"] = "%s:%s" % (os.path.dirname(PYTHON), env["PATH"])
+    return env
+
+
+def playbook_command(inventory, path, variables_file, *options):
+    return ["ansible-playbook", "-i", str(inventory), str(path), "-e", "@%s" % variables_file] + list(options)
+
+
+def write_variables(directory, name, variables):
+    path = directory / ("%s.vars.yml" % name)
+    path.write_text(yaml.safe_dump(variables))
+    return path
+
+
+def playbook(lab, path, directory, variables, *options, env=None, timeout=900):
+    """Runs a playbook (a path, or a name under playbooks/) against the lab; returns the CompletedProcess."""
+    path = path if os.path.isabs(str(path)) else REPO / "playbooks" / path
+    variables_file = write_variables(directory, os.path.basename(str(path)), variables)
+    return subprocess.run(playbook_command(lab.inventory, path, variables_file, *options), cwd=REPO,
+                          env=env or ansible_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def recap(run):
+    """{host: {changed, unreachable, failed}} from the PLAY RECAP of a playbook run."""
+    return {host: {"changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+            for host, changed, unreachable, failed in RECAP.findall(run.stdout)}

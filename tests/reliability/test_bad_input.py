@@ -1,0 +1,128 @@
+"""Bad input, module by module and through the roles: each is refused with a message naming the field,
+and the host's kernel state (programs, maps, entries), pins and desired-state files are as before."""
+
+import pytest
+
+from tests.helpers import kernel
+from tests.helpers.hosts import ModuleRunner
+
+from tests.reliability.common import SSH_PASS
+
+IF = {"interface": "eth0"}
+OBJECT = "/var/lib/xdpfleet/xdp_firewall.o"
+
+
+def rules(*config, **extra):
+    return ("xdp_rules", dict(IF, config=list(config), state="overridden", **extra))
+
+
+def xmap(name, entries=None, **extra):
+    args = dict(IF, map=name, **extra)
+    if entries is not None:
+        args["entries"] = entries
+    return ("xdp_map", args)
+
+
+def program(**extra):
+    return ("xdp_program", dict(dict(IF, object=OBJECT, remote_src=True), **extra))
+
+
+TOO_MANY = [{"action": "drop", "source": "198.19.%d.%d/32" % (i // 256 % 256, i % 256), "protocol": "udp",
+             "port": 1 + i // 65536} for i in range(131073)]
+
+# (case id, (module, arguments), words the message must contain: the field first)
+MODULE_CASES = [
+    ("rules-cidr-octet", rules({"action": "drop", "source": "198.18.0.300/24"}), ["config[0].source"]),
+    ("rules-cidr-text", rules({"action": "drop", "destination": "not-a-network"}), ["config[0].destination"]),
+    ("rules-cidr-prefix", rules({"action": "drop", "source": "198.18.0.0/33"}), ["config[0].source"]),
+    ("rules-cidr-host-bits", rules({"action": "drop", "source": "198.18.0.1/15"}), ["config[0].source"]),
+    ("rules-port-high", rules({"action": "drop", "protocol": "udp", "port": 70000}), ["config[0].port", "70000"]),
+    ("rules-port-zero", rules({"action": "drop", "protocol": "tcp", "port": 0}), ["config[0].port"]),
+    ("rules-port-range", rules({"action": "drop", "protocol": "tcp", "port": "443-80"}), ["config[0].port"]),
+    ("rules-port-text", rules({"action": "drop", "protocol": "tcp", "port": "http"}), ["config[0].port"]),
+    ("rules-port-no-l4", rules({"action": "drop", "protocol": "icmp", "port": 80}), ["config[0].port"]),
+    ("rules-protocol", rules({"action": "drop", "protocol": "sctpx"}), ["config[0].protocol", "sctpx"]),
+    ("rules-protocol-number", rules({"action": "drop", "protocol": 300}), ["config[0].protocol"]),
+    ("rules-action", rules({"action": "reject", "protocol": "udp"}), ["config[0].action", "reject"]),
+    ("rules-no-action", rules({"protocol": "udp"}), ["config[0].action"]),
+    ("rules-unknown-key", rules({"action": "drop", "sauce": "198.18.0.0/24"}), ["config[0]", "sauce"]),
+    ("rules-family-mix", rules({"action": "drop", "source": "198.18.0.0/24", "destination": "2001:db8::/32"}),
+     ["config[0]"]),
+    ("rules-second-rule", rules(SSH_PASS, {"action": "drop", "source": "198.18.0.0/16", "port": "x"}),
+     ["config[1].port"]),
+    ("rules-duplicate-name", rules(dict(SSH_PASS), dict(SSH_PASS, port=23)), ["ssh"]),
+    ("rules-not-a-dict", ("xdp_rules", dict(IF, config=["drop all"])), ["config"]),
+    ("rules-state", ("xdp_rules", dict(IF, state="merge", config=[])), ["state", "merge"]),
+    ("rules-default-action", ("xdp_rules", dict(IF, default_action="deny")), ["default_action", "deny"]),
+    ("rules-sampling-negative", ("xdp_rules", dict(IF, sampling=-5)), ["sampling"]),
+    ("rules-sampling-type", ("xdp_rules", dict(IF, sampling="often")), ["sampling"]),
+    ("rules-interface", ("xdp_rules", dict(interface="nosuch0", config=[])), ["nosuch0"]),
+    ("rules-no-interface", ("xdp_rules", dict(config=[])), ["interface"]),
+    ("rules-pin-dir", ("xdp_rules", dict(IF, pin_dir="/tmp/xdpfleet-nowhere", config=[])), ["/tmp/xdpfleet-nowhere"]),
+    ("rules-over-capacity", rules(*TOO_MANY), ["131073", "131072"]),
+    ("map-missing", xmap("xf_nosuch", [{"key": 0, "value": 1}]), ["xf_nosuch"]),
+    ("map-key-size", xmap("xf_gen_0", [{"key": "00112233445566", "value": 1}], key_type="hex"), ["key"]),
+    ("map-key-range", xmap("xf_gen_0", [{"key": 1 << 40, "value": 1}]), ["key"]),
+    ("map-value-type", xmap("xf_gen_0", [{"key": 1, "value": "lots"}]), ["value"]),
+    ("map-value-field", xmap("xf_config", [{"key": 0, "value": {"no_such_field": 1}}]), ["no_such_field"]),
+    ("map-no-key", xmap("xf_gen_0", [{"value": 1}]), ["key"]),
+    ("map-key-type", xmap("xf_gen_0", [{"key": 1, "value": 1}], key_type="u128"), ["key_type", "u128"]),
+    ("map-ipv4-key", xmap("xf_s4h_0", [{"key": "198.18.0.300", "value": 1}], key_type="ipv4"), ["198.18.0.300"]),
+    ("map-hex-odd", xmap("xf_gen_0", [{"key": 1, "value": "abc"}], value_type="hex"), ["value"]),
+    ("map-state", xmap("xf_gen_0", [], state="replace"), ["state", "replace"]),
+    ("map-no-place", ("xdp_map", dict(map="xf_gen_0", entries=[])), ["interface", "pin_dir"]),
+    ("map-both-places", xmap("xf_gen_0", [], pin_dir="/sys/fs/bpf/xdpfleet/eth0"), ["interface", "pin_dir"]),
+    ("program-interface", program(interface="nosuch0"), ["nosuch0"]),
+    ("program-mode", program(mode="turbo"), ["mode", "turbo"]),
+    ("program-object", program(object="/var/lib/xdpfleet/nosuch.o"), ["/var/lib/xdpfleet/nosuch.o"]),
+    ("program-sha256", program(object_sha256="00" * 32), ["object_sha256"]),
+    ("program-name", program(program="nosuch_prog"), ["nosuch_prog"]),
+    ("program-src-and-object", program(src="/tmp/x.c"), ["src", "object"]),
+    ("program-pin-dir", program(pin_dir="/tmp/xdpfleet-pins"), ["pin_dir", "/tmp/xdpfleet-pins"]),
+    ("program-migration", program(map_migration="drop"), ["map_migration", "drop"]),
+    ("program-nothing", ("xdp_program", dict(IF)), ["src", "object"]),
+    ("facts-interface", ("xdp_facts", dict(interfaces=["nosuch0"])), ["nosuch0"]),
+    ("facts-per-cpu", ("xdp_facts", dict(per_cpu="maybe")), ["per_cpu"]),
+    ("facts-top-rules", ("xdp_facts", dict(top_rules=-1)), ["top_rules"]),
+    ("drops-interface", ("xdp_drops", dict(interface="nosuch0")), ["nosuch0"]),
+    ("drops-timeout", ("xdp_drops", dict(IF, timeout=-1)), ["timeout"]),
+    ("drops-count", ("xdp_drops", dict(IF, count=-3)), ["count"]),
+]
+
+# A lockout: the SSH session of the run would be dropped (SSH_CONNECTION as sshd sets it).
+SSH_SESSION = {"SSH_CONNECTION": "198.18.120.1 40000 198.18.120.11 22"}
+LOCKOUT_CASES = [
+    ("rules-lockout-default", rules({"action": "pass", "protocol": "icmp"}, default_action="drop"),
+     ["default action drop"]),
+    ("rules-lockout-rule", rules({"name": "no-tcp", "action": "drop", "protocol": "tcp"}), ["rule 1", "no-tcp"]),
+]
+
+
+@pytest.fixture(scope="module")
+def runner(deployed):
+    host = deployed.hosts[0]
+    runner = ModuleRunner(host)
+    runner.host, runner.baseline = host, kernel.snapshot(host)
+    assert runner.baseline["programs"]["eth0"]["name"] == "xdpfleet_fw"
+    yield runner
+    runner.close()
+
+
+def assert_refused(runner, case, env=None):
+    name, (module, args), words = case
+    result = runner.run(module, args, env)
+    assert result.get("failed"), (name, result)
+    message = result["msg"]
+    for word in words:
+        assert word in message, "%s: %r does not name %r" % (name, message, word)
+    assert kernel.snapshot(runner.host) == runner.baseline, name
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[case[0] for case in MODULE_CASES])
+def test_module_refuses_and_changes_nothing(runner, case):
+    assert_refused(runner, case)
+
+
+@pytest.mark.parametrize("case", LOCKOUT_CASES, ids=[case[0] for case in LOCKOUT_CASES])
+def test_lockout_refused_and_changes_nothing(runner, case):
+    assert_refused(runner, case, SSH_SESSION)
