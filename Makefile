@@ -11,7 +11,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 DEBIAN_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool xdp-tools openssh-server iproute2 \
 	iputils-ping netsniff-ng tcpdump nftables curl python3 python3-venv python3-pyroute2 \
-	linux-libc-dev rsync prometheus chromium-headless-shell python3-bpfcc linux-headers-amd64
+	linux-libc-dev rsync prometheus chromium-headless-shell python3-bpfcc linux-headers-amd64 \
+	qemu-system-x86 qemu-utils debootstrap
 
 .PHONY: help setup packages venv bcc-headers build demo test test-unit test-bpf test-lab lab-up lab-down \
 	lab-status lint sanity clean
