@@ -1,0 +1,65 @@
+"""Every Molecule scenario under molecule/ (what `molecule test --all` runs), one test per scenario so
+each reports its own result and wall time; afterwards nothing of the scenario's lab may be left.
+
+A scenario names its lab in molecule.yml (`lab_prefix`, `lab_subnet` in group_vars `all`); create.yml
+and destroy.yml bring that lab up and down, beside the lab the other suites share."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from pyroute2 import IPRoute
+
+from tests.lab import Layout
+from tests.lab import links, processes
+from tests.lab.layout import REPO
+
+MOLECULE = Path(sys.executable).parent / "molecule"
+SCENARIO_FILES = sorted((REPO / "molecule").glob("*/molecule.yml"))
+TIMEOUT = 1200
+
+
+def scenario_lab(scenario_file: Path) -> Layout:
+    lab = yaml.safe_load(scenario_file.read_text())["provisioner"]["inventory"]["group_vars"]["all"]
+    return Layout(lab["lab_prefix"], lab["lab_subnet"])
+
+
+def molecule_test(scenario: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_COLOR="1", ANSIBLE_NOCOLOR="1",
+               PATH="%s:%s" % (MOLECULE.parent, os.environ["PATH"]))
+    env.pop("ANSIBLE_CONFIG", None)  # Molecule writes the scenario's own ansible.cfg
+    return subprocess.run([str(MOLECULE), "test", "--scenario-name", scenario], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+
+
+def leftovers(layout: Layout) -> dict[str, list]:
+    """Namespaces, root-namespace links, state and processes of this lab that still exist."""
+    mine = "%s-" % layout.prefix
+    with IPRoute() as ipr:
+        link_names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+    anchors = [pid for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+               if str(layout.state_dir) in processes.cmdline(pid)]
+    found = {
+        "namespaces": [name for name in links.namespaces() if name.startswith(mine)],
+        "links": [name for name in link_names if name.startswith(mine)],
+        "state": [str(layout.state_dir)] if layout.state_dir.exists() else [],
+        "processes": anchors,
+    }
+    return {kind: items for kind, items in found.items() if items}
+
+
+@pytest.mark.parametrize("scenario_file", SCENARIO_FILES, ids=[path.parent.name for path in SCENARIO_FILES])
+def test_molecule_scenario_passes_and_leaves_no_lab_behind(scenario_file, record_property):
+    scenario = scenario_file.parent.name
+    started = time.monotonic()
+    run = molecule_test(scenario)
+    wall = time.monotonic() - started
+    record_property("wall_seconds", round(wall, 1))
+    print("molecule scenario %s: rc %d in %.0f s" % (scenario, run.returncode, wall))
+    assert run.returncode == 0, "molecule test -s %s: rc %d after %.0f s\n%s" % (
+        scenario, run.returncode, wall, run.stdout[-6000:])
+    assert leftovers(scenario_lab(scenario_file)) == {}
