@@ -31,7 +31,7 @@ TEST_PIN_DIR = "/sys/fs/bpf/xdpfleet/eth0-itest"
 
 @pytest.fixture(scope="module")
 def fleet():
-    return Lab.ensure(2, LAYOUT)
+    return Lab.ensure(1, LAYOUT)
 
 
 @pytest.fixture(scope="module")
