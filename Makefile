@@ -14,7 +14,7 @@ DEBIAN_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool xdp-tools openssh-serve
 	linux-libc-dev rsync prometheus chromium-headless-shell python3-bpfcc linux-headers-amd64 \
 	qemu-system-x86 qemu-utils debootstrap
 
-.PHONY: help setup packages venv bcc-headers build demo test test-unit test-bpf test-lab lab-up lab-down \
+.PHONY: help setup packages venv bcc-headers build demo test lab-up lab-down \
 	lab-status lint sanity clean
 
 help:
