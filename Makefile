@@ -15,7 +15,7 @@ DEBIAN_PACKAGES := clang llvm libbpf-dev libbpf1 bpftool xdp-tools openssh-serve
 	qemu-system-x86 qemu-utils debootstrap
 
 .PHONY: help setup packages venv bcc-headers build demo test lab-up lab-down \
-	lab-status lint sanity clean
+	lab-status lint sanity clean soak
 
 help:
 	@echo "make demo   - set up, build a lab fleet of $(HOSTS) hosts, deploy, show verdicts and stats"
@@ -67,6 +67,10 @@ test: setup build
 	$(PY) -m pytest -q
 	$(MAKE) lint sanity
 	$(MAKE) lab-down
+
+# The reliability soak for 5 minutes (make test runs it for 2).
+soak: setup build
+	XDPFLEET_SOAK_SECONDS=300 $(PY) -m pytest -q -s tests/reliability/test_soak.py
 
 lint: setup
 	ansible-lint --profile production

@@ -96,7 +96,7 @@ def playbook(lab, path, directory, variables, *options, env=None, timeout=900):
                           env=env or ansible_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def recap(run):
-    """{host: {changed, unreachable, failed}} from the PLAY RECAP of a playbook run."""
+def recap(output):
+    """{host: {changed, unreachable, failed}} from the PLAY RECAP in a playbook run's output."""
     return {host: {"changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
-            for host, changed, unreachable, failed in RECAP.findall(run.stdout)}
+            for host, changed, unreachable, failed in RECAP.findall(output)}

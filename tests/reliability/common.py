@@ -9,6 +9,8 @@ HOSTS = 3
 FIREWALL = REPO / "build" / "bpf" / "xdp_firewall.o"
 SSH_PASS = {"name": "ssh", "action": "pass", "source": LAYOUT.bridge_address + "/32", "protocol": "tcp",
             "port": 22}
+LOST_STATE_HOST = 1  # rl-h2: eth0 and a second interface, xt0 (a veth inside the host)
+SECOND_INTERFACE = "xt0"
 BASE_RULES = [SSH_PASS, {"name": "no-ping", "action": "drop", "protocol": "icmp"},
               {"name": "bench-net", "action": "drop", "source": "198.19.0.0/16"}]
 
