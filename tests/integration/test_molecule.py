@@ -1,5 +1,6 @@
-"""Every Molecule scenario under molecule/ (what `molecule test --all` runs), one test per scenario so
-each reports its own result and wall time; afterwards nothing of the scenario's lab may be left.
+"""The Molecule scenarios on lab hosts, one test per scenario so each reports its own result and wall
+time; afterwards nothing of the scenario's lab may be left. The vm scenario (real VMs under TCG) does
+not fit make test's time budget yet: `make test-vm` runs it.
 
 A scenario names its lab in molecule.yml (`lab_prefix`, `lab_subnet` in group_vars `all`); create.yml
 and destroy.yml bring that lab up and down, beside the lab the other suites share."""
@@ -19,7 +20,8 @@ from tests.lab import links, processes
 from tests.lab.layout import REPO
 
 MOLECULE = Path(sys.executable).parent / "molecule"
-SCENARIO_FILES = sorted((REPO / "molecule").glob("*/molecule.yml"))
+LAB_SCENARIOS = ("default", "rolling")
+SCENARIO_FILES = [REPO / "molecule" / name / "molecule.yml" for name in LAB_SCENARIOS]
 TIMEOUT = 1200
 
 
