@@ -63,7 +63,8 @@ demo: setup build
 	ansible-playbook -i inventories/lab/hosts.yml playbooks/demo.yml
 
 # One pytest run: the lab suites share lab hosts, and BPF test runs are faster serial on 2 CPUs.
-test: setup build
+# It starts from no lab, so what `make demo` left on the lab hosts cannot change a verdict.
+test: setup build lab-down
 	$(PY) -m pytest -q
 	$(MAKE) lint sanity
 	$(MAKE) lab-down

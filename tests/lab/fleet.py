@@ -208,6 +208,7 @@ class Lab:
         with _locked(layout):
             lab = cls.load(layout)
             if lab.client and len(lab.hosts) >= minimum and all(host.is_running() for host in lab.hosts):
+                inventory.write(layout.inventory, lab.hosts, layout)  # this checkout may not have it yet
                 return lab
             return cls._up(minimum, layout)
 
