@@ -1,12 +1,15 @@
 """Bad input, module by module and through the roles: each is refused with a message naming the field,
 and the host's kernel state (programs, maps, entries), pins and desired-state files are as before."""
 
+import json
+
 import pytest
+import yaml
 
 from tests.helpers import kernel
-from tests.helpers.hosts import ModuleRunner
-
-from tests.reliability.common import SSH_PASS
+from tests.helpers.hosts import ModuleRunner, playbook
+from tests.lab import Lab
+from tests.reliability.common import LAYOUT, SSH_PASS
 
 IF = {"interface": "eth0"}
 OBJECT = "/var/lib/xdpfleet/xdp_firewall.o"
@@ -71,7 +74,7 @@ MODULE_CASES = [
     ("map-hex-odd", xmap("xf_gen_0", [{"key": 1, "value": "abc"}], value_type="hex"), ["value"]),
     ("map-state", xmap("xf_gen_0", [], state="replace"), ["state", "replace"]),
     ("map-no-place", ("xdp_map", dict(map="xf_gen_0", entries=[])), ["interface", "pin_dir"]),
-    ("map-both-places", xmap("xf_gen_0", [], pin_dir="/sys/fs/bpf/xdpfleet/eth0"), ["interface", "pin_dir"]),
+    ("map-interface", ("xdp_map", dict(interface="nosuch0", map="xf_gen_0", entries=[])), ["nosuch0"]),
     ("program-interface", program(interface="nosuch0"), ["nosuch0"]),
     ("program-mode", program(mode="turbo"), ["mode", "turbo"]),
     ("program-object", program(object="/var/lib/xdpfleet/nosuch.o"), ["/var/lib/xdpfleet/nosuch.o"]),
@@ -126,3 +129,57 @@ def test_module_refuses_and_changes_nothing(runner, case):
 @pytest.mark.parametrize("case", LOCKOUT_CASES, ids=[case[0] for case in LOCKOUT_CASES])
 def test_lockout_refused_and_changes_nothing(runner, case):
     assert_refused(runner, case, SSH_SESSION)
+
+
+# --- role variables: one playbook, each case an include_role in a block whose rescue keeps the message ------
+
+# (case id, role, entry point, variables, words the message must contain)
+ROLE_CASES = [
+    ("firewall-rules-type", "firewall", "update", {"xdp_rules": "drop everything"}, ["xdp_rules"]),
+    ("firewall-default-action", "firewall", "update", {"xdp_default_action": "reject"}, ["xdp_default_action"]),
+    ("firewall-sampling", "firewall", "update", {"xdp_sampling": "often"}, ["xdp_sampling"]),
+    ("firewall-health-checks", "firewall", "update", {"xdp_health_checks": {"tcp": 80}}, ["xdp_health_checks"]),
+    ("firewall-health-timeout", "firewall", "update", {"xdp_health_timeout": "soon"}, ["xdp_health_timeout"]),
+    ("firewall-mode", "firewall", "main", {"xdp_mode": "turbo"}, ["xdp_mode", "turbo"]),
+    ("firewall-interfaces", "firewall", "main", {"xdp_interfaces": {"eth0": 1}}, ["xdp_interfaces"]),
+    ("firewall-force", "firewall", "main", {"xdp_firewall_force": "perhaps"}, ["xdp_firewall_force"]),
+    ("prereqs-backend", "prereqs", "main", {"xdp_backend": "ebpf"}, ["xdp_backend", "ebpf"]),
+    ("stats-top-rules", "stats", "main", {"stats_top_rules": "ten"}, ["stats_top_rules"]),
+    # last: it gets past the argument specs, so the update's own failure handling runs
+    ("firewall-rule-port", "firewall", "update",
+     {"xdp_rules": [{"action": "drop", "protocol": "udp", "port": 70000}]}, ["config[0].port", "70000"]),
+]
+
+
+def role_case_block(case_id, role, entry_point, variables):
+    return {"name": case_id, "block": [{"ansible.builtin.include_role": {"name": "xdpfleet.xdp." + role,
+                                                                        "tasks_from": entry_point},
+                                        "vars": variables}],
+            "rescue": [{"ansible.builtin.set_fact": {
+                "role_errors": "{{ role_errors | default({}) | combine({%r: ansible_failed_result.msg}) }}" % case_id}}]}
+
+
+@pytest.fixture(scope="module")
+def role_errors(runner, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("roles")
+    save = {"ansible.builtin.copy": {"dest": str(directory / "errors.json"), "content": "{{ role_errors | to_json }}"},
+            "delegate_to": "localhost"}
+    play = [{"hosts": runner.host.name, "gather_facts": False,
+             "tasks": [role_case_block(*case[:4]) for case in ROLE_CASES] + [save]}]
+    path = directory / "bad_roles.yml"
+    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    run = playbook(Lab.load(LAYOUT), path, directory, {})
+    assert run.returncode == 0, run.stdout[-3000:]
+    return json.loads((directory / "errors.json").read_text())
+
+
+@pytest.mark.parametrize("case", ROLE_CASES, ids=[case[0] for case in ROLE_CASES])
+def test_role_variable_refused(runner, role_errors, case):
+    case_id, words = case[0], case[4]
+    assert case_id in role_errors, "%s was not refused" % case_id
+    for word in words:
+        assert word in role_errors[case_id], "%s: %r does not name %r" % (case_id, role_errors[case_id], word)
+
+
+def test_role_variables_changed_nothing(runner, role_errors):
+    assert kernel.snapshot(runner.host) == runner.baseline
