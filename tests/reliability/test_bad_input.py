@@ -151,12 +151,14 @@ ROLE_CASES = [
 ]
 
 
+REMEMBER_ERROR = "{{ role_errors | default({}) | combine({%r: ansible_failed_result.msg}) }}"
+
+
 def role_case_block(case_id, role, entry_point, variables):
     return {"name": case_id, "block": [{"ansible.builtin.include_role": {"name": "xdpfleet.xdp." + role,
                                                                         "tasks_from": entry_point},
                                         "vars": variables}],
-            "rescue": [{"ansible.builtin.set_fact": {
-                "role_errors": "{{ role_errors | default({}) | combine({%r: ansible_failed_result.msg}) }}" % case_id}}]}
+            "rescue": [{"ansible.builtin.set_fact": {"role_errors": REMEMBER_ERROR % case_id}}]}
 
 
 @pytest.fixture(scope="module")
