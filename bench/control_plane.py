@@ -136,7 +136,8 @@ def remove_namespace():
 
 
 def report(figures, arguments):
-    print("xdp_rules control plane, overridden of %d /32 prefixes (seconds)" % arguments.prefixes)
+    print("xdp_rules control plane, overridden of %d /32 prefixes (seconds; load average %s)"
+          % (arguments.prefixes, " ".join("%.1f" % load for load in os.getloadavg())))
     print("%-20s %10s %10s %8s" % ("step", "module", "core", "target"))
     for step, target in TARGETS.items():
         print("%-20s %10.3f %10.3f %8.1f" % (step, figures["module"][step], figures["core"][step], target))

@@ -14,6 +14,7 @@ __metaclass__ = type
 import ctypes
 import ipaddress
 import os
+import socket
 import struct
 from collections import defaultdict, deque, namedtuple
 
@@ -200,6 +201,122 @@ def parse_action(value, field="default_action"):
     return value
 
 
+# --- canonical values, packed without ipaddress objects ---------------------------------
+# 100,000 rules are too many to build ipaddress objects for on every run: values already in the
+# canonical form of Rule.to_dict (IPv4) are packed directly; anything else goes through parse_rule.
+
+FULL_MASK4 = 0xFFFFFFFF
+
+
+def pack_canonical(values):
+    """The packed xf_rule (counter 0) of (action, source, destination, protocol, port) when they are
+    exactly Rule.to_dict's form of a valid rule with IPv4 or no addresses; else None."""
+    action, source, destination, protocol, port = values
+    src, dst = _canonical_ipv4(source), _canonical_ipv4(destination)
+    number, ports = _canonical_protocol(protocol), _canonical_port(port)
+    if action not in RULE_ACTIONS or (source is not None and src is None) or \
+            (destination is not None and dst is None) or (protocol is not None and number is None) or \
+            (port is not None and (ports is None or number not in (None,) + PORT_PROTOCOLS)) or \
+            (number == PROTOCOLS["icmpv6"] and (src or dst)):
+        return None
+    flags = (HAS_PROTO if number is not None else 0) | (HAS_PORT if ports else 0) | (HAS_DST if dst else 0)
+    (src_len, src_bytes), (dst_len, dst_bytes) = src or (NO_PREFIX, b""), dst or (NO_PREFIX, b"")
+    mask = (FULL_MASK4 ^ (FULL_MASK4 >> dst_len)).to_bytes(4, "big") if dst else b""
+    low, high = ports or (0, 0)
+    return RULE_FORMAT.pack(XDP_ACTIONS[action], flags, number or 0, 4 if (src or dst) else 0, src_len, dst_len,
+                            0, low, high, 0, src_bytes, dst_bytes, mask)
+
+
+def _canonical_int(text):
+    """int of a decimal without sign, spaces or leading zeros, else None."""
+    if not text.isascii() or not text.isdigit() or (text[0] == "0" and len(text) > 1):
+        return None
+    return int(text)
+
+
+PREFIX_LENGTHS4 = dict((str(length), length) for length in range(33))
+
+
+def _canonical_ipv4(value):
+    """(prefix length, packed address) of an IPv4 CIDR in ipaddress' string form without host bits, or None."""
+    if not isinstance(value, str):
+        return None
+    address, _, length_text = value.partition("/")
+    length = PREFIX_LENGTHS4.get(length_text)
+    try:
+        packed = socket.inet_pton(socket.AF_INET, address)
+    except (OSError, ValueError):
+        return None
+    # the text must be exactly how ipaddress writes it (inet_pton is laxer on some libcs)
+    if length is None or "%d.%d.%d.%d" % tuple(packed) != address or \
+            int.from_bytes(packed, "big") & (FULL_MASK4 >> length):
+        return None
+    return length, packed
+
+
+def _canonical_protocol(value):
+    if isinstance(value, str):
+        return PROTOCOLS.get(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255 and value not in PROTOCOL_NAMES:
+        return value
+    return None
+
+
+def _canonical_port(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value) if 1 <= value <= 65535 else None
+    if not isinstance(value, str):
+        return None
+    low_text, _, high_text = value.partition("-")
+    low, high = _canonical_int(low_text), _canonical_int(high_text)
+    return (low, high) if low is not None and high is not None and 1 <= low < high <= 65535 else None
+
+
+def canonical_of_packed(packed):
+    """Rule.to_dict of a packed xf_rule, without ipaddress objects for IPv4."""
+    rule = Fields._make(RULE_FORMAT.unpack(packed))
+    result = {"action": ACTION_NAMES[rule.action]}
+    for key, length, raw in (("source", rule.src_len, rule.source), ("destination", rule.dst_len, rule.destination)):
+        if length != NO_PREFIX:
+            result[key] = _network_text(rule.family, raw, length)
+    if rule.flags & HAS_PROTO:
+        result["protocol"] = PROTOCOL_NAMES.get(rule.protocol, rule.protocol)
+    if rule.flags & HAS_PORT:
+        result["port"] = rule.low if rule.low == rule.high else "%d-%d" % (rule.low, rule.high)
+    return result
+
+
+def _network_text(family, raw, length):
+    if family == 4:
+        return "%d.%d.%d.%d/%d" % (raw[0], raw[1], raw[2], raw[3], length)
+    return str(ipaddress.IPv6Network((int.from_bytes(raw, "big"), length)))
+
+
+def first_match(packed, packet):
+    """Position of the first packed rule matching an 'ip' Packet, or None: classify's rule order on packed rules."""
+    source, destination = int(packet.src), int(packet.dst)
+    width = 32 if packet.family == 4 else 128
+    for position, rule in enumerate(map(Fields._make, RULE_FORMAT.iter_unpack(b"".join(packed)))):
+        if (rule.src_len != NO_PREFIX or rule.dst_len != NO_PREFIX) and rule.family != packet.family:
+            continue
+        if not (_prefix_holds(rule.src_len, rule.source, source, width)
+                and _prefix_holds(rule.dst_len, rule.destination, destination, width)):
+            continue
+        if rule.flags & HAS_PROTO and rule.protocol != packet.proto:
+            continue
+        if rule.flags & HAS_PORT and not (packet.dport is not None and rule.low <= packet.dport <= rule.high):
+            continue
+        return position
+    return None
+
+
+def _prefix_holds(length, raw, address, width):
+    if length == NO_PREFIX:
+        return True
+    shift = width - length
+    return int.from_bytes(raw[:width // 8], "big") >> shift == address >> shift
+
+
 # --- counter slots ----------------------------------------------------------------------
 
 def assign_counters(rules, previous_rules=(), previous_counters=()):
@@ -209,10 +326,14 @@ def assign_counters(rules, previous_rules=(), previous_counters=()):
     outside the previous slots while any are left, so they can be zeroed before
     the switch without touching a live counter.
     """
-    kept = defaultdict(deque)
-    for rule, counter in zip(previous_rules, previous_counters):
-        kept[rule].append(counter)
-    counters = [kept[rule].popleft() if kept.get(rule) else None for rule in rules]
+    previous = dict(zip(previous_rules, previous_counters))
+    if len(previous) == len(previous_counters):  # no rule twice: a plain lookup is enough
+        counters = [previous.pop(rule, None) for rule in rules]
+    else:
+        kept = defaultdict(deque)
+        for rule, counter in zip(previous_rules, previous_counters):
+            kept[rule].append(counter)
+        counters = [kept[rule].popleft() if kept.get(rule) else None for rule in rules]
     taken = set(previous_counters) | set(counter for counter in counters if counter is not None)
     spare = (slot for slot in range(MAX_RULES) if slot not in taken)
     reusable = deque(sorted(set(previous_counters) - set(counters)))
@@ -231,27 +352,46 @@ def assign_counters(rules, previous_rules=(), previous_counters=()):
 
 Compiled = namedtuple("Compiled", "default_action rules gen prefixes meta counters")
 
+# A packed xf_rule read back field by field; the compiler works on these, so rules read from the
+# kernel or packed straight from canonical config never need ipaddress objects.
+Fields = namedtuple("Fields", "action flags protocol family src_len dst_len reserved low high counter "
+                              "source destination mask")
+COUNTER_OFFSET = 12  # xf_rule.counter: bytes 12-15
+
 
 def compile_rules(rules, default_action, counters=None):
-    """The map entries of one rule set (one slot), as bytes.
+    """The map entries of one rule set (one slot), as bytes; see compile_packed."""
+    return compile_packed([pack_rule(rule) for rule in rules], default_action, counters)
+
+
+def compile_packed(packed, default_action, counters=None):
+    """The map entries of the rule set given as packed xf_rule (their counter fields are replaced).
 
     rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1);
     prefixes: {short map name: {key: packed xf_chain}}; meta: packed xf_slot_meta.
     """
-    if len(rules) > MAX_RULES:
-        raise CompileError("%d rules exceed the program's capacity of %d" % (len(rules), MAX_RULES))
-    counters = list(range(len(rules))) if counters is None else counters
+    if len(packed) > MAX_RULES:
+        raise CompileError("%d rules exceed the program's capacity of %d" % (len(packed), MAX_RULES))
+    counters = list(range(len(packed))) if counters is None else counters
+    fields = [Fields._make(values) for values in RULE_FORMAT.iter_unpack(b"".join(packed))]
     prefixes = dict((name, {}) for name in PREFIX_MAPS)
-    _compile_chains(rules, "source", prefixes)
-    _compile_chains(rules, "destination", prefixes)
-    general = [position for position, rule in enumerate(rules) if rule.source is None and rule.destination is None]
+    _compile_chains(fields, "source", prefixes)
+    _compile_chains(fields, "destination", prefixes)
+    general = [position for position, rule in enumerate(fields)
+               if rule.src_len == NO_PREFIX and rule.dst_len == NO_PREFIX]
     action = XDP_ACTIONS[default_action]
-    meta = META_FORMAT.pack(action, len(rules), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
-    return Compiled(action, [_pack_rule(rule, counter) for rule, counter in zip(rules, counters)],
-                    _compile_general(rules, general), prefixes, meta, counters)
+    meta = META_FORMAT.pack(action, len(packed), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
+    return Compiled(action, _with_counters(packed, counters), _compile_general(fields, general), prefixes, meta,
+                    counters)
 
 
-def _pack_rule(rule, counter):
+def _with_counters(packed, counters):
+    return [rule[:COUNTER_OFFSET] + U32.pack(counter) + rule[COUNTER_OFFSET + 4:]
+            for rule, counter in zip(packed, counters)]
+
+
+def pack_rule(rule, counter=0):
+    """The packed xf_rule of a Rule."""
     flags = ((HAS_PROTO if rule.protocol is not None else 0) | (HAS_PORT if rule.port else 0)
              | (HAS_DST if rule.destination is not None else 0))
     low, high = rule.port or (0, 0)
@@ -269,31 +409,56 @@ def _address_bytes(network):
 
 def _is_unconditional(rule, side):
     """True when a rule found through its `side` prefix matches without further checks."""
-    other = rule.destination if side == "source" else None
-    return other is None and rule.protocol is None and rule.port is None
+    conditions = HAS_PROTO | HAS_PORT | (HAS_DST if side == "source" else 0)
+    return not rule.flags & conditions
+
+
+def _side_prefixes(rules, side):
+    """(position, family, prefix length, packed network address) of the rules found by their `side` prefix."""
+    if side == "source":
+        found = [(position, rule.family, rule.src_len, rule.source) for position, rule in enumerate(rules)
+                 if rule.src_len != NO_PREFIX]
+    else:
+        found = [(position, rule.family, rule.dst_len, rule.destination) for position, rule in enumerate(rules)
+                 if rule.src_len == NO_PREFIX and rule.dst_len != NO_PREFIX]
+    return [(position, family, length, raw[:4] if family == 4 else raw) for position, family, length, raw in found]
+
+
+_CHAIN_PAD = [0] * CHAIN_MAX
+ONE_RULE_CHAIN = struct.Struct("<2I%dx" % (4 * (CHAIN_MAX - 1)))  # CHAIN_FORMAT of a one-rule chain
 
 
 def _compile_chains(rules, side, prefixes):
     """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it."""
-    by_prefix = defaultdict(list)
-    lengths = defaultdict(set)
-    for position, rule in enumerate(rules):
-        network = getattr(rule, side)
-        if network is None or (side == "destination" and rule.source is not None):
-            continue
-        by_prefix[(network.version, network.prefixlen, int(network.network_address))].append(position)
-        lengths[network.version].add(network.prefixlen)
-    for (version, prefixlen, address), own in by_prefix.items():
+    groups = defaultdict(dict)  # (family, prefix length) -> {packed address: [positions]}
+    for position, family, length, raw in _side_prefixes(rules, side):
+        group = groups[family, length]
+        own = group.get(raw)
+        if own is None:
+            group[raw] = [position]
+        else:
+            own.append(position)
+    for (version, prefixlen), group in groups.items():
         width = 32 if version == 4 else 128
-        chain = list(own)
-        for shorter in lengths[version]:
-            if shorter < prefixlen:
-                chain.extend(by_prefix.get((version, shorter, address >> (width - shorter) << (width - shorter)), ()))
-        chain = _truncate(sorted(chain), rules, side, version, prefixlen, address)
-        name = "%s%d%s" % (side[0], version, "h" if prefixlen == width else "t")
-        packed = address.to_bytes(width // 8, "big")
-        key = packed if prefixlen == width else U32.pack(prefixlen) + packed
-        prefixes[name][key] = CHAIN_FORMAT.pack(len(chain), *(chain + [0] * (CHAIN_MAX - len(chain))))
+        shorter = [length for family, length in groups if family == version and length < prefixlen]
+        target = prefixes["%s%d%s" % (side[0], version, "h" if prefixlen == width else "t")]
+        key_head = b"" if prefixlen == width else U32.pack(prefixlen)
+        for raw, chain in group.items():
+            if shorter:
+                chain = sorted(chain + _covering_positions(groups, version, shorter, raw))
+            if len(chain) == 1:
+                target[key_head + raw] = ONE_RULE_CHAIN.pack(1, chain[0])
+                continue
+            chain = _truncate(chain, rules, side, version, prefixlen, int.from_bytes(raw, "big"))
+            target[key_head + raw] = CHAIN_FORMAT.pack(len(chain), *chain, *_CHAIN_PAD[len(chain):])
+
+
+def _covering_positions(groups, version, lengths, raw):
+    """Positions of the rules whose prefix of one of these lengths contains the address raw."""
+    width = len(raw) * 8
+    address = int.from_bytes(raw, "big")
+    return [position for length in lengths for position in groups[version, length].get(
+        (address >> (width - length) << (width - length)).to_bytes(width // 8, "big"), ())]
 
 
 def _truncate(chain, rules, side, version, prefixlen, address):
@@ -315,14 +480,15 @@ def _compile_general(rules, general):
     table = [0] * GEN_ENTRIES
     for position in reversed(general):
         rule = rules[position]
-        if rule.port is None:
-            protocols = range(256) if rule.protocol is None else (rule.protocol,)
-            for protocol in protocols:
-                table[GEN_PROTO + protocol] = position + 1
+        protocol = rule.protocol if rule.flags & HAS_PROTO else None
+        if not rule.flags & HAS_PORT:
+            protocols = range(256) if protocol is None else (protocol,)
+            for number in protocols:
+                table[GEN_PROTO + number] = position + 1
             continue
-        low, high = rule.port
-        for protocol, base in ((PROTOCOLS["tcp"], GEN_TCP), (PROTOCOLS["udp"], GEN_UDP)):
-            if rule.protocol in (None, protocol):
+        low, high = rule.low, rule.high
+        for number, base in ((PROTOCOLS["tcp"], GEN_TCP), (PROTOCOLS["udp"], GEN_UDP)):
+            if protocol in (None, number):
                 table[base + low:base + high + 1] = [position + 1] * (high - low + 1)
     return table
 
@@ -501,9 +667,9 @@ def read_hits(maps, counters):
 
 
 def reset_hits(maps, counters):
+    """Zeroes the hit counters of these slots on every CPU, in one batch."""
     zero = b"\0" * DATAREC_FORMAT.size * _libbpf.num_possible_cpus()
-    for counter in counters:
-        _libbpf.map_update(maps["xf_hits"], U32.pack(counter), zero)
+    _libbpf.map_update_batch(maps["xf_hits"], [U32.pack(counter) for counter in counters], [zero] * len(counters))
 
 
 def decode_event(raw):

@@ -26,6 +26,8 @@ RULE_FIELDS = ("name", "action") + MATCH_FIELDS
 STATES = ("merged", "replaced", "overridden", "deleted", "gathered")
 STATE_DIR = "/etc/xdpfleet"
 STATE_FILE_VERSION = 1
+FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
+UNCHANGED_BY_SAME_CONFIG = ("merged", "replaced", "overridden")
 
 
 class RulesetError(Exception):
@@ -185,6 +187,10 @@ def compare(before, after, with_lines=True):
     """
     if before == after:
         return {"added": 0, "removed": 0, "changed": 0}, []
+    if len(before) == len(after):
+        in_place = _changed_in_place(before, after, with_lines)
+        if in_place is not None:
+            return in_place
     old = dict((rule_key(rule), (index, rule)) for index, rule in enumerate(before))
     new_keys = [rule_key(rule) for rule in after]
     kept = [old[key][0] for key in new_keys if key in old]
@@ -213,6 +219,18 @@ def compare(before, after, with_lines=True):
     return {"added": added, "removed": len(gone), "changed": changed}, lines
 
 
+def _changed_in_place(before, after, with_lines):
+    """compare's result when every rule that differs kept its identity and position (else None):
+    found without keying all the rules."""
+    differing = [position for position, (old, new) in enumerate(zip(before, after)) if old != new]
+    if any(rule_key(before[position]) != rule_key(after[position]) for position in differing):
+        return None
+    lines = []
+    for position in differing if with_lines else ():
+        lines += ["- " + rule_line(before[position]), "+ %s (at %d)" % (rule_line(after[position]), position + 1)]
+    return {"added": 0, "removed": 0, "changed": len(differing)}, lines
+
+
 def setting_lines(before, after):
     """Diff lines for the scalar settings (default_action, sampling) that differ."""
     return ["~ %s: %s -> %s" % (name, before.get(name), after[name])
@@ -235,7 +253,7 @@ def ssh_packet(environ):
 def lockout(entries, rules, default_action, packet, classify):
     """Why the rule set would drop packet: a text naming the rule, or None when it passes.
 
-    rules are the entries' Rule objects; classify(rules, default_action, packet) -> (action, index of the
+    rules are the entries in the form classify takes; classify(rules, default_action, packet) -> (action, index of the
     deciding rule or None).
     """
     if packet is None:
@@ -326,8 +344,7 @@ ITEM_KEYS = frozenset(RULE_FIELDS)
 
 def entry_values(entry):
     """The canonical (action, source, destination, protocol, port) of an entry."""
-    get = entry.get
-    return (get("action"), get("source"), get("destination"), get("protocol"), get("port"))
+    return tuple(map(entry.get, _rules.RULE_KEYS))
 
 
 def _raw_values(item):
@@ -346,17 +363,20 @@ def _entry(rule, name):
 
 
 class Entries:
-    """Turns config items into entries; knows the Rule of every canonical value seen."""
+    """Turns config items into entries; knows the packed xf_rule of every canonical value seen."""
 
     def __init__(self):
         self.known = set()
-        self.rule_of = {}
+        self.packed_of = {}
         self.pending = []
 
-    def remember(self, entries, rules):
-        """entries are canonical; rules() gives their Rule objects, only called when one is needed."""
-        self.known.update(entry_values(entry) for entry in entries)
-        self.pending.append((entries, rules))
+    def remember(self, entries, packed):
+        """entries are canonical; packed() gives their packed rules, only called when one is needed.
+        Returns the entries' values."""
+        values = list(map(entry_values, entries))
+        self.known.update(values)
+        self.pending.append((values, packed))
+        return values
 
     def from_items(self, items, default_action=None):
         """Validated entries of items; default_action fills a missing action (state deleted)."""
@@ -365,47 +385,59 @@ class Entries:
         entries, errors = [], []
         for index, item in enumerate(items):
             try:
-                entries.append(self._from_item(item, "config[%d]" % index, default_action))
+                entries.append(self._from_item(item, index, default_action))
             except _rules.RuleError as error:
                 errors.extend(error.errors)
         if errors:
             raise _rules.RuleError(errors)
         return entries
 
-    def _from_item(self, item, where, default_action):
+    def _from_item(self, item, index, default_action):
         if not isinstance(item, dict):
-            raise _rules.RuleError(["%s: must be a dict" % where])
+            raise _rules.RuleError(["config[%d]: must be a dict" % index])
         name = item.get("name")
         if name is not None and not isinstance(name, str):
-            raise _rules.RuleError(["%s.name: must be a string" % where])
+            raise _rules.RuleError(["config[%d].name: must be a string" % index])
         if default_action and item.get("action") is None:
             item = dict(item, action=default_action)
-        known = _raw_values(item) in self.known and ITEM_KEYS.issuperset(item)
+        values = _raw_values(item)
+        known = values in self.known and ITEM_KEYS.issuperset(item)
+        if not known and ITEM_KEYS.issuperset(item) and values is not None:
+            packed = _rules.pack_canonical(values)
+            if packed is not None:  # already canonical: valid as it is
+                self.known.add(values)
+                self.packed_of[values] = packed
+                known = True
         if known and item.get("name", True) and None not in item.values():
             return item  # already an entry (entries are never changed in place)
         if known:
             entry = dict((key, value) for key, value in item.items() if value is not None and key != "name")
         else:
-            rule = _rules.parse_rule(dict((k, v) for k, v in item.items() if k != "name"), where)
+            rule = _rules.parse_rule(dict((k, v) for k, v in item.items() if k != "name"), "config[%d]" % index)
             entry = _entry(rule, None)
             self.known.add(entry_values(entry))
-            self.rule_of[entry_values(entry)] = rule
+            self.packed_of[entry_values(entry)] = _rules.pack_rule(rule)
         if name:
             entry["name"] = name
         return entry
 
-    def rule(self, entry, where):
-        values = entry_values(entry)
-        if values not in self.rule_of:
+    def packed(self, entries, values):
+        """The packed xf_rule of each entry (their counter fields are not meaningful); values are theirs."""
+        packed_of = self.packed_of
+        if not packed_of.keys() >= set(values):
             self._resolve_pending()
-        if values not in self.rule_of:
-            self.rule_of[values] = _rules.parse_rule(dict((k, v) for k, v in entry.items() if k != "name"), where)
-        return self.rule_of[values]
+        return [packed_of[value] if value in packed_of else self._parse(entry, index)
+                for index, (entry, value) in enumerate(zip(entries, values))]
+
+    def _parse(self, entry, index):
+        rule = _rules.parse_rule(dict((k, v) for k, v in entry.items() if k != "name"), "rule %d" % (index + 1))
+        self.packed_of[entry_values(entry)] = _rules.pack_rule(rule)
+        return self.packed_of[entry_values(entry)]
 
     def _resolve_pending(self):
-        for entries, rules in self.pending:
-            for entry, rule in zip(entries, rules()):
-                self.rule_of.setdefault(entry_values(entry), rule)
+        for values, packed in self.pending:
+            for value, rule in zip(values, packed()):
+                self.packed_of.setdefault(value, rule)
         self.pending = []
 
 
@@ -473,6 +505,10 @@ class KernelRuleset:
     def rules(self):
         return [pair[0] for pair in self.decoded()]
 
+    def entries(self):
+        """The rules as canonical entries (no names: those are not in the kernel)."""
+        return [_rules.canonical_of_packed(packed) for packed in self.packed]
+
     def counters(self):
         """The hit-counter slot of each position, read straight from the packed array."""
         words = memoryview(self.raw).cast("I")
@@ -480,6 +516,15 @@ class KernelRuleset:
 
 
 RULE_COUNTER_WORD = 3  # xf_rule.counter is the fourth 32-bit word
+
+
+def entries_digest(entries):
+    """Digest of a list of rule entries as JSON (so 1 and true, or 22 and "22", differ); None if not JSON."""
+    try:
+        text = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def ruleset_digest(meta, packed_rules):
@@ -520,14 +565,20 @@ class Outcome:
         self.ruleset_changed = before != after or \
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
-        self.rules = None
+        # when the rule set changes: the packed rules of after, (values of before, values of after)
+        self.packed = self.values = None
 
-    def result(self, interface, state, diff):
-        result = dict(changed=self.changed, interface=interface, summary=self.summary, before=self.before,
-                      **self.settings_after)
+    def result(self, interface, state, diff, return_rules=False):
+        """The module result; before/after are left out when either has more than FULL_LISTS_UP_TO rules, unless
+        return_rules (moving 100,000 rules through Ansible's result handling costs seconds)."""
+        full = return_rules or max(len(self.before), len(self.after)) <= FULL_LISTS_UP_TO
+        result = dict(changed=self.changed, interface=interface, summary=self.summary,
+                      rule_count={"before": len(self.before), "after": len(self.after)}, **self.settings_after)
+        if full:
+            result["before"] = self.before
         if state == "gathered":
             result["gathered"] = self.before
-        elif self.changed:
+        elif self.changed and full:
             result["after"] = self.after
         if diff:
             result["diff"] = {"prepared": "\n".join(self.lines)}
@@ -535,14 +586,13 @@ class Outcome:
 
 
 def _have(kernel, stored, entries):
-    """Current entries: the stored desired state when the kernel holds exactly what it recorded, else the
+    """(Current entries, their values): the stored desired state when the kernel holds exactly what it recorded, else the
     kernel's rules (their names are not in the kernel)."""
     if stored and stored.get("digest") == kernel.digest:
         have = stored["rules"]
     else:
-        have = [_entry(rule, None) for rule in kernel.rules()]
-    entries.remember(have, kernel.rules)
-    return have
+        have = kernel.entries()
+    return have, entries.remember(have, lambda: kernel.packed)
 
 
 def _settings(request, kernel):
@@ -553,19 +603,30 @@ def _settings(request, kernel):
             "sampling": kernel.sampling if request.get("sampling") is None else request["sampling"]}
 
 
+def _same_as_stored(request, kernel, stored):
+    """True when config is exactly the stored canonical rules the kernel holds, so that the state keeps them as
+    they are: decided by digests, before any per-rule work."""
+    return bool(request["state"] in UNCHANGED_BY_SAME_CONFIG and stored and stored.get("digest") == kernel.digest
+                and stored.get("rules_digest") is not None
+                and stored["rules_digest"] == entries_digest(request.get("config") or []))
+
+
 def plan(request, kernel, stored):
     """The Outcome of request against the kernel's rule set and the stored desired state."""
-    entries = Entries()
-    have = _have(kernel, stored, entries)
     state = request["state"]
-    items = request.get("config") or []
-    want = entries.from_items(items, "drop" if state == "deleted" else None)
-    after = desired_rules(state, have, want)
     settings_before = {"default_action": kernel.default_action, "sampling": kernel.sampling}
     settings_after = settings_before if state == "gathered" else _settings(request, kernel)
-    outcome = Outcome(have, after, settings_before, settings_after, bool(request.get("diff")))
+    diff = bool(request.get("diff"))
+    if settings_after["default_action"] == kernel.default_action and _same_as_stored(request, kernel, stored):
+        return Outcome(stored["rules"], stored["rules"], settings_before, settings_after, diff)
+    entries = Entries()
+    have, have_values = _have(kernel, stored, entries)
+    want = entries.from_items(request.get("config") or [], "drop" if state == "deleted" else None)
+    after = desired_rules(state, have, want)
+    outcome = Outcome(have, after, settings_before, settings_after, diff)
     if outcome.ruleset_changed:
-        outcome.rules = [entries.rule(entry, "rule %d" % (index + 1)) for index, entry in enumerate(after)]
+        outcome.values = have_values, list(map(entry_values, after))
+        outcome.packed = entries.packed(after, outcome.values[1])
     return outcome
 
 
@@ -576,12 +637,13 @@ def check_lockout(outcome, environ, allow_lockout):
     if packet is None:
         return
 
-    def classify(rules, default_action, packet):
-        verdict = _rules.classify(rules, default_action, _rules.Packet.ip(
+    def classify(packed, default_action, packet):
+        position = _rules.first_match(packed, _rules.Packet.ip(
             packet["source"], packet["destination"], _rules.PROTOCOLS["tcp"], packet["port"]))
-        return verdict.action, verdict.position
+        return (default_action, None) if position is None else (_rules.canonical_of_packed(packed[position])["action"],
+                                                                 position)
 
-    reason = lockout(outcome.after, outcome.rules, outcome.settings_after["default_action"], packet, classify)
+    reason = lockout(outcome.after, outcome.packed, outcome.settings_after["default_action"], packet, classify)
     if reason:
         raise RulesetError(reason)
 
@@ -599,9 +661,9 @@ def apply(maps, kernel, outcome):
 def switch_ruleset(maps, kernel, outcome):
     """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters."""
     # rules are told apart by their canonical values: hashing those is cheaper than hashing Rule objects
-    counters, fresh = _rules.assign_counters([entry_values(entry) for entry in outcome.after],
-                                             [entry_values(entry) for entry in outcome.before], kernel.counters())
-    compiled = _rules.compile_rules(outcome.rules, outcome.settings_after["default_action"], counters)
+    before_values, after_values = outcome.values
+    counters, fresh = _rules.assign_counters(after_values, before_values, kernel.counters())
+    compiled = _rules.compile_packed(outcome.packed, outcome.settings_after["default_action"], counters)
     _rules.apply_ruleset(maps, compiled, fresh)
     return ruleset_digest(compiled.meta, compiled.rules)
 
@@ -618,5 +680,6 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
         if outcome.changed and not check_mode:
             digest = apply(maps, kernel, outcome)
             write_state(interface, dict(interface=interface, rules=outcome.after, digest=digest,
-                                        **outcome.settings_after), state_dir)
-    return outcome.result(interface, request["state"], request.get("diff"))
+                                        rules_digest=entries_digest(outcome.after), **outcome.settings_after),
+                        state_dir)
+    return outcome.result(interface, request["state"], request.get("diff"), request.get("return_rules"))

@@ -35,6 +35,13 @@ description:
   - The current rules are read from the kernel. The desired state (rules with their names, default action,
     sampling) is written atomically to C(/etc/xdpfleet/<interface>.json) after every change, so that it can be
     restored after a reboot; names come from that file as long as the kernel still holds what it describes.
+  - B(Large rule sets.) With more than 1000 rules before or after the task, RV(before) and RV(after) are left out
+    of the result unless O(return_rules=true): Ansible's handling of a result with 100,000 rules takes seconds.
+    RV(summary), RV(rule_count) and, in diff mode, the lines of the rules that change are always returned;
+    RV(gathered) is always complete.
+  - B(Speed.) A run whose O(config) is exactly the canonical rule list stored in the desired-state file (and the
+    kernel still holds that rule set) is recognised by comparing digests, without looking at single rules. Items
+    already in canonical form (as RV(before) shows them) are checked without building address objects.
   - B(Lockout guard.) When the task runs over SSH (C(SSH_CONNECTION) on the host), the resulting rule set is
     evaluated with the reference classifier on the packet the SSH client sends to the host (TCP from the
     client address and port to the server address and port). If that packet would be dropped the module
@@ -108,6 +115,11 @@ options:
       - Apply a rule set even though it would drop the SSH connection the task runs over.
     type: bool
     default: false
+  return_rules:
+    description:
+      - Return RV(before) and RV(after) however many rules they hold (by default only up to 1000 rules).
+    type: bool
+    default: false
 notes:
   - Needs root, libbpf.so.1 on the host and the firewall attached by M(xdpfleet.xdp.xdp_program) with its maps
     pinned in O(pin_dir).
@@ -172,13 +184,13 @@ interface:
   sample: eth0
 before:
   description: The rules before the task, in order, in canonical form.
-  returned: always
+  returned: when neither list holds more than 1000 rules, or with O(return_rules=true)
   type: list
   elements: dict
   sample: [{"name": "admins", "action": "pass", "source": "198.18.0.0/24", "protocol": "tcp", "port": 22}]
 after:
   description: The rules after the task (predicted in check mode).
-  returned: when changed
+  returned: when changed, and neither list holds more than 1000 rules or with O(return_rules=true)
   type: list
   elements: dict
   sample: [{"action": "drop", "source": "198.19.128.0/17"}]
@@ -188,6 +200,11 @@ gathered:
   type: list
   elements: dict
   sample: [{"action": "drop", "source": "198.19.128.0/17"}]
+rule_count:
+  description: The number of rules before and after the task.
+  returned: always
+  type: dict
+  sample: {"before": 100000, "after": 100000}
 summary:
   description:
     - Counts of rules added, removed and changed (fields changed or moved relative to the other kept rules).
@@ -218,6 +235,7 @@ ARGUMENT_SPEC = dict(
     default_action=dict(type="str", choices=["drop", "pass"]),
     sampling=dict(type="int"),
     allow_lockout=dict(type="bool", default=False),
+    return_rules=dict(type="bool", default=False),
 )
 
 

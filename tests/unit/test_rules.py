@@ -1,5 +1,6 @@
 """Rule validation, compiler and reference classifier, without the kernel."""
 
+import random
 import time
 
 import pytest
@@ -64,3 +65,66 @@ def test_100k_prefixes_compile_fast():
     compiled = _rules.compile_rules(rules, "pass")
     assert time.monotonic() - started < 3
     assert len(compiled.prefixes["s4h"]) == 100000
+
+
+CANONICAL = [
+    {"action": "drop", "source": "198.18.0.0/15"},
+    {"action": "pass", "source": "198.18.4.0/24", "destination": "198.19.0.1/32", "protocol": "tcp", "port": 22},
+    {"action": "drop", "destination": "0.0.0.0/0", "protocol": "udp", "port": "53-60"},
+    {"action": "drop", "protocol": 47},
+    {"action": "pass", "protocol": "icmp"},
+    {"action": "drop", "port": 80},
+    {"action": "pass"},
+]
+
+
+@pytest.mark.parametrize("item", CANONICAL)
+def test_canonical_values_pack_like_parsed_rules_and_decode_back(item):
+    values = tuple(item.get(key) for key in _rules.RULE_KEYS)
+    rule = _rules.parse_rule(item)
+    assert _rules.pack_canonical(values) == _rules.pack_rule(rule)
+    assert _rules.canonical_of_packed(_rules.pack_rule(rule)) == rule.to_dict() == item
+
+
+@pytest.mark.parametrize("item", [
+    {"action": "drop", "source": "198.18.0.01/32"}, {"action": "drop", "source": "198.18.0.1"},
+    {"action": "drop", "source": "198.18.0.1/15"}, {"action": "drop", "source": "198.18.0.0/33"},
+    {"action": "drop", "source": " 198.18.0.0/16"}, {"action": "drop", "source": "2001:db8::/32"},
+    {"action": "drop", "protocol": "TCP"}, {"action": "drop", "protocol": 6}, {"action": "drop", "protocol": True},
+    {"action": "drop", "port": "22-22"}, {"action": "drop", "port": True}, {"action": "drop", "port": "022"},
+    {"action": "drop", "protocol": "icmp", "port": 80}, {"action": "drop", "source": "198.18.0.0/16", "protocol": "icmpv6"},
+    {"action": "reject"}, {"action": "drop", "port": 0},
+])
+def test_values_not_in_canonical_form_are_left_to_the_parser(item):
+    assert _rules.pack_canonical(tuple(item.get(key) for key in _rules.RULE_KEYS)) is None
+
+
+def test_ipv6_rules_decode_back():
+    rule = _rules.parse_rule({"action": "drop", "source": "2001:db8::/32", "destination": "2001:db8:1::1/128"})
+    assert _rules.canonical_of_packed(_rules.pack_rule(rule)) == rule.to_dict()
+
+
+def test_first_match_on_packed_rules_agrees_with_the_classifier():
+    generator = random.Random(5)
+    networks = [None, "198.18.0.0/15", "198.18.1.0/24", "198.18.1.7/32", "0.0.0.0/0", "2001:db8::/32"]
+    for _ in range(300):
+        items = [dict((key, value) for key, value in (
+            ("action", generator.choice(["drop", "pass"])), ("source", generator.choice(networks)),
+            ("protocol", generator.choice([None, "tcp", "udp"])), ("port", generator.choice([None, 22, "20-30"])))
+            if value is not None) for _ in range(4)]
+        try:
+            rules = parse_rules(items)
+        except RuleError:
+            continue
+        family = generator.choice([4, 6])
+        source = generator.choice(["198.18.1.7", "198.18.2.1", "198.20.0.1"] if family == 4 else ["2001:db8::5", "::1"])
+        destination = "198.19.0.1" if family == 4 else "2001:db8::1"
+        packet = Packet.ip(source, destination, generator.choice([6, 17, 1]), generator.choice([None, 22, 25, 80]))
+        assert _rules.first_match([_rules.pack_rule(rule) for rule in rules], packet) == \
+            _rules.classify(rules, "pass", packet).position
+
+
+def test_counters_keep_their_slots_when_a_rule_occurs_twice():
+    first, second = parse_rules([{"action": "drop", "port": 1}, {"action": "drop", "port": 2}])
+    counters, fresh = _rules.assign_counters([first, second, first], [first, first, second], [4, 5, 6])
+    assert counters == [4, 6, 5] and fresh == []

@@ -286,3 +286,58 @@ def test_missing_pins_are_a_clear_error(tmp_path):
     with pytest.raises(_ruleset.RulesetError, match="not attached"):
         _ruleset.run({"interface": "eth0", "pin_dir": str(tmp_path), "state": "gathered"}, False, {},
                      str(tmp_path))
+
+
+def test_compare_of_rules_changed_in_place_matches_the_general_comparison():
+    before = [SSH, WEB, BAD]
+    after = [SSH, dict(WEB, action="drop"), BAD]
+    assert _ruleset.compare(before, after) == ({"added": 0, "removed": 0, "changed": 1}, [
+        "- pass tcp from any to any port 80-443", "+ drop tcp from any to any port 80-443 (at 2)"])
+    swapped = [SSH, BAD, WEB]
+    assert _ruleset.compare(before, swapped)[0] == {"added": 0, "removed": 0, "changed": 1}
+
+
+def test_the_same_config_again_is_decided_by_digest_without_rule_work(host, monkeypatch):
+    config = [SSH, BAD, WEB]
+    host(state="overridden", config=config)
+    stored = json.loads(host.state_file.read_text())
+    assert stored["rules_digest"] == _ruleset.entries_digest(config)
+
+    def no_rule_work(*args):
+        raise AssertionError("rules looked at one by one")
+    monkeypatch.setattr(_ruleset.Entries, "from_items", no_rule_work)
+    for state in ("overridden", "merged", "replaced"):
+        result = host(state=state, config=config)
+        assert not result["changed"] and result["before"] == config
+    assert host(state="overridden", config=config, sampling=5)["changed"]
+    assert _rules.read_config(host.maps)[1] == 5
+
+
+def test_large_rule_sets_leave_before_and_after_out_unless_asked(host, monkeypatch):
+    monkeypatch.setattr(_ruleset, "FULL_LISTS_UP_TO", 2)
+    result = host(state="overridden", config=[SSH, BAD, WEB])
+    assert "before" not in result and "after" not in result
+    assert result["rule_count"] == {"before": 0, "after": 3}
+    assert result["summary"] == {"added": 3, "removed": 0, "changed": 0}
+    result = host(state="overridden", config=[SSH, WEB], return_rules=True)
+    assert result["before"] == [SSH, BAD, WEB] and result["after"] == [SSH, WEB]
+    assert host(state="gathered")["gathered"] == [SSH, WEB]
+
+
+def test_a_change_in_place_keeps_the_other_counters_and_zeroes_the_new_ones(host):
+    host(state="overridden", config=[SSH, BAD, WEB])
+    counters = _ruleset.KernelRuleset(host.maps).counters()
+    spare = max(counters) + 1
+    dirty = b"\x01" * _rules.DATAREC_FORMAT.size * _libbpf.num_possible_cpus()
+    _libbpf.map_update(host.maps["xf_hits"], _rules.U32.pack(spare), dirty)
+    host(state="overridden", config=[SSH, dict(BAD, action="pass"), WEB])
+    after = _ruleset.KernelRuleset(host.maps).counters()
+    assert after[0] == counters[0] and after[2] == counters[2] and after[1] == spare
+    assert _rules.read_hits(host.maps, [spare]) == [{"packets": 0, "bytes": 0}]
+
+
+def test_lockout_guard_reads_packed_rules(host):
+    with pytest.raises(_ruleset.RulesetError, match=r"rule 2 \(drop ip from 198.18.0.0/24 to any\)"):
+        host(state="overridden", config=[WEB, rule("drop", source="198.18.0.0/24")], environ=SSH_FROM_ADMIN)
+    assert host(state="overridden", config=[rule("pass", source="198.18.0.1/32"), rule("drop", source="198.18.0.0/24")],
+                environ=SSH_FROM_ADMIN)["changed"]
