@@ -1,7 +1,6 @@
 """Lost state on one host, all at once: pins removed, bpffs unmounted, /etc/xdpfleet emptied (in the lab
-it is a mount point), and a
-firewalled interface deleted and re-created. xdp_facts tells the truth from the kernel, and a re-run
-of deploy_xdp.yml repairs everything."""
+it is a mount point), and a firewalled interface deleted and re-created. xdp_facts tells the truth from
+the kernel, and a re-run of deploy_xdp.yml repairs everything."""
 
 from tests.helpers.hosts import ModuleRunner, playbook
 from tests.reliability.common import BASE_RULES, LOST_STATE_HOST, SECOND_INTERFACE, deploy_variables
