@@ -241,7 +241,7 @@ def _canonical_ipv4(value):
     """(prefix length, packed address) of an IPv4 CIDR in ipaddress' string form without host bits, or None."""
     if not isinstance(value, str):
         return None
-    address, _, length_text = value.partition("/")
+    address, length_text = value.partition("/")[::2]
     length = PREFIX_LENGTHS4.get(length_text)
     try:
         packed = socket.inet_pton(socket.AF_INET, address)
@@ -267,7 +267,7 @@ def _canonical_port(value):
         return (value, value) if 1 <= value <= 65535 else None
     if not isinstance(value, str):
         return None
-    low_text, _, high_text = value.partition("-")
+    low_text, high_text = value.partition("-")[::2]
     low, high = _canonical_int(low_text), _canonical_int(high_text)
     return (low, high) if low is not None and high is not None and 1 <= low < high <= 65535 else None
 
@@ -574,7 +574,7 @@ def set_sample_rate(maps, rate):
     """1 in `rate` drops go to xf_events; 0 turns sampling off. Takes effect at once."""
     if not 0 <= rate <= 0xFFFFFFFF:
         raise ValueError("sample rate %r is not 0 (off) or a positive 32-bit number" % (rate,))
-    active, _, metas = read_config(maps)
+    active, _rate, metas = read_config(maps)
     _write_config(maps, active, rate, metas)
 
 
@@ -674,7 +674,7 @@ def reset_hits(maps, counters):
 
 def decode_event(raw):
     """A sampled drop from xf_events as a dict."""
-    (timestamp, ifindex, position, counter, family, proto, action, reason, sport, dport, _,
+    (timestamp, ifindex, position, counter, family, proto, action, reason, sport, dport, _padding,
      src, dst) = EVENT_FORMAT.unpack_from(raw)
     size = 4 if family == 4 else 16
     return {

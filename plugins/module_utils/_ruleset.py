@@ -355,6 +355,12 @@ def _raw_values(item):
     return values
 
 
+def _is_entry(item, entry):
+    """True when item equals the entry: in a list that mostly repeats the current rules, one dict comparison
+    instead of checking each field. 1 == True, so the values a bool could equal are left to the full check."""
+    return item == entry and entry.get("port") != 1 and entry.get("protocol") != 0
+
+
 def _entry(rule, name):
     entry = rule.to_dict()
     if name:
@@ -369,6 +375,7 @@ class Entries:
         self.known = set()
         self.packed_of = {}
         self.pending = []
+        self.remembered = []  # the entries last remembered, by position
 
     def remember(self, entries, packed):
         """entries are canonical; packed() gives their packed rules, only called when one is needed.
@@ -376,6 +383,7 @@ class Entries:
         values = list(map(entry_values, entries))
         self.known.update(values)
         self.pending.append((values, packed))
+        self.remembered = entries
         return values
 
     def from_items(self, items, default_action=None):
@@ -383,7 +391,11 @@ class Entries:
         if not isinstance(items, list):
             raise _rules.RuleError(["config: must be a list of rules"])
         entries, errors = [], []
+        remembered = self.remembered
         for index, item in enumerate(items):
+            if index < len(remembered) and _is_entry(item, remembered[index]):
+                entries.append(item)
+                continue
             try:
                 entries.append(self._from_item(item, index, default_action))
             except _rules.RuleError as error:
@@ -586,8 +598,8 @@ class Outcome:
 
 
 def _have(kernel, stored, entries):
-    """(Current entries, their values): the stored desired state when the kernel holds exactly what it recorded, else the
-    kernel's rules (their names are not in the kernel)."""
+    """(Current entries, their values): the stored desired state when the kernel holds exactly what it
+    recorded, else the kernel's rules (their names are not in the kernel)."""
     if stored and stored.get("digest") == kernel.digest:
         have = stored["rules"]
     else:
@@ -640,8 +652,9 @@ def check_lockout(outcome, environ, allow_lockout):
     def classify(packed, default_action, packet):
         position = _rules.first_match(packed, _rules.Packet.ip(
             packet["source"], packet["destination"], _rules.PROTOCOLS["tcp"], packet["port"]))
-        return (default_action, None) if position is None else (_rules.canonical_of_packed(packed[position])["action"],
-                                                                 position)
+        if position is None:
+            return default_action, None
+        return _rules.canonical_of_packed(packed[position])["action"], position
 
     reason = lockout(outcome.after, outcome.packed, outcome.settings_after["default_action"], packet, classify)
     if reason:

@@ -36,7 +36,7 @@ description:
     sampling) is written atomically to C(/etc/xdpfleet/<interface>.json) after every change, so that it can be
     restored after a reboot; names come from that file as long as the kernel still holds what it describes.
   - B(Large rule sets.) With more than 1000 rules before or after the task, RV(before) and RV(after) are left out
-    of the result unless O(return_rules=true): Ansible's handling of a result with 100,000 rules takes seconds.
+    of the result unless O(return_rules=true), because Ansible's handling of a result with 100,000 rules takes seconds.
     RV(summary), RV(rule_count) and, in diff mode, the lines of the rules that change are always returned;
     RV(gathered) is always complete.
   - B(Speed.) A run whose O(config) is exactly the canonical rule list stored in the desired-state file (and the

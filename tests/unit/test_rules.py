@@ -92,7 +92,8 @@ def test_canonical_values_pack_like_parsed_rules_and_decode_back(item):
     {"action": "drop", "source": " 198.18.0.0/16"}, {"action": "drop", "source": "2001:db8::/32"},
     {"action": "drop", "protocol": "TCP"}, {"action": "drop", "protocol": 6}, {"action": "drop", "protocol": True},
     {"action": "drop", "port": "22-22"}, {"action": "drop", "port": True}, {"action": "drop", "port": "022"},
-    {"action": "drop", "protocol": "icmp", "port": 80}, {"action": "drop", "source": "198.18.0.0/16", "protocol": "icmpv6"},
+    {"action": "drop", "protocol": "icmp", "port": 80},
+    {"action": "drop", "source": "198.18.0.0/16", "protocol": "icmpv6"},
     {"action": "reject"}, {"action": "drop", "port": 0},
 ])
 def test_values_not_in_canonical_form_are_left_to_the_parser(item):

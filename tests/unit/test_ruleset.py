@@ -341,3 +341,12 @@ def test_lockout_guard_reads_packed_rules(host):
         host(state="overridden", config=[WEB, rule("drop", source="198.18.0.0/24")], environ=SSH_FROM_ADMIN)
     assert host(state="overridden", config=[rule("pass", source="198.18.0.1/32"), rule("drop", source="198.18.0.0/24")],
                 environ=SSH_FROM_ADMIN)["changed"]
+
+
+def test_an_item_equal_to_the_current_rule_at_its_position_is_taken_as_it_is_but_a_bool_is_not():
+    entries = _ruleset.Entries()
+    port_one = rule("drop", protocol="tcp", port=1)
+    entries.remember([BAD, port_one], lambda: pytest.fail("rules resolved without need"))
+    assert entries.from_items([BAD, dict(port_one)]) == [BAD, port_one]
+    with pytest.raises(_rules.RuleError, match=r"config\[1\].port"):
+        entries.from_items([BAD, dict(port_one, port=True)])
