@@ -326,6 +326,8 @@ def assign_counters(rules, previous_rules=(), previous_counters=()):
     outside the previous slots while any are left, so they can be zeroed before
     the switch without touching a live counter.
     """
+    if len(rules) > MAX_RULES:
+        raise CompileError("%d rules exceed the program's capacity of %d" % (len(rules), MAX_RULES))
     previous = dict(zip(previous_rules, previous_counters))
     if len(previous) == len(previous_counters):  # no rule twice: a plain lookup is enough
         counters = [previous.pop(rule, None) for rule in rules]
