@@ -375,7 +375,7 @@ def compile_packed(packed, default_action, counters=None):
     if len(packed) > MAX_RULES:
         raise CompileError("%d rules exceed the program's capacity of %d" % (len(packed), MAX_RULES))
     counters = list(range(len(packed))) if counters is None else counters
-    fields = [Fields._make(values) for values in RULE_FORMAT.iter_unpack(b"".join(packed))]
+    fields = list(map(Fields._make, RULE_FORMAT.iter_unpack(b"".join(packed))))
     prefixes = dict((name, {}) for name in PREFIX_MAPS)
     _compile_chains(fields, "source", prefixes)
     _compile_chains(fields, "destination", prefixes)

@@ -44,7 +44,7 @@ def rule_key(rule):
     name = rule.get("name")
     if name:
         return ("name", name)
-    return ("match", rule.get("source"), rule.get("destination"), rule.get("protocol"), rule.get("port"))
+    return ("match",) + tuple(map(rule.get, MATCH_FIELDS))
 
 
 def describe_key(key):
@@ -54,7 +54,7 @@ def describe_key(key):
 
 
 def check_unique(rules, what):
-    keys = [rule_key(rule) for rule in rules]
+    keys = list(map(rule_key, rules))
     if len(set(keys)) == len(keys):
         return
     seen = set()
