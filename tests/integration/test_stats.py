@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.integration.test_xdp_facts import LAYOUT, REPO, fleet, firewall_host, ping  # noqa: F401
 
-PROM_PATH = "/var/lib/node_exporter/textfile_collector/xdpfleet.prom"
+PROM_PATH = "/var/lib/xdpfleet/textfile_collector/xdpfleet.prom"  # per host in the lab: playbooks/group_vars/lab.yml
 DROP_RED = (0xC0, 0x39, 0x2B)
 
 
