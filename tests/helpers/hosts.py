@@ -47,8 +47,8 @@ class ModuleRunner:
     """tests/reliability/module_runner.py in the host's namespaces: many module runs, one start-up."""
 
     def __init__(self, host):
-        self.process = subprocess.Popen(_nsenter(host) + [PYTHON, str(REPO / "tests" / "reliability" /
-                                                                       "module_runner.py")],
+        runner = str(REPO / "tests" / "reliability" / "module_runner.py")
+        self.process = subprocess.Popen(_nsenter(host) + [PYTHON, runner],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=module_env())
 
     def run(self, name, args, env=None):

@@ -13,6 +13,7 @@ from tests.lab import Lab, Layout
 from tests.lab.layout import REPO
 from tests.lab.processes import namespace_id, pids_in
 
+
 def test_every_host_answers_over_ssh_with_its_own_hostname(lab):
     results = lab.run_parallel("hostname")
     assert {name: result for name, result in results.items()} == {

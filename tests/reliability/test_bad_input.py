@@ -155,9 +155,8 @@ REMEMBER_ERROR = "{{ role_errors | default({}) | combine({%r: ansible_failed_res
 
 
 def role_case_block(case_id, role, entry_point, variables):
-    return {"name": case_id, "block": [{"ansible.builtin.include_role": {"name": "xdpfleet.xdp." + role,
-                                                                        "tasks_from": entry_point},
-                                        "vars": variables}],
+    include = {"name": "xdpfleet.xdp." + role, "tasks_from": entry_point}
+    return {"name": case_id, "block": [{"ansible.builtin.include_role": include, "vars": variables}],
             "rescue": [{"ansible.builtin.set_fact": {"role_errors": REMEMBER_ERROR % case_id}}]}
 
 
