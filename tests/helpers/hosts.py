@@ -5,7 +5,9 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import textwrap
+from pathlib import Path
 
 import yaml
 
@@ -100,3 +102,21 @@ def recap(output):
     """{host: {changed, unreachable, failed}} from the PLAY RECAP in a playbook run's output."""
     return {host: {"changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
             for host, changed, unreachable, failed in RECAP.findall(output)}
+
+
+def ad_hoc(inventory, host_name, module, args, options=(), env=None, timeout=180):
+    """Runs one module on one host with `ansible` over SSH; returns its result dict with "failed" set.
+
+    The result is read from the tree callback's file, not parsed out of the screen output.
+    """
+    with tempfile.TemporaryDirectory() as tree:
+        argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(inventory), host_name, "-m", module]
+        argv += ["-a", json.dumps(args)] * bool(args) + list(options)
+        env = dict(env or ansible_env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                   ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree", ANSIBLE_CALLBACK_TREE_DIR=tree)
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO, check=False)
+        result_file = Path(tree) / host_name
+        assert result_file.exists(), "no result from ansible: %s %s" % (done.stdout, done.stderr)
+        result = json.loads(result_file.read_text())
+        result["failed"] = done.returncode != 0
+        return result

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.hosts import ad_hoc
 from tests.lab import Lab, Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,17 +27,8 @@ ICMP_FRAME_BYTES = 14 + 20 + 8 + 56  # ping's default 56-byte payload in Etherne
 
 def ansible(host, module, args, inventory=LAYOUT.inventory, check=False):
     """Runs one module on host with `ansible`; returns its result dict (with "failed" on failure)."""
-    with tempfile.TemporaryDirectory() as tree:
-        argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(inventory), host,
-                "-m", module] + ["-a", json.dumps(args)] * bool(args) + ["--check"] * check
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-                   ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree", ANSIBLE_CALLBACK_TREE_DIR=tree)
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
-        result_file = Path(tree) / host
-        assert result_file.exists(), "no result from ansible: %s %s" % (done.stdout, done.stderr)
-        result = json.loads(result_file.read_text())
-        result["failed"] = done.returncode != 0
-        return result
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
+    return ad_hoc(inventory, host, module, args, ["--check"] * check, env=env, timeout=120)
 
 
 def succeeded(result):

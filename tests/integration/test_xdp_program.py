@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._program import META_MAP_NAME, decode_meta
+from tests.helpers.hosts import ad_hoc
 from tests.lab import Lab, Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,20 +62,10 @@ def ansible_env(**extra):
 def module(host, check=False, diff=False, env=None, **args):
     """Runs the module on host with `ansible`; returns its result dict (with "failed" on failure).
 
-    The tree callback writes each host's result as JSON; at verbosity 3 it keeps the diff too.
+    At verbosity 3 the tree callback keeps the diff too.
     """
-    with tempfile.TemporaryDirectory() as tree:
-        argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(LAYOUT.inventory), host.name,
-                "-m", "xdpfleet.xdp.xdp_program", "-a", json.dumps(args)]
-        argv += ["--check"] * check + ["--diff", "-vvv"] * diff
-        env = dict(env or ansible_env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
-                   ANSIBLE_CALLBACK_TREE_DIR=tree)
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=REPO, check=False)
-        result_file = Path(tree) / host.name
-        assert result_file.exists(), "no result from ansible: %s %s" % (done.stdout, done.stderr)
-        result = json.loads(result_file.read_text())
-        result["failed"] = done.returncode != 0
-        return result
+    return ad_hoc(LAYOUT.inventory, host.name, "xdpfleet.xdp.xdp_program", args,
+                  ["--check"] * check + ["--diff", "-vvv"] * diff, env=env or ansible_env(), timeout=120)
 
 
 def succeeded(result):

@@ -8,7 +8,6 @@ bridge), the client 198.18.90.2, the host 198.18.90.11.
 import json
 import os
 import subprocess
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.hosts import ad_hoc
 from tests.lab import Lab, Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,18 +55,8 @@ def ansible_env(**extra):
 
 def ansible(host, module_name, check=False, diff=False, **args):
     """Runs xdpfleet.xdp.<module_name> on host with `ansible` over SSH; returns its result dict."""
-    with tempfile.TemporaryDirectory() as tree:
-        argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(LAYOUT.inventory), host.name,
-                "-m", "xdpfleet.xdp." + module_name, "-a", json.dumps(args)]
-        argv += ["--check"] * check + ["--diff"] * diff
-        env = ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
-                          ANSIBLE_CALLBACK_TREE_DIR=tree)
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180, cwd=REPO, check=False)
-        result_file = Path(tree) / host.name
-        assert result_file.exists(), "no result from ansible: %s %s" % (done.stdout, done.stderr)
-        result = json.loads(result_file.read_text())
-        result["failed"] = done.returncode != 0
-        return result
+    return ad_hoc(LAYOUT.inventory, host.name, "xdpfleet.xdp." + module_name, args,
+                  ["--check"] * check + ["--diff"] * diff, env=ansible_env())
 
 
 def rules(host, check=False, diff=False, **args):
