@@ -204,6 +204,8 @@ def interface_names():
 
 def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=_ruleset.STATE_DIR):
     """ansible_facts.xdp: {capabilities, interfaces: {name: facts}}."""
+    if top < 0:
+        raise FactsError("top_rules must be 0 or more, not %d" % top)
     libbpf.library()
     try:
         indexes = dict((name, _netlink.ifindex(name)) for name in

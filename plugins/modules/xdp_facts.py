@@ -139,8 +139,6 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if module.params["top_rules"] < 0:
-        module.fail_json(msg="top_rules must be 0 or more, not %d" % module.params["top_rules"])
     try:
         facts = _facts.gather(module.params["interfaces"], module.params["per_cpu"],
                               module.params["top_rules"], module.params["xdp_modes"])

@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The xdp_stats Prometheus textfile: metrics rendered from the xdp facts in the text exposition
+format, and written only when its content (or mode) differs, atomically, so that node_exporter's
+textfile collector never reads half a file.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import tempfile
+
+
+class TextfileError(Exception):
+    pass
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+def label_value(value):
+    """A label value in the exposition format: backslash, double quote and newline escaped."""
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def sample(name, labels, value):
+    pairs = ",".join('%s="%s"' % (label, label_value(text)) for label, text in labels)
+    return "%s{%s} %d" % (name, pairs, value)
+
+
+def program_samples(name, interface):
+    labels = [("interface", name), ("owner", interface["owner"]), ("mode", interface["mode"]),
+              ("tag", interface["tag"]), ("object_sha256", interface["object_sha256"])]
+    yield sample("xdpfleet_program_attached", labels, 1 if interface["attached"] else 0)
+
+
+def rules_samples(name, interface):
+    labels = [("interface", name), ("default_action", interface["default_action"])]
+    yield sample("xdpfleet_rules", labels, interface["rule_count"])
+
+
+def verdict_samples(metric, field):
+    def samples(name, interface):
+        for verdict, counts in sorted(interface["stats"].items()):
+            yield sample(metric, [("interface", name), ("verdict", verdict)], counts[field])
+    return samples
+
+
+def rule_hit_samples(metric, field):
+    def samples(name, interface):
+        for rule in interface["top_rules"]:
+            labels = [("interface", name), ("position", rule["position"]), ("name", rule["name"]),
+                      ("rule", rule["rule"]), ("action", rule["action"])]
+            yield sample(metric, labels, rule[field])
+    return samples
+
+
+# (name, type, help, samples of one interface, firewall interfaces only)
+FAMILIES = (
+    ("xdpfleet_program_attached", "gauge",
+     "Whether an XDP program is attached to the interface (1) or not (0).", program_samples, False),
+    ("xdpfleet_rules", "gauge",
+     "Rules in the active rule set of the xdpfleet firewall.", rules_samples, True),
+    ("xdpfleet_packets_total", "counter",
+     "Packets the xdpfleet firewall gave each verdict, summed over all possible CPUs.",
+     verdict_samples("xdpfleet_packets_total", "packets"), True),
+    ("xdpfleet_bytes_total", "counter",
+     "Bytes of the packets the xdpfleet firewall gave each verdict.",
+     verdict_samples("xdpfleet_bytes_total", "bytes"), True),
+    ("xdpfleet_rule_hit_packets_total", "counter",
+     "Packets matched by each of the most hit rules.",
+     rule_hit_samples("xdpfleet_rule_hit_packets_total", "packets"), True),
+    ("xdpfleet_rule_hit_bytes_total", "counter",
+     "Bytes of the packets matched by each of the most hit rules.",
+     rule_hit_samples("xdpfleet_rule_hit_bytes_total", "bytes"), True),
+)
+
+
+def render(interfaces):
+    """The textfile for {interface name: xdp facts of the interface}, interfaces sorted by name."""
+    lines = []
+    for metric, kind, help_text, samples, firewall_only in FAMILIES:
+        lines += ["# HELP %s %s" % (metric, help_text), "# TYPE %s %s" % (metric, kind)]
+        for name, interface in sorted(interfaces.items()):
+            if interface["firewall"] or not firewall_only:
+                lines.extend(samples(name, interface))
+    return "\n".join(lines) + "\n"
+
+
+# --- options ----------------------------------------------------------------------------------
+
+def file_mode(value):
+    """The permission bits of the `mode` option: an octal string ("0644") or an integer (0o644)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        bits = value
+    else:
+        try:
+            bits = int(str(value), 8)
+        except ValueError:
+            raise TextfileError("mode must be an octal number such as '0644', not %r" % (value,))
+    if not 0 <= bits <= 0o7777:
+        raise TextfileError("mode must be between '0000' and '07777', not %r" % (value,))
+    return bits
+
+
+def check_path(path):
+    if not os.path.isabs(path):
+        raise TextfileError("textfile must be an absolute path, not %r" % path)
+    if not path.endswith(".prom"):
+        raise TextfileError("textfile must end in .prom (node_exporter reads only *.prom files), not %r" % path)
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+def read_textfile(path):
+    """The file's text, or None when there is no file."""
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise TextfileError("textfile %s cannot be read: %s" % (path, error))
+
+
+def _make_directory(directory):
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+        os.chmod(directory, 0o755)
+
+
+def write_atomically(path, text, mode):
+    """A temporary file in the same directory renamed over path: readers see the old or the new file."""
+    directory = os.path.dirname(path)
+    _make_directory(directory)
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.chmod(temporary, mode)
+        os.rename(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def update_textfile(path, text, mode, check_mode=False):
+    """(changed, text before or None): writes the file when its content differs, fixes its mode when
+    only that differs, and in check mode only tells."""
+    before = read_textfile(path)
+    content_differs = before != text
+    mode_differs = not content_differs and os.stat(path).st_mode & 0o7777 != mode
+    try:
+        if content_differs and not check_mode:
+            write_atomically(path, text, mode)
+        elif mode_differs and not check_mode:
+            os.chmod(path, mode)
+    except OSError as error:
+        raise TextfileError("textfile %s cannot be written: %s" % (path, error))
+    return content_differs or mode_differs, before

@@ -1,0 +1,172 @@
+"""xdp_stats' Prometheus textfile: rendering (names, types, HELP, label escaping, per-rule metrics),
+promtool's verdict on it, and the file update (atomic, only on a difference, check mode, mode)."""
+
+import os
+import re
+import stat
+import subprocess
+
+import pytest
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _prometheus
+
+VERDICTS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def firewall(top_rules=()):
+    return {"attached": True, "owner": "xdpfleet", "mode": "native", "tag": "3b185187f1855c4c",
+            "object_sha256": "9f" * 32, "firewall": True, "rule_count": 2, "default_action": "pass",
+            "stats": {verdict: {"packets": 10 + index, "bytes": 1000 + index} for index, verdict in enumerate(VERDICTS)},
+            "top_rules": list(top_rules)}
+
+
+NOTHING_ATTACHED = {"attached": False, "owner": None, "mode": None, "tag": None, "object_sha256": None,
+                    "firewall": False, "rule_count": None, "default_action": None, "stats": {}, "top_rules": []}
+NO_PING = {"position": 1, "name": "no-ping", "rule": "drop icmp from 198.18.0.2/32 to any", "action": "drop",
+           "counter": 0, "packets": 50, "bytes": 4900}
+UNNAMED = {"position": 2, "name": None, "rule": "drop udp to any port 53", "action": "drop",
+           "counter": 1, "packets": 0, "bytes": 0}
+
+
+def families(text):
+    """{metric: (type, help)} from the # TYPE and # HELP lines."""
+    helps = dict(re.findall(r"^# HELP (\S+) (.+)$", text, re.M))
+    return {name: (kind, helps.get(name)) for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M)}
+
+
+def samples(text, metric):
+    return [line for line in text.splitlines() if line.startswith(metric + "{")]
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def test_label_values_escape_backslash_quote_and_newline():
+    assert _prometheus.label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    assert _prometheus.label_value(None) == "" and _prometheus.label_value(7) == "7"
+
+
+def test_every_family_has_a_valid_name_a_type_and_help():
+    text = _prometheus.render({"eth0": firewall([NO_PING])})
+    found = families(text)
+    assert found == {
+        "xdpfleet_program_attached": ("gauge", found["xdpfleet_program_attached"][1]),
+        "xdpfleet_rules": ("gauge", found["xdpfleet_rules"][1]),
+        "xdpfleet_packets_total": ("counter", found["xdpfleet_packets_total"][1]),
+        "xdpfleet_bytes_total": ("counter", found["xdpfleet_bytes_total"][1]),
+        "xdpfleet_rule_hit_packets_total": ("counter", found["xdpfleet_rule_hit_packets_total"][1]),
+        "xdpfleet_rule_hit_bytes_total": ("counter", found["xdpfleet_rule_hit_bytes_total"][1]),
+    }
+    for name, (kind, help_text) in found.items():
+        assert METRIC_NAME.match(name) and help_text, name
+        assert name.endswith("_total") == (kind == "counter"), name
+
+
+def test_firewall_interface_gives_program_rules_and_verdict_samples():
+    text = _prometheus.render({"eth0": firewall()})
+    assert samples(text, "xdpfleet_program_attached") == [
+        'xdpfleet_program_attached{interface="eth0",owner="xdpfleet",mode="native",tag="3b185187f1855c4c",'
+        'object_sha256="%s"} 1' % ("9f" * 32)]
+    assert samples(text, "xdpfleet_rules") == ['xdpfleet_rules{interface="eth0",default_action="pass"} 2']
+    assert samples(text, "xdpfleet_packets_total") == [
+        'xdpfleet_packets_total{interface="eth0",verdict="%s"} %d' % (verdict, 10 + VERDICTS.index(verdict))
+        for verdict in sorted(VERDICTS)]
+    assert 'xdpfleet_bytes_total{interface="eth0",verdict="drop"} 1001' in samples(text, "xdpfleet_bytes_total")
+
+
+def test_each_top_rule_gives_a_packets_and_a_bytes_sample_with_escaped_labels():
+    quoted = dict(NO_PING, name='say "hi"\\now')
+    text = _prometheus.render({"eth0": firewall([quoted, UNNAMED])})
+    labels = 'interface="eth0",position="%d",name="%s",rule="%s",action="drop"'
+    assert samples(text, "xdpfleet_rule_hit_packets_total") == [
+        "xdpfleet_rule_hit_packets_total{%s} 50" % (labels % (1, 'say \\"hi\\"\\\\now', NO_PING["rule"])),
+        "xdpfleet_rule_hit_packets_total{%s} 0" % (labels % (2, "", UNNAMED["rule"]))]
+    assert samples(text, "xdpfleet_rule_hit_bytes_total")[0].endswith("} 4900")
+
+
+def test_interface_without_the_firewall_only_reports_not_attached():
+    text = _prometheus.render({"eth1": NOTHING_ATTACHED, "eth0": firewall()})
+    assert samples(text, "xdpfleet_program_attached") == [
+        samples(text, "xdpfleet_program_attached")[0],
+        'xdpfleet_program_attached{interface="eth1",owner="",mode="",tag="",object_sha256=""} 0']
+    assert all('interface="eth1"' not in line for line in samples(text, "xdpfleet_packets_total"))
+    assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+@pytest.mark.parametrize("interfaces", [{}, {"eth0": NOTHING_ATTACHED},
+                                        {"eth0": firewall([NO_PING, UNNAMED]), "eth1": NOTHING_ATTACHED}])
+def test_promtool_accepts_the_textfile(interfaces):
+    checked = subprocess.run(["promtool", "check", "metrics"], input=_prometheus.render(interfaces),
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# --- options ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, bits", [("0644", 0o644), ("600", 0o600), (0o640, 0o640), ("01755", 0o1755)])
+def test_mode_is_octal_text_or_an_integer(value, bits):
+    assert _prometheus.file_mode(value) == bits
+
+
+@pytest.mark.parametrize("value", ["rw-r--r--", "0899", "", "077777", -1, True])
+def test_bad_mode_is_refused_naming_the_field(value):
+    with pytest.raises(_prometheus.TextfileError, match="^mode must be"):
+        _prometheus.file_mode(value)
+
+
+@pytest.mark.parametrize("path", ["relative/xdpfleet.prom", "/var/lib/xdpfleet.txt"])
+def test_bad_textfile_path_is_refused_naming_the_field(path):
+    with pytest.raises(_prometheus.TextfileError, match="^textfile must"):
+        _prometheus.check_path(path)
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+
+def test_missing_directory_is_created_0755_and_the_file_written_with_its_mode(tmp_path):
+    path = tmp_path / "collector" / "xdpfleet.prom"
+    assert _prometheus.update_textfile(str(path), "a 1\n", 0o640) == (True, None)
+    assert path.read_text() == "a 1\n"
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755 and stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert os.listdir(path.parent) == ["xdpfleet.prom"], "a temporary file was left behind"
+
+
+def test_same_content_is_not_a_change_and_the_file_is_not_rewritten(tmp_path):
+    path = tmp_path / "xdpfleet.prom"
+    _prometheus.update_textfile(str(path), "a 1\n", 0o644)
+    inode = path.stat().st_ino
+    assert _prometheus.update_textfile(str(path), "a 1\n", 0o644) == (False, "a 1\n")
+    assert path.stat().st_ino == inode
+
+
+def test_new_content_replaces_the_file_by_rename(tmp_path):
+    path = tmp_path / "xdpfleet.prom"
+    _prometheus.update_textfile(str(path), "a 1\n", 0o644)
+    inode = path.stat().st_ino
+    assert _prometheus.update_textfile(str(path), "a 2\n", 0o644) == (True, "a 1\n")
+    assert path.read_text() == "a 2\n" and path.stat().st_ino != inode
+
+
+def test_only_a_different_mode_is_a_change(tmp_path):
+    path = tmp_path / "xdpfleet.prom"
+    _prometheus.update_textfile(str(path), "a 1\n", 0o600)
+    assert _prometheus.update_textfile(str(path), "a 1\n", 0o644) == (True, "a 1\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_check_mode_tells_and_writes_nothing(tmp_path):
+    path = tmp_path / "collector" / "xdpfleet.prom"
+    assert _prometheus.update_textfile(str(path), "a 1\n", 0o644, check_mode=True) == (True, None)
+    assert not path.parent.exists()
+    _prometheus.update_textfile(str(path), "a 1\n", 0o644)
+    assert _prometheus.update_textfile(str(path), "a 2\n", 0o600, check_mode=True) == (True, "a 1\n")
+    assert path.read_text() == "a 1\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_unwritable_place_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(_prometheus.TextfileError, match="^textfile .* cannot be"):
+        _prometheus.update_textfile(str(blocker / "xdpfleet.prom"), "a 1\n", 0o644)
