@@ -19,7 +19,7 @@ description:
   - The file is written only when its content differs, through a temporary file in the same directory
     renamed over it, so the collector never reads half a file. Its directory is created (mode C(0755))
     when missing.
-  - Metrics, per interface (label C(interface)): C(xdpfleet_program_attached) (gauge, labels C(owner),
+  - The metrics carry the label C(interface). C(xdpfleet_program_attached) (gauge, labels C(owner),
     C(mode), C(tag), C(object_sha256)) for every interface, and for the xdpfleet firewall
     C(xdpfleet_rules) (gauge, label C(default_action)), C(xdpfleet_packets_total) and
     C(xdpfleet_bytes_total) (counters, label C(verdict)), C(xdpfleet_rule_hit_packets_total) and
