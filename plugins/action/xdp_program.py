@@ -1,11 +1,12 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller side of xdp_program: compile src with clang (cached), transfer the object, run the module."""
+"""Controller side of xdp_program: compile src with clang (cached), run the module with the object inline."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
 import hashlib
 import os
 import shutil
@@ -89,6 +90,11 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def file_base64(path):
+    with open(path, "rb") as handle:
+        return to_text(base64.b64encode(handle.read()))
+
+
 def bundle_source(source):
     """For compiler bcc: the source with its local includes inlined, in the controller's cache (one file travels)."""
     text = _bcc.bundle(source)
@@ -109,7 +115,7 @@ def uses_bcc(args):
 
 
 class ActionModule(ActionBase):
-    """Asks the host first whether the object (by hash) is attached; transfers it only when it is not."""
+    """Sends a controller-side object (or bcc source) with the module arguments: one round trip per host."""
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -122,14 +128,8 @@ class ActionModule(ActionBase):
                 self._expect_hash(module_args, _bcc.file_sha256(local_object, module_args.get("cflags") or [])
                                   if uses_bcc(module_args) else file_sha256(local_object))
                 module_args.pop("object", None)
-                outcome = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
-                if outcome.get("object_required"):
-                    module_args.update({"src" if uses_bcc(module_args) else "object": self._transfer_object(local_object),
-                                        "remote_src": True})
-                    outcome = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
-            else:
-                outcome = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
-            result.update(outcome)
+                module_args["object_content"] = file_base64(local_object)
+            result.update(self._execute_module(MODULE, module_args=module_args, task_vars=task_vars))
         except AnsibleActionFail as error:
             result.update(failed=True, msg=to_text(error))
         finally:
@@ -143,13 +143,6 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("object %s has sha256 %s, but object_sha256 expects %s"
                                     % (module_args.get("object") or module_args.get("src"), sha256, expected))
         module_args["object_sha256"] = sha256
-
-    def _transfer_object(self, local_object):
-        tmp_dir = self._connection._shell.tmpdir or self._make_tmp_path()
-        remote_object = self._connection._shell.join_path(tmp_dir, "xdp_program.o")
-        self._transfer_file(local_object, remote_object)
-        self._fixup_perms2((tmp_dir, remote_object))
-        return remote_object
 
     def _local_object(self, task_args):
         """The controller-side object to transfer, or None when the host already has it (or detaching)."""

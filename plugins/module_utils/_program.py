@@ -12,11 +12,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import binascii
 import contextlib
 import errno
 import hashlib
 import os
 import struct
+import tempfile
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
@@ -35,6 +38,7 @@ MAP_LAYOUT = ("type", "key_size", "value_size", "max_entries", "map_flags")
 UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, 524)  # 524: ENOTSUPP inside the kernel
 RACED = (errno.EEXIST, errno.EBUSY, errno.ENOENT)
 VERIFIER_LINES_IN_MESSAGE = 12
+INLINE_OBJECT_NAME = "xdp_program.o"  # libbpf names internal maps after the object's file name
 NOT_ATTACHED = {"attached": False, "prog_id": None, "name": None, "tag": None, "mode": None, "owner": None,
                 "object_sha256": None, "program": None, "pin_dir": None, "maps": []}
 
@@ -414,7 +418,7 @@ def ensure_attached(request, check_mode):
     """Attaches the object's program unless it is attached already.
 
     Without `object`, only checks that the program with object_sha256 is attached; when it is not,
-    fails with object_required, so the action plugin transfers the object only when it is needed.
+    fails with object_required.
     """
     sha256 = _object_sha256(request)
     interface, pin_dir = request["interface"], request["pin_dir"]
@@ -499,6 +503,24 @@ def _bcc_source(request):
     return request.get("src")
 
 
+@contextlib.contextmanager
+def _inline_object(request):
+    """The request with object_content (base64, sent by the action plugin) written to a file as `object`."""
+    if not request.get("object_content"):
+        yield request
+        return
+    try:
+        content = base64.b64decode(request["object_content"], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ProgramError("object_content is not base64 (%s): pass the object's bytes base64-encoded, or use "
+                           "object or src" % error)
+    with tempfile.TemporaryDirectory(prefix="xdpfleet-") as directory:
+        path = os.path.join(directory, INLINE_OBJECT_NAME)
+        with open(path, "wb") as handle:
+            handle.write(content)
+        yield dict(request, object=path)
+
+
 def run(params, check_mode):
     """The module's whole job: params are the module options, with pin_dir and object resolved."""
     check_kernel(os.uname()[2])
@@ -512,7 +534,8 @@ def run(params, check_mode):
         state.check_pin_dir(request["pin_dir"])
         if request["state"] == "detached":
             return ensure_detached(request, check_mode)
-        return ensure_attached(request, check_mode)
+        with _inline_object(request) as inline_request:
+            return ensure_attached(inline_request, check_mode)
     except state.StateError as error:
         raise ProgramError(str(error))
     except (NetlinkError, _bcc.BccError) as error:

@@ -19,7 +19,8 @@ description:
   - Ownership and the object hash are stored in a small map named C(xdpfleet_meta) bound to the program,
     so they are read from the kernel even when pins are lost.
   - The action plugin compiles O(src) on the controller with C(clang) (cached by a hash of the source, its
-    headers, O(cflags) and the compiler version) or transfers O(object), then runs the module on the host.
+    headers, O(cflags) and the compiler version), then runs the module on the host with the object inline
+    (O(object_content)).
 author:
   - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
@@ -87,8 +88,13 @@ options:
       - Expected SHA-256 of the object. An object with another hash is refused.
       - Without O(object) and O(src), only checks that the program loaded from an object with this hash is
         attached (as xdpfleet records it in the kernel); otherwise the module fails with RV(object_required).
-      - The action plugin uses this to check a host before it transfers an object, so a run that changes
-        nothing costs one round trip.
+    type: str
+  object_content:
+    description:
+      - The object's bytes (with O(compiler=bcc), the source's), base64-encoded. Mutually exclusive with
+        O(object) and O(src).
+      - The action plugin sets it from a controller-side O(object) or O(src), so the object travels with the
+        module arguments and every run costs one round trip. It is not echoed back in the result.
     type: str
   force:
     description:
@@ -251,6 +257,7 @@ ARGUMENT_SPEC = dict(
     mode=dict(type="str", choices=["auto", "native", "skb", "hw"], default="auto"),
     pin_dir=dict(type="path"),
     object_sha256=dict(type="str"),
+    object_content=dict(type="str", no_log=True),
     force=dict(type="bool", default=False),
     map_migration=dict(type="str", choices=["keep", "reset"], default="keep"),
 )
@@ -259,8 +266,8 @@ ARGUMENT_SPEC = dict(
 def main():
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        mutually_exclusive=[("src", "object")],
-        required_if=[("state", "attached", ("src", "object", "object_sha256"), True)],
+        mutually_exclusive=[("src", "object", "object_content")],
+        required_if=[("state", "attached", ("src", "object", "object_sha256", "object_content"), True)],
         supports_check_mode=True,
     )
     if IMPORT_ERROR:
