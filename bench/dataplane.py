@@ -1,15 +1,17 @@
 """Nanoseconds per packet of the xdpfleet firewall, xdp-filter and a bare XDP_PASS.
 
 All three run the same frames through BPF_PROG_TEST_RUN (repeat 1,000,000, median
-of 5) in one run. xdp-filter is loaded by its own CLI (default allow policy, each
+of 5) in one run. With --bcc, the firewall compiled from the same source by bcc (the
+xdp_program compiler: bcc backend) runs them too, with the same rules. xdp-filter is loaded by its own CLI (default allow policy, each
 rule drops) on a veth in a namespace this script creates and removes, with
 LIBXDP_SKIP_DISPATCHER=1 so its own program is the one attached; it is run by id.
 Addresses: 198.18.0.0/15 only (IPv6 frames use its IPv4-mapped form).
 
-    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale]
+    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--bcc]
 """
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -26,9 +28,10 @@ from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules  # noqa: E402
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf, _rules  # noqa: E402
 
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
+FIREWALL_SOURCE = os.path.join(ROOT, "bpf", "xdp_firewall.bpf.c")
 BARE_PASS = os.path.join(ROOT, "build", "bpf", "xdp_pass.o")
 NAMESPACE, VETH, PEER = "xfbench-dp", "xfbench0", "xfbench1"
 ADDRESS_RULES, PORTS = 10000, range(8000, 8050)
@@ -59,10 +62,10 @@ def frames(blocked):
 
 
 def ns_per_packet(prog_fd, frame, expected, repeat, runs):
-    retval, _, _ = _libbpf.prog_test_run(prog_fd, frame)
+    retval = _libbpf.prog_test_run(prog_fd, frame)[0]
     if expected is not None and retval != expected:
         raise SystemExit("verdict %d, expected %d: the benchmark would compare different work" % (retval, expected))
-    return statistics.median(_libbpf.prog_test_run(prog_fd, frame, repeat)[1] for _ in range(runs))
+    return statistics.median(_libbpf.prog_test_run(prog_fd, frame, repeat)[1] for run in range(runs))
 
 
 # --- our firewall -------------------------------------------------------------------------
@@ -118,35 +121,51 @@ def table(names, columns, rows):
     return "\n".join(lines)
 
 
+def loaded_firewalls(stack, with_bcc):
+    """{column: program fd} of the firewall with the benchmark's rules: clang's object, and bcc's build."""
+    objects = {"ours": _libbpf.BpfObject(FIREWALL)}
+    if with_bcc:
+        objects["ours (bcc)"] = _bcc.BccObject(FIREWALL_SOURCE, [], lambda name: None)
+    fds = {}
+    for column, firewall in objects.items():
+        stack.enter_context(firewall)
+        firewall.load()
+        load_ruleset(firewall, firewall_rules(ADDRESS_RULES))
+        fds[column] = firewall.program("xdpfleet_fw").fd
+    return fds
+
+
 def compare(args):
     blocked = blocked_sources(ADDRESS_RULES)
     packets = [(name, bytes(frame), expected) for name, frame, expected in frames(blocked[4999])]
     try:
-        xdp_filter_fd = _libbpf.prog_fd_by_id(start_xdp_filter(ADDRESS_RULES))
-        with _libbpf.BpfObject(FIREWALL) as ours, _libbpf.BpfObject(BARE_PASS) as bare:
-            ours.load()
+        with contextlib.ExitStack() as stack:
+            fds = loaded_firewalls(stack, args.bcc)
+            fds["xdp-filter"] = _libbpf.prog_fd_by_id(start_xdp_filter(ADDRESS_RULES))
+            bare = stack.enter_context(_libbpf.BpfObject(BARE_PASS))
             bare.load()
-            load_ruleset(ours, firewall_rules(ADDRESS_RULES))
-            ours_fd, bare_fd = ours.program("xdpfleet_fw").fd, bare.program("xdpfleet_pass").fd
+            fds["bare pass"] = bare.program("xdpfleet_pass").fd
             rows, results = [], []
             for name, frame, expected in packets:
-                ns = [ns_per_packet(ours_fd, frame, expected, args.repeat, args.runs),
-                      ns_per_packet(xdp_filter_fd, frame, expected, args.repeat, args.runs),
-                      ns_per_packet(bare_fd, frame, None, args.repeat, args.runs)]
-                rows.append((name, ns + ["%.2f" % (ns[0] / ns[1]), "%.2f" % (ns[0] / ns[2])]))
-                results.append({"packet": name, "ours_ns": ns[0], "xdp_filter_ns": ns[1], "bare_pass_ns": ns[2]})
+                ns = dict((column, ns_per_packet(fd, frame, None if column == "bare pass" else expected,
+                                                 args.repeat, args.runs)) for column, fd in fds.items())
+                ratios = ["%.2f" % (ns["ours"] / ns["xdp-filter"]), "%.2f" % (ns["ours"] / ns["bare pass"])]
+                if args.bcc:
+                    ratios.append("%.2f" % (ns["ours (bcc)"] / ns["ours"]))
+                rows.append((name, list(ns.values()) + ratios))
+                results.append(dict(packet=name, **ns))
     finally:
         stop_xdp_filter()
     print("%d /32 drop rules + %d port rules, default pass; ns per packet (median of %d x %d repeats)"
           % (ADDRESS_RULES, len(PORTS), args.runs, args.repeat))
-    print(table(["packet"], ["ours", "xdp-filter", "bare pass", "ours/xdpf", "ours/pass"], rows))
+    print(table(["packet"], list(fds) + ["ours/xdpf", "ours/pass"] + ["bcc/clang"] * args.bcc, rows))
     return results
 
 
 def scale(args):
     """Per-packet cost with 10 rules and with 100,000 rules, plus the time to compile and write them."""
     blocked = blocked_sources(100000)
-    packets = [(name, bytes(frame), None) for name, frame, _ in frames(blocked[50000])]
+    packets = [(name, bytes(frame)) for name, frame, verdict in frames(blocked[50000])]
     rows = []
     for count in (10, 100000):
         with _libbpf.BpfObject(FIREWALL) as ours:
@@ -156,9 +175,9 @@ def scale(args):
             seconds = load_ruleset(ours, rules)
             fd = ours.program("xdpfleet_fw").fd
             rows.append(("%d rules (%.2f s to load)" % (count, seconds),
-                         [ns_per_packet(fd, frame, None, args.repeat, args.runs) for _, frame, _ in packets]))
+                         [ns_per_packet(fd, frame, None, args.repeat, args.runs) for name, frame in packets]))
     print("\nscale: /32 drop rules only; ns per packet")
-    print(table(["rule set"], [name for name, _, _ in packets], rows))
+    print(table(["rule set"], [name for name, frame in packets], rows))
     return rows
 
 
@@ -167,6 +186,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=1000000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scale", action="store_true", help="also compare 10 with 100,000 rules")
+    parser.add_argument("--bcc", action="store_true", help="also the firewall compiled by bcc (16 s to compile)")
     parser.add_argument("--json", help="write the comparison to this file")
     args = parser.parse_args()
     results = compare(args)

@@ -42,7 +42,7 @@ def tcp_sent(action):
 
 def ping(host: str) -> int:
     run = subprocess.run(["ping", "-n", "-q", "-c", str(PINGS), "-i", "0.2", "-W", "1", host],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)  # lost pings are counted, not an error
     return int(run.stdout.split(" received")[0].rsplit(",", 1)[1])
 
 
@@ -62,7 +62,7 @@ def http_get(host: str, port: int, source: str, timeout: float):
 def udp_burst(host: str, source: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         sender.bind((source, 0))
-        for _ in range(BLOCKED_DATAGRAMS):
+        for datagram in range(BLOCKED_DATAGRAMS):
             sender.sendto(b"xdpfleet", (host, 9))
 
 
@@ -70,7 +70,7 @@ def main(host: str, port: str, blocked: str) -> None:
     replies, echoes = counted(lambda: ping(host), "Icmp.OutEchos")
     status, segments = tcp_sent(lambda: http_get(host, int(port), "0.0.0.0", 5))
     blocked_status, blocked_segments = tcp_sent(lambda: http_get(host, int(port), blocked, 1.5))
-    _, datagrams = counted(lambda: udp_burst(host, blocked), "Udp.OutDatagrams")
+    datagrams = counted(lambda: udp_burst(host, blocked), "Udp.OutDatagrams")[1]
     print(json.dumps({"ping_replies": replies, "echo_requests": echoes, "http_status": status,
                       "http_segments": segments, "blocked_http": blocked_status,
                       "blocked_segments": blocked_segments, "blocked_datagrams": datagrams}))

@@ -27,8 +27,7 @@ class Firewall:
         self.rules, self.default_action, self.counters = rules, default_action, compiled.counters
 
     def run(self, frame):
-        retval, _, _ = _libbpf.prog_test_run(self.prog_fd, frame)
-        return retval
+        return _libbpf.prog_test_run(self.prog_fd, frame)[0]
 
     def check(self, frames):
         """Runs (frame bytes, Packet) pairs; returns a list of mismatches, empty when all agree."""
@@ -36,7 +35,7 @@ class Firewall:
         stats_before = _rules.read_stats(self.maps)
         hits_before = _rules.read_hits(self.maps, self.counters)
         stats = dict((reason, [0, 0]) for reason in _rules.REASONS)
-        hits = [[0, 0] for _ in self.counters]
+        hits = [[0, 0] for counter in self.counters]
         events, mismatches = [], []
         for frame, packet in frames:
             expected = _rules.classify(self.rules, self.default_action, packet)

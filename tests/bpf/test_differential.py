@@ -45,7 +45,7 @@ def rules(draw):
 def frame_specs(draw):
     family = draw(st.sampled_from([4, 6]))
     convert = mapped if family == 6 else str
-    src, dst = (convert(draw(st.sampled_from(HOSTS))) for _ in range(2))
+    src, dst = (convert(draw(st.sampled_from(HOSTS))) for end in ("source", "destination"))
     proto = draw(st.sampled_from([TCP_, UDP_, GRE, ICMP_ if family == 4 else ICMPV6_]))
     return FrameSpec(src, dst, proto, draw(ports), vlans=draw(st.sampled_from([0, 0, 1, 2, 3])),
                      qinq=draw(st.booleans()), ip_options=draw(st.sampled_from([0, 0, 3, 40])) if family == 4 else 0,

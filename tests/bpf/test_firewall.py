@@ -35,7 +35,7 @@ def test_ipv6_extension_headers_and_fragments(firewall, ext, fragment):
 
 
 def test_too_many_ipv6_extension_headers_is_malformed(firewall):
-    frame, _ = build(FrameSpec(A6, C6, TCP_, 80, ext=("dst",) * 9))
+    frame = build(FrameSpec(A6, C6, TCP_, 80, ext=("dst",) * 9))[0]
     assert_agrees(firewall, [], "pass", [(frame, Packet.special("malformed"))])
 
 
@@ -132,7 +132,7 @@ def test_switch_writes_only_the_inactive_slot_and_removes_stale_entries(firewall
     active_before = _rules.read_config(firewall.maps)[0]
     firewall.apply(first, "pass")
     firewall.apply(second, "pass")
-    active, _, metas = _rules.read_config(firewall.maps)
+    active, sample_rate, metas = _rules.read_config(firewall.maps)
     assert active == active_before
     assert metas[active] == _rules.compile_rules(second, "pass").meta
     assert firewall.check(frames_for([FrameSpec(A, C, UDP_, 53), FrameSpec(B, C, UDP_, 53)])) == []

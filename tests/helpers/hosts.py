@@ -39,7 +39,7 @@ def module_input(args, check=False):
 def run_module(host, name, args, check=False, env=None, timeout=300):
     """Runs plugins/modules/<name>.py in the host's namespaces as ansible would; returns its result dict."""
     done = subprocess.run(module_command(host, name), input=module_input(args, check), capture_output=True,
-                          text=True, env=env or module_env(), timeout=timeout, cwd=REPO)
+                          text=True, env=env or module_env(), timeout=timeout, cwd=REPO, check=False)
     lines = done.stdout.strip().splitlines()
     assert lines, "%s gave no result: rc=%d %s" % (name, done.returncode, done.stderr[-2000:])
     return json.loads(lines[-1])
@@ -69,7 +69,7 @@ def on_host(host, code, timeout=300):
     """Runs Python code in the host's namespaces with the collection importable; returns its stdout."""
     script = "import sys; sys.path.insert(0, %r)\n" % str(REPO / ".collections") + textwrap.dedent(code)
     done = subprocess.run(_nsenter(host) + [PYTHON, "-c", script], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=REPO, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -95,7 +95,7 @@ def playbook(lab, path, directory, variables, *options, env=None, timeout=900):
     path = path if os.path.isabs(str(path)) else REPO / "playbooks" / path
     variables_file = write_variables(directory, os.path.basename(str(path)), variables)
     return subprocess.run(playbook_command(lab.inventory, path, variables_file, *options), cwd=REPO,
-                          env=env or ansible_env(), capture_output=True, text=True, timeout=timeout)
+                          env=env or ansible_env(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def recap(output):

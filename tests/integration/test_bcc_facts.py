@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf
-from tests.integration.test_xdp_facts import (  # noqa: F401 (fixtures and tests run again here)
-    RULES, ansible, fleet, succeeded, test_drop_sampler_returns_the_packets_sent,
-    test_exactly_n_dropped_pings_show_as_n_drops_and_n_rule_hits, test_facts_describe_the_attached_firewall,
-    test_packets_on_every_cpu_are_counted)
+from tests.integration import test_xdp_facts as clang_suite
+from tests.integration.test_xdp_facts import RULES, ansible, succeeded
+
+# pytest collects fixtures and tests by module attribute: these run again here, on the bcc-compiled firewall.
+fleet = clang_suite.fleet
+test_drop_sampler_returns_the_packets_sent = clang_suite.test_drop_sampler_returns_the_packets_sent
+test_exactly_n_dropped_pings_show_as_n_drops_and_n_rule_hits = \
+    clang_suite.test_exactly_n_dropped_pings_show_as_n_drops_and_n_rule_hits
+test_facts_describe_the_attached_firewall = clang_suite.test_facts_describe_the_attached_firewall
+test_packets_on_every_cpu_are_counted = clang_suite.test_packets_on_every_cpu_are_counted
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "bpf" / "xdp_firewall.bpf.c"
@@ -23,7 +29,7 @@ def bcc_sha256():
 
 
 @pytest.fixture(scope="module")
-def firewall_host(fleet):  # noqa: F811 (replaces the clang-loaded host of test_xdp_facts)
+def firewall_host(fleet):  # replaces the clang-loaded host of test_xdp_facts
     host = fleet.hosts[0]
     attached = succeeded(ansible(host.name, "xdpfleet.xdp.xdp_program",
                                  {"interface": "eth0", "src": str(SOURCE), "compiler": "bcc"}))

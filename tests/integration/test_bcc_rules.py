@@ -3,14 +3,20 @@ and hit counters of test_xdp_rules, run again on the same lab, plus the bcc back
 
 import pytest
 
-from tests.integration.test_xdp_rules import (  # noqa: F401 (fixtures and tests run again here)
-    REPO, ansible, fleet, rules_host, succeeded, test_hit_counters_survive_a_merged_update,
-    test_traffic_verdicts_from_the_client, web_servers)
+from tests.integration import test_xdp_rules as clang_suite
 from tests.integration.test_bcc_facts import SOURCE, bcc_sha256
+from tests.integration.test_xdp_rules import ansible, succeeded
+
+# pytest collects fixtures and tests by module attribute: these run again here, on the bcc-compiled firewall.
+fleet = clang_suite.fleet
+rules_host = clang_suite.rules_host
+web_servers = clang_suite.web_servers
+test_hit_counters_survive_a_merged_update = clang_suite.test_hit_counters_survive_a_merged_update
+test_traffic_verdicts_from_the_client = clang_suite.test_traffic_verdicts_from_the_client
 
 
 @pytest.fixture(scope="module")
-def host(fleet):  # noqa: F811 (replaces the clang-loaded host of test_xdp_rules)
+def host(fleet):  # replaces the clang-loaded host of test_xdp_rules
     host = fleet.hosts[0]
     host.run("rm -f /etc/xdpfleet/eth0.json")
     attached = succeeded(ansible(host, "xdp_program", interface="eth0", src=str(SOURCE), compiler="bcc"))

@@ -35,7 +35,7 @@ def molecule_test(scenario: str) -> subprocess.CompletedProcess:
                PATH="%s:%s" % (MOLECULE.parent, os.environ["PATH"]))
     env.pop("ANSIBLE_CONFIG", None)  # Molecule writes the scenario's own ansible.cfg
     return subprocess.run([str(MOLECULE), "test", "--scenario-name", scenario], cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT, check=False)
 
 
 def leftovers(layout: Layout) -> dict[str, list]:

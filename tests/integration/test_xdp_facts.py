@@ -167,7 +167,7 @@ def test_check_mode_and_facts_modules(fleet, firewall_host):
                    ANSIBLE_CALLBACK_TREE_DIR=tree)
         done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible"), "-i", str(LAYOUT.inventory),
                                firewall_host.name, "-m", "ansible.builtin.gather_facts"],
-                              capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+                              capture_output=True, text=True, env=env, timeout=120, cwd=REPO, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         gathered = json.loads((Path(tree) / firewall_host.name).read_text())["ansible_facts"]
     assert gathered["xdp"]["interfaces"]["eth0"]["firewall"] and gathered["ansible_hostname"] == firewall_host.name

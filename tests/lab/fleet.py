@@ -20,7 +20,7 @@ SSH_WAIT = 30.0
 
 
 def _capture(argv: list[str], timeout: float) -> Result:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     return Result(done.returncode, done.stdout, done.stderr)
 
 

@@ -65,7 +65,7 @@ def start_anchor(host_dir: Path, netns: str, hostname: str, config: Path) -> int
 
 
 def host_public_key(host_dir: Path) -> paramiko.PKey:
-    _, blob, *_ = (host_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    blob = (host_dir / "ssh_host_ed25519_key.pub").read_text().split()[1]  # "ssh-ed25519 <base64> comment"
     return paramiko.Ed25519Key(data=base64.b64decode(blob))
 
 
@@ -87,6 +87,6 @@ def connect(address: str, client_key: Path, host_key: paramiko.PKey, timeout: fl
 
 
 def execute(client: paramiko.SSHClient, command: str, timeout: float) -> tuple[int, str, str]:
-    _, stdout, stderr = client.exec_command(command, timeout=timeout)
+    stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
     out, err = stdout.read().decode(), stderr.read().decode()
     return stdout.channel.recv_exit_status(), out, err

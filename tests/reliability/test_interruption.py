@@ -70,7 +70,7 @@ PROBES = [("198.19.0.5", 1000, XDP_DROP, XDP_PASS), ("198.19.17.112", 1001, XDP_
 
 
 def verdicts(firewall):
-    return [firewall.verdict(source, port) for source, port, _, _ in PROBES]
+    return [firewall.verdict(source, port) for source, port, under_a, under_b in PROBES]
 
 
 def kill_while_writing(host, firewall, config):
@@ -99,19 +99,19 @@ def test_sigkill_mid_update_keeps_the_old_set_and_the_next_run_converges(deploye
     try:
         assert runner.run("xdp_rules", overridden(SET_A))["changed"]
         active, old_rules = firewall.active_slot(), firewall.slot_digest(firewall.active_slot())
-        assert verdicts(firewall) == [a for _, _, a, _ in PROBES]
+        assert verdicts(firewall) == [under_a for source, port, under_a, under_b in PROBES]
 
         ran = kill_while_writing(host, firewall, SET_B)
         print("killed after %.1f s, mid-write of the inactive slot" % ran)
         assert firewall.active_slot() == active
         assert firewall.slot_digest(active) == old_rules
-        assert verdicts(firewall) == [a for _, _, a, _ in PROBES]
+        assert verdicts(firewall) == [under_a for source, port, under_a, under_b in PROBES]
         # the desired-state file still describes the old set: names and rules read back as SET_A
         assert runner.run("xdp_rules", {"interface": "eth0", "state": "gathered"})["gathered"] == SET_A
 
         assert runner.run("xdp_rules", overridden(SET_B))["changed"]
         assert firewall.active_slot() != active
-        assert verdicts(firewall) == [b for _, _, _, b in PROBES]
+        assert verdicts(firewall) == [under_b for source, port, under_a, under_b in PROBES]
         assert not runner.run("xdp_rules", overridden(SET_B))["changed"]
     finally:
         runner.run("xdp_rules", overridden(BASE_RULES))

@@ -40,7 +40,7 @@ def test_open_lists_programs_and_declared_maps(tmp_path):
 
 def test_test_run_counts_on_every_possible_cpu_slot(counter):
     program_fd = counter.program("count_and_pass").fd
-    retval, duration, _ = libbpf.prog_test_run(program_fd, bytes(64), repeat=1000)
+    retval, duration, packet = libbpf.prog_test_run(program_fd, bytes(64), repeat=1000)
     assert retval == XDP_PASS and duration > 0
     cpus = libbpf.num_possible_cpus()
     per_cpu_size = libbpf.percpu_value_size(8) * cpus

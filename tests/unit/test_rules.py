@@ -108,11 +108,11 @@ def test_ipv6_rules_decode_back():
 def test_first_match_on_packed_rules_agrees_with_the_classifier():
     generator = random.Random(5)
     networks = [None, "198.18.0.0/15", "198.18.1.0/24", "198.18.1.7/32", "0.0.0.0/0", "2001:db8::/32"]
-    for _ in range(300):
+    for attempt in range(300):
         items = [dict((key, value) for key, value in (
             ("action", generator.choice(["drop", "pass"])), ("source", generator.choice(networks)),
             ("protocol", generator.choice([None, "tcp", "udp"])), ("port", generator.choice([None, 22, "20-30"])))
-            if value is not None) for _ in range(4)]
+            if value is not None) for item in range(4)]
         try:
             rules = parse_rules(items)
         except RuleError:

@@ -100,7 +100,7 @@ def _kvm_boots(image: images.Image) -> bool:
     argv = ["qemu-system-x86_64", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-display", "none",
             "-no-reboot", "-serial", "stdio", "-kernel", str(image.kernel), "-append", "console=ttyS0 panic=-1"]
     try:
-        run = subprocess.run(argv, capture_output=True, text=True, timeout=KVM_PROBE_SECONDS)
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=KVM_PROBE_SECONDS, check=False)
     except subprocess.TimeoutExpired:
         return False
     return "Kernel panic" in run.stdout
@@ -153,7 +153,7 @@ def _start(guest: Guest, image: images.Image, accel: str) -> None:
 
 
 def _host_key(image: images.Image) -> paramiko.PKey:
-    _, blob, *_ = image.host_key.read_text().split()
+    blob = image.host_key.read_text().split()[1]  # "ssh-ed25519 <base64> comment"
     return paramiko.Ed25519Key(data=base64.b64decode(blob))
 
 
@@ -179,7 +179,7 @@ def run(guest: Guest, image: images.Image, command: str, timeout: float = 60,
         wait: float = BOOT_WAIT) -> tuple[int, str, str]:
     client = connect(guest, image, wait)
     try:
-        _, stdout, stderr = client.exec_command(command, timeout=timeout)
+        stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
         out, err = stdout.read().decode(), stderr.read().decode()
         return stdout.channel.recv_exit_status(), out, err
     finally:

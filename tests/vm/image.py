@@ -81,7 +81,7 @@ def ssh_key() -> Path:
 
 
 def _inputs() -> dict:
-    guest_files = {name: (GUEST_FILES / source).read_text() for name, (source, _) in INSTALLED_FILES.items()}
+    guest_files = {name: (GUEST_FILES / source).read_text() for name, (source, mode) in INSTALLED_FILES.items()}
     return {"suite": SUITE, "mirror": MIRROR, "packages": PACKAGES, "size": IMAGE_SIZE,
             "masked": MASKED_UNITS, "services": SERVICES, "files": guest_files,
             "key": ssh_key().with_suffix(".pub").read_text(),
