@@ -5,9 +5,11 @@
 The firewall role records, per interface, which object it attached and how in
 /etc/xdpfleet/programs/<interface>.json; xdp_rules keeps the rules in /etc/xdpfleet/<interface>.json.
 This runs the same code as the modules (xdp_program's and xdp_rules' module_utils), so a restored
-host is exactly what the modules would have made. Entry point, as xdpfleet-restore.service runs it:
+host is exactly what the modules would have made. xdpfleet-restore.service runs it as
 
     python3 /var/lib/xdpfleet/xdpfleet-restore.pyz   (a zipapp of the module_utils built by the firewall role)
+
+whose __main__ (roles/firewall/files/restore_main.py) reports what restore_all() yields.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,7 +19,6 @@ __metaclass__ = type
 import glob
 import json
 import os
-import sys
 import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program, _ruleset
@@ -73,17 +74,15 @@ def restore(record):
                                                     program["mode"], count)
 
 
-def main(program_dir=PROGRAM_DIR):
-    """Restores every recorded interface; one failing interface does not stop the others."""
-    failed = 0
+def restore_all(program_dir=PROGRAM_DIR):
+    """Restores every recorded interface; one failing interface does not stop the others.
+
+    Yields (True, report) or (False, report of the failure) per interface, as each is done.
+    """
     for record in program_records(program_dir):
         try:
-            print("xdpfleet-restore: %s" % restore(record))
+            report = restore(record)
         except Exception as error:  # noqa: BLE001 - report and go on with the next interface
-            failed += 1
-            print("xdpfleet-restore: %s: FAILED: %s" % (record.get("interface"), error), file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            yield False, "%s: FAILED: %s" % (record.get("interface"), error)
+        else:
+            yield True, report

@@ -1,13 +1,13 @@
-#!/usr/bin/env python3
 """Controller-side build of the firewall role, run once per play: the BPF object and the restore zipapp.
 
 Prints JSON {"object": path, "restore": path}, both in xdp_program's controller cache.
 - The object comes from xdp_program's own compile step (loaded from the collection by path), so
   the flags, include paths and content-hash cache are the action plugin's, not a copy.
-- The restore zipapp holds all of the collection's module_utils (so it follows their imports) plus a __main__ that calls _restore.main:
+- The restore zipapp holds all of the collection's module_utils (so it follows their imports) and, as its
+  __main__, restore_main.py beside this file:
   `python3 xdpfleet-restore.pyz` on a host runs the same code as the modules. It is written
   byte for byte the same for the same sources, so copying it again changes nothing.
-Usage: build.py COLLECTION_ROOT [SOURCE [CFLAG ...]] (no SOURCE: the user brings a prebuilt object)
+Usage: python3 build.py COLLECTION_ROOT [SOURCE [CFLAG ...]] (no SOURCE: the user brings a prebuilt object)
 """
 
 import glob
@@ -20,9 +20,7 @@ import sys
 import zipfile
 
 PACKAGE = "ansible_collections/xdpfleet/xdp/plugins/module_utils"
-MAIN = ("import sys\n"
-        "from ansible_collections.xdpfleet.xdp.plugins.module_utils._restore import main\n"
-        "sys.exit(main())\n")
+MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "restore_main.py")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -51,7 +49,8 @@ def compile_object(collection, source, cflags):
 
 def zipapp_bytes(collection):
     # __init__.py at every level: older zipimport has no namespace packages
-    members = [("__main__.py", MAIN.encode())]
+    with open(MAIN, "rb") as handle:
+        members = [("__main__.py", handle.read())]
     parts = PACKAGE.split("/")
     members += [("/".join(parts[:depth] + ["__init__.py"]), b"") for depth in range(1, len(parts) + 1)]
     for path in sorted(glob.glob(os.path.join(collection, "plugins", "module_utils", "_*.py"))):
