@@ -20,7 +20,7 @@ description:
     Reading consumes them (the next read returns newer events only); the module reports C(changed=false)
     because neither the program nor its rules or counters change.
 author:
-  - xdpfleet developers
+  - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
   - xdpfleet.xdp.attributes
 attributes:

@@ -18,11 +18,11 @@ description:
     so the facts are complete when the pin directory or C(/etc/xdpfleet) are gone. Rule names come from
     C(/etc/xdpfleet/<interface>.json) when that file describes the active rule set.
   - Counters are summed over every possible CPU (C(libbpf_num_possible_cpus)), not only the online ones.
-  - A host with nothing attached gives interfaces with RV(ansible_facts.xdp.interfaces.eth0.attached=false), not an error.
+  - A host with nothing attached gives RV(ansible_facts.xdp.interfaces) entries with C(attached=false), not an error.
   - Never changes anything. Can be listed in C(facts_modules) in C(ansible.cfg) (after C(ansible.builtin.setup))
     so that ordinary fact gathering includes it.
 author:
-  - xdpfleet developers
+  - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
   - xdpfleet.xdp.attributes
   - ansible.builtin.action_common_attributes.facts
