@@ -18,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf, _rules  # noqa: E402
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _state  # noqa: E402
 
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 FIREWALL_SOURCE = os.path.join(ROOT, "bpf", "xdp_firewall.bpf.c")
@@ -76,9 +77,9 @@ def firewall_rules(address_rules):
     return rules + [_rules.Rule("drop", None, None, None, (port, port)) for port in PORTS]
 
 
-def load_ruleset(bpf_object, rules):
+def load_ruleset(maps, rules):
     started = time.monotonic()
-    _rules.apply_ruleset(_rules.map_fds(bpf_object), _rules.compile_rules(rules, "pass"))
+    _rules.apply_ruleset(maps, _rules.compile_rules(rules, "pass"))
     return time.monotonic() - started
 
 
@@ -121,17 +122,37 @@ def table(names, columns, rows):
     return "\n".join(lines)
 
 
+# The bcc build is compiled by the system Python, which has bcc's bindings; the bench reads its pins.
+BCC_LOADER = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf
+with _bcc.BccObject(sys.argv[2], [], lambda name: None) as firewall:
+    firewall.load()
+    for item in firewall.programs + firewall.maps:
+        _libbpf.obj_pin(item.fd, os.path.join(sys.argv[3], item.name))
+"""
+
+
+def bcc_firewall(pin_dir):
+    """(program fd, {map name: fd}) of the firewall compiled and loaded by bcc, pinned in pin_dir."""
+    subprocess.run(["/usr/bin/python3", "-c", BCC_LOADER, os.path.join(ROOT, ".collections"), FIREWALL_SOURCE,
+                    pin_dir], check=True)
+    fds = dict((name, _libbpf.obj_get(os.path.join(pin_dir, name))) for name in os.listdir(pin_dir))
+    return fds.pop("xdpfleet_fw"), dict((name, fd) for name, fd in fds.items() if name.startswith("xf_"))
+
+
 def loaded_firewalls(stack, with_bcc):
     """{column: program fd} of the firewall with the benchmark's rules: clang's object, and bcc's build."""
-    objects = {"ours": _libbpf.BpfObject(FIREWALL)}
+    ours = stack.enter_context(_libbpf.BpfObject(FIREWALL))
+    ours.load()
+    load_ruleset(_rules.map_fds(ours), firewall_rules(ADDRESS_RULES))
+    fds = {"ours": ours.program("xdpfleet_fw").fd}
     if with_bcc:
-        objects["ours (bcc)"] = _bcc.BccObject(FIREWALL_SOURCE, [], lambda name: None)
-    fds = {}
-    for column, firewall in objects.items():
-        stack.enter_context(firewall)
-        firewall.load()
-        load_ruleset(firewall, firewall_rules(ADDRESS_RULES))
-        fds[column] = firewall.program("xdpfleet_fw").fd
+        _state.mount_bpffs()
+        pin_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="xfbench-bcc-", dir=_state.BPFFS_ROOT))
+        fds["ours (bcc)"], maps = bcc_firewall(pin_dir)
+        load_ruleset(maps, firewall_rules(ADDRESS_RULES))
     return fds
 
 
@@ -172,7 +193,7 @@ def scale(args):
             ours.load()
             rules = [_rules.Rule("drop", ipaddress.ip_network(source), None, None, None)
                      for source in blocked_sources(count)]
-            seconds = load_ruleset(ours, rules)
+            seconds = load_ruleset(_rules.map_fds(ours), rules)
             fd = ours.program("xdpfleet_fw").fd
             rows.append(("%d rules (%.2f s to load)" % (count, seconds),
                          [ns_per_packet(fd, frame, None, args.repeat, args.runs) for name, frame in packets]))
