@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / ".collections")]
@@ -56,7 +56,7 @@ def attach_wall_time(lab, directory, limit):
 def no_change_task_times(lab, directory, repeat):
     """Per-host seconds of the xdp_program task in repeated no-change runs, from the junit callback."""
     times = []
-    for _ in range(repeat):
+    for attempt in range(repeat):
         with tempfile.TemporaryDirectory() as junit:
             env = ansible_env(ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.junit", JUNIT_OUTPUT_DIR=junit)
             run(lab, directory, "attached", "pd-h1", env=env)

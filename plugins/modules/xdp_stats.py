@@ -26,7 +26,7 @@ description:
     C(xdpfleet_rule_hit_bytes_total) (counters of the O(top_rules) most hit rules, labels C(position),
     C(name), C(rule), C(action)).
 author:
-  - xdpfleet developers
+  - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
   - xdpfleet.xdp.attributes
   - ansible.builtin.action_common_attributes.facts
