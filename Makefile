@@ -67,9 +67,8 @@ demo: setup build
 test: setup build lab-down
 	$(PY) -m pytest -q
 	$(MAKE) lint
+	$(MAKE) sanity
 	$(MAKE) lab-down
-# `make sanity` (ansible-test sanity) is not yet part of `make test`: pylint still reports
-# disallowed names, unchecked subprocess calls and print() in the restore entry point.
 
 # The reliability soak for 5 minutes (make test runs it for 2).
 soak: setup build
