@@ -45,8 +45,10 @@ def measure(size, rules, directory):
     playbook(lab, "remove_xdp.yml", directory, {}, "-f", FORKS, timeout=3600)
     deploy = {"xdp_firewall_object": str(FIREWALL), "xdp_rules": rule_set(rules, 53)}
     return {"deploy_xdp.yml": timed(lab, "deploy_xdp.yml", directory, deploy),
-            "update_rules.yml": timed(lab, "update_rules.yml", directory,
-                                      {"xdp_serial": "100%", "xdp_rules": rule_set(rules + 1, 54)}),
+            "update_rules.yml serial 100%": timed(lab, "update_rules.yml", directory,
+                                                  {"xdp_serial": "100%", "xdp_rules": rule_set(rules + 1, 54)}),
+            "update_rules.yml serial 20%": timed(lab, "update_rules.yml", directory,
+                                                 {"xdp_serial": "20%", "xdp_rules": rule_set(rules + 2, 55)}),
             "gather_stats.yml": timed(lab, "gather_stats.yml", directory, {})}
 
 
