@@ -1,4 +1,4 @@
-"""Fleet scale: deploy_xdp.yml, update_rules.yml (one batch) and gather_stats.yml wall times with
+"""Fleet scale: deploy_xdp.yml, update_rules.yml (one batch, then batches of 20%) and gather_stats.yml wall times with
 forks 20 on a lab of 5, 10 and 20 hosts (prefix fs, 198.18.130.0/24), and the cost per host.
 
     .venv/bin/python bench/fleet_scale.py [--sizes 5 10 20] [--rules 50] [--keep]
