@@ -4,10 +4,15 @@
 import pytest
 
 from tests.helpers.hosts import run_module
-from tests.integration.test_xdp_facts import fleet, firewall_host, ping  # noqa: F401
+from tests.integration import test_xdp_facts as facts_suite
+from tests.integration.test_xdp_facts import ping
 
 DIRECTORY = "/var/lib/xdpfleet/test-xdp-stats"
 TEXTFILE = DIRECTORY + "/xdpfleet.prom"
+
+# pytest finds fixtures by module attribute: the facts suite's lab and firewall host, set up again here.
+fleet = facts_suite.fleet
+firewall_host = facts_suite.firewall_host
 
 
 def stats(host, check=False, **args):
@@ -27,12 +32,12 @@ def drop_sample(text):
 
 
 @pytest.fixture
-def no_textfile(fleet):  # noqa: F811
+def no_textfile(fleet):
     for host in fleet.hosts:
         host.run("rm -rf %s" % DIRECTORY)
 
 
-def test_host_with_nothing_attached_writes_once_then_is_unchanged(fleet, no_textfile):  # noqa: F811
+def test_host_with_nothing_attached_writes_once_then_is_unchanged(fleet, no_textfile):
     host = fleet.hosts[1]
     first = stats(host)
     assert first["changed"] is True and first["textfile"] == TEXTFILE
@@ -45,7 +50,7 @@ def test_host_with_nothing_attached_writes_once_then_is_unchanged(fleet, no_text
     assert stats(host)["changed"] is False
 
 
-def test_firewall_counters_reach_the_textfile_and_check_mode_writes_nothing(fleet, firewall_host, no_textfile):  # noqa: F811,E501
+def test_firewall_counters_reach_the_textfile_and_check_mode_writes_nothing(fleet, firewall_host, no_textfile):  # noqa: E501
     predicted = stats(firewall_host, check=True, _ansible_diff=True)
     assert predicted["changed"] is True and textfile(firewall_host) is None
     assert predicted["diff"]["before"] == "" and "xdpfleet_rules{" in predicted["diff"]["after"]
@@ -64,7 +69,7 @@ def test_firewall_counters_reach_the_textfile_and_check_mode_writes_nothing(flee
     assert stats(firewall_host)["changed"] is True and drop_sample(textfile(firewall_host)) == drops + 12
 
 
-def test_without_textfile_it_only_gathers(fleet, no_textfile):  # noqa: F811
+def test_without_textfile_it_only_gathers(fleet, no_textfile):
     result = run_module(fleet.hosts[1], "xdp_stats", {"interfaces": ["eth0"]})
     assert result["changed"] is False and result["textfile"] is None and "eth0" in result["stats"]["interfaces"]
     assert fleet.hosts[1].run("test -e %s" % DIRECTORY).rc != 0
@@ -76,7 +81,7 @@ def test_without_textfile_it_only_gathers(fleet, no_textfile):  # noqa: F811
     ({"top_rules": -1}, "top_rules must be 0 or more"),
     ({"interfaces": ["no-such-if0"]}, "no-such-if0"),
 ])
-def test_bad_input_fails_naming_the_field(fleet, no_textfile, args, message):  # noqa: F811
+def test_bad_input_fails_naming_the_field(fleet, no_textfile, args, message):
     result = run_module(fleet.hosts[1], "xdp_stats", dict(dict(interfaces=["eth0"], textfile=TEXTFILE), **args))
     assert result.get("failed") and message in result["msg"], result
     assert fleet.hosts[1].run("test -e %s" % DIRECTORY).rc != 0
