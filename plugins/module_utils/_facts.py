@@ -12,6 +12,7 @@ __metaclass__ = type
 import contextlib
 import errno
 import heapq
+import itertools
 import operator
 import os
 from array import array
@@ -122,28 +123,47 @@ def action_stats(fd, per_cpu):
     return stats
 
 
-def hit_counters(fd, slot_count):
-    """[(packets, bytes)] of xf_hits slots 0..slot_count-1, summed over every possible CPU."""
-    cpus = libbpf.num_possible_cpus()
-    words = array("Q", libbpf.array_values(fd, 16 * cpus, slot_count))
-    stride = 2 * cpus
-    packets, bytes_ = words[0::stride], words[1::stride]
-    for cpu in range(1, cpus):
-        packets = list(map(operator.add, packets, words[2 * cpu::stride]))
-        bytes_ = list(map(operator.add, bytes_, words[2 * cpu + 1::stride]))
-    return list(zip(packets, bytes_))
+class HitCounters:
+    """xf_hits slots 0..count-1, read in one batch, summed over every possible CPU."""
+
+    def __init__(self, fd, count):
+        self.cpus = libbpf.num_possible_cpus()
+        self.words = array("Q", libbpf.array_values(fd, 16 * self.cpus, count)) if count else array("Q")
+
+    def packets(self):
+        """Packets of every slot; bytes are summed only for the slots reported (see slot)."""
+        stride = 2 * self.cpus
+        total = self.words[0::stride]
+        for cpu in range(1, self.cpus):
+            total = list(map(operator.add, total, self.words[2 * cpu::stride]))
+        return total
+
+    def slot(self, slot):
+        """(packets, bytes) of one slot."""
+        record = self.words[2 * self.cpus * slot:2 * self.cpus * (slot + 1)]
+        return sum(record[0::2]), sum(record[1::2])
+
+
+def most_hit(packets_at, top):
+    """Positions of the `top` largest counts, equal counts in position order (as a stable sort gives).
+
+    Ranks only the positions with hits, as most rules of a large set have none."""
+    positions = range(len(packets_at))
+    ranked = heapq.nlargest(top, itertools.compress(positions, packets_at), key=packets_at.__getitem__)
+    if len(ranked) < top:
+        unhit = itertools.compress(positions, map(operator.not_, packets_at))
+        ranked += itertools.islice(unhit, top - len(ranked))
+    return ranked
 
 
 def top_rules(kernel, names, top):
     """The `top` rules with the most hits: position, name, match text, action, packets, bytes."""
     counters = kernel.counters()
-    hits = hit_counters(kernel.maps["xf_hits"], max(counters) + 1) if counters else []
-    packets_at = [hits[counter][0] for counter in counters]
-    ranked = heapq.nlargest(top, range(len(counters)), key=packets_at.__getitem__)
+    hits = HitCounters(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
     result = []
-    for position in ranked:
+    for position in most_hit(list(map(hits.packets().__getitem__, counters)), top):
         rule, counter = kernel.rule_at(position)
-        packets, bytes_ = hits[counter]
+        packets, bytes_ = hits.slot(counter)
         result.append({"position": position + 1, "name": names.get(position), "rule": _ruleset.rule_line(rule.to_dict()),
                        "action": rule.action, "counter": counter, "packets": packets, "bytes": bytes_})
     return result
