@@ -86,7 +86,7 @@ def children_cpu():
 def module_median(host, name, args, runs, rules):
     """(wall, CPU) seconds of one module process, medians."""
     seconds, cpu = [], []
-    for _ in range(runs):
+    for attempt in range(runs):
         started, cpu_started = time.perf_counter(), children_cpu()
         result = succeeded(run_module(host, name, args))
         seconds.append(time.perf_counter() - started)
