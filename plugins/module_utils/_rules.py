@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
+import hashlib
 import ipaddress
 import os
 import socket
@@ -319,12 +320,13 @@ def _prefix_holds(length, raw, address, width):
 
 # --- counter slots ----------------------------------------------------------------------
 
-def assign_counters(rules, previous_rules=(), previous_counters=()):
+def assign_counters(rules, previous_rules=(), previous_counters=(), live=()):
     """Hit-counter slots for `rules`: a rule kept from the previous set keeps its slot.
 
     Returns (counters, fresh): fresh lists the slots given to new rules, chosen
-    outside the previous slots while any are left, so they can be zeroed before
-    the switch without touching a live counter.
+    outside the previous slots and the `live` ones (slots that other rules keep)
+    while any are left, so they can be zeroed before the switch without touching
+    a live counter.
     """
     if len(rules) > MAX_RULES:
         raise CompileError("%d rules exceed the program's capacity of %d" % (len(rules), MAX_RULES))
@@ -336,7 +338,7 @@ def assign_counters(rules, previous_rules=(), previous_counters=()):
         for rule, counter in zip(previous_rules, previous_counters):
             kept[rule].append(counter)
         counters = [kept[rule].popleft() if kept.get(rule) else None for rule in rules]
-    taken = set(previous_counters) | set(counter for counter in counters if counter is not None)
+    taken = set(previous_counters) | set(live) | set(counter for counter in counters if counter is not None)
     spare = (slot for slot in range(MAX_RULES) if slot not in taken)
     reusable = deque(sorted(set(previous_counters) - set(counters)))
     fresh = []
@@ -385,6 +387,30 @@ def compile_packed(packed, default_action, counters=None):
     meta = META_FORMAT.pack(action, len(packed), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
     return Compiled(action, _with_counters(packed, counters), _compile_general(fields, general), prefixes, meta,
                     counters)
+
+
+def patch_compiled(meta, packed, default_action, counters):
+    """The Compiled of packed rules whose matches are those of the rule set with this meta, which the
+    inactive slot's index maps already hold (see inactive_has_matches): rules and meta only."""
+    action = XDP_ACTIONS[default_action]
+    meta = META_FORMAT.pack(action, *META_FORMAT.unpack(meta)[1:])
+    return Compiled(action, _with_counters(packed, counters), None, None, meta, counters)
+
+
+def match_digest(raw):
+    """Digest of concatenated packed rules without their actions and counters: the index maps
+    (gen, prefixes) of two rule sets are the same when this and their counts are."""
+    masked = bytearray(raw)
+    count = len(masked) // RULE_FORMAT.size
+    for offset in (0,) + tuple(range(COUNTER_OFFSET, COUNTER_OFFSET + 4)):
+        masked[offset::RULE_FORMAT.size] = bytes(count)
+    return hashlib.sha256(masked).digest()
+
+
+def same_matches(packed, other):
+    """True when two packed rules differ at most in action and counter."""
+    return packed[1:COUNTER_OFFSET] == other[1:COUNTER_OFFSET] and \
+        packed[COUNTER_OFFSET + 4:] == other[COUNTER_OFFSET + 4:]
 
 
 def _with_counters(packed, counters):
@@ -581,29 +607,70 @@ def set_sample_rate(maps, rate):
 
 
 def apply_ruleset(maps, compiled, fresh_counters=()):
-    """Writes `compiled` into the inactive slot (only what differs), then switches to it.
+    """Writes `compiled` into the inactive slot (only what differs), switches to it, then writes it
+    into the slot it left as well.
 
     Packets see either the old rule set or the new one, never a mix: the program
-    reads the active slot once per packet, and the switch changes one word.
-    Returns {map name: number of elements written or deleted}.
+    reads the active slot once per packet, and the switch changes one word. The slot
+    left is rewritten only once no packet can still use it; with both slots alike, the
+    next change that keeps every rule's match writes only the rules that change
+    (compiled without index maps, see patch_compiled).
+    Returns {map name: number of elements written or deleted} by the switch.
     """
     active, rate, metas = read_config(maps)
     target = 1 - active
     wait_for_packets_in_flight()
-    changes = {}
-    rules_map = "xf_rules_%d" % target
-    positions = [U32.pack(position) for position in range(len(compiled.rules))]
-    _libbpf.map_update_batch(maps[rules_map], positions, compiled.rules)
-    changes[rules_map] = len(positions)
-    changes["xf_gen_%d" % target] = _write_general(maps["xf_gen_%d" % target], compiled.gen)
-    for name in PREFIX_MAPS:
-        full_name = "xf_%s_%d" % (name, target)
-        changes[full_name] = _sync_map(maps[full_name], compiled.prefixes[name])
+    changes = _write_slot(maps, target, compiled)
     reset_hits(maps, fresh_counters)
     metas[target] = compiled.meta
     _write_config(maps, active, rate, metas)
     _write_config(maps, target, rate, metas)
+    wait_for_packets_in_flight()
+    _write_slot(maps, active, compiled)
+    metas[active] = compiled.meta
+    _write_config(maps, target, rate, metas)
     return changes
+
+
+def inactive_has_matches(maps, raw, meta):
+    """True when the inactive slot's index maps are those of the rule set with these concatenated
+    packed rules and meta: its counts are the same and its rules have the same matches.
+
+    _write_slot writes a slot's rules last, so rules that show a rule set's matches come with its
+    index maps even when a run stopped part-way.
+    """
+    active, _rate, metas = read_config(maps)
+    target = 1 - active
+    if metas[target][4:] != meta[4:]:  # all but the default action
+        return False
+    count = META_FORMAT.unpack_from(meta)[1]
+    inactive = _libbpf.array_values(maps["xf_rules_%d" % target], RULE_FORMAT.size, count)
+    return match_digest(inactive) == match_digest(raw)
+
+
+def _write_slot(maps, slot, compiled):
+    """Makes one slot's maps hold compiled (its index maps only when it has them), writing only what
+    differs, the rules last; returns {map name: elements written or deleted}."""
+    changes = {}
+    if compiled.prefixes is not None:
+        for name in PREFIX_MAPS:
+            full_name = "xf_%s_%d" % (name, slot)
+            changes[full_name] = _sync_map(maps[full_name], compiled.prefixes[name])
+        changes["xf_gen_%d" % slot] = _write_general(maps["xf_gen_%d" % slot], compiled.gen)
+    rules_map = "xf_rules_%d" % slot
+    changes[rules_map] = _write_rules(maps[rules_map], compiled.rules)
+    return changes
+
+
+def _write_rules(fd, rules):
+    current = _libbpf.array_values(fd, RULE_FORMAT.size, len(rules))
+    size = RULE_FORMAT.size
+    if current == b"".join(rules):
+        return 0
+    changed = [position for position, rule in enumerate(rules)
+               if current[position * size:(position + 1) * size] != rule]
+    _libbpf.map_update_batch(fd, [U32.pack(position) for position in changed], [rules[position] for position in changed])
+    return len(changed)
 
 
 MEMBARRIER_CMD_GLOBAL = 1
@@ -623,19 +690,11 @@ def wait_for_packets_in_flight():
 
 
 def _write_general(fd, table):
-    """The dense port/protocol index is rewritten whole: one batch is cheaper than reading it back."""
-    packed = dict((first, U32.pack(first)) for first in set(table))
-    _libbpf.map_update_batch(fd, _general_keys(), [packed[first] for first in table])
-    return len(table)
-
-
-_GENERAL_KEYS = []
-
-
-def _general_keys():
-    if not _GENERAL_KEYS:
-        _GENERAL_KEYS.extend(U32.pack(index) for index in range(GEN_ENTRIES))
-    return _GENERAL_KEYS
+    """Writes the entries of the dense port/protocol index that differ."""
+    current = memoryview(_libbpf.array_values(fd, U32.size, GEN_ENTRIES)).cast("I").tolist()
+    changed = [index for index, (now, first) in enumerate(zip(current, table)) if now != first]
+    _libbpf.map_update_batch(fd, [U32.pack(index) for index in changed], [U32.pack(table[index]) for index in changed])
+    return len(changed)
 
 
 def _sync_map(fd, desired):

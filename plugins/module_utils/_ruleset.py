@@ -340,6 +340,7 @@ def _write_atomically(target, document):
 # fixed point of _rules.parse_rule, which lets items already in canonical form skip re-parsing.
 
 ITEM_KEYS = frozenset(RULE_FIELDS)
+MOST_KEPT_RATIO = 8  # with fewer than 1 in 8 items off their current rule, the current values are not worth knowing
 
 
 def entry_values(entry):
@@ -376,28 +377,34 @@ class Entries:
         self.packed_of = {}
         self.pending = []
         self.remembered = []  # the entries last remembered, by position
+        self._remembered_packed = self._remembered_values = None
 
     def remember(self, entries, packed):
-        """entries are canonical; packed() gives their packed rules, only called when one is needed.
-        Returns the entries' values."""
-        values = list(map(entry_values, entries))
-        self.known.update(values)
-        self.pending.append((values, packed))
-        self.remembered = entries
-        return values
+        """entries are canonical; packed() gives their packed rules, only called when one is needed."""
+        self.remembered, self._remembered_packed, self._remembered_values = entries, packed, None
+
+    def remembered_values(self):
+        """The values of the remembered entries, which are known from then on."""
+        if self._remembered_values is None:
+            self._remembered_values = list(map(entry_values, self.remembered))
+            self.known.update(self._remembered_values)
+            self.pending.append((self._remembered_values, self._remembered_packed))
+        return self._remembered_values
 
     def from_items(self, items, default_action=None):
         """Validated entries of items; default_action fills a missing action (state deleted)."""
         if not isinstance(items, list):
             raise _rules.RuleError(["config: must be a list of rules"])
-        entries, errors = [], []
         remembered = self.remembered
-        for index, item in enumerate(items):
-            if index < len(remembered) and _is_entry(item, remembered[index]):
-                entries.append(item)
-                continue
+        entries = [item if index < len(remembered) and _is_entry(item, remembered[index]) else None
+                   for index, item in enumerate(items)]
+        misplaced = [index for index, entry in enumerate(entries) if entry is None]
+        if len(misplaced) > len(remembered) // MOST_KEPT_RATIO:
+            self.remembered_values()  # knowing them is cheaper than checking every misplaced item
+        errors = []
+        for index in misplaced:
             try:
-                entries.append(self._from_item(item, index, default_action))
+                entries[index] = self._from_item(items[index], index, default_action)
             except _rules.RuleError as error:
                 errors.extend(error.errors)
         if errors:
@@ -433,13 +440,16 @@ class Entries:
             entry["name"] = name
         return entry
 
-    def packed(self, entries, values):
-        """The packed xf_rule of each entry (their counter fields are not meaningful); values are theirs."""
+    def packed(self, entries, values, positions=None):
+        """The packed xf_rule of each entry (their counter fields are not meaningful); values are theirs,
+        positions theirs in the rule set when they are not all of it."""
         packed_of = self.packed_of
         if not packed_of.keys() >= set(values):
+            self.remembered_values()
             self._resolve_pending()
-        return [packed_of[value] if value in packed_of else self._parse(entry, index)
-                for index, (entry, value) in enumerate(zip(entries, values))]
+        positions = range(len(entries)) if positions is None else positions
+        return [packed_of[value] if value in packed_of else self._parse(entry, position)
+                for position, entry, value in zip(positions, entries, values)]
 
     def _parse(self, entry, index):
         rule = _rules.parse_rule(dict((k, v) for k, v in entry.items() if k != "name"), "rule %d" % (index + 1))
@@ -577,8 +587,10 @@ class Outcome:
         self.ruleset_changed = before != after or \
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
-        # when the rule set changes: the packed rules of after, (values of before, values of after)
-        self.packed = self.values = None
+        # when the rule set changes: the packed rules of after, and either (values of before, values of after)
+        # or, when after differs from before only at some positions, in_place: (those positions, values of before
+        # there, values of after there)
+        self.packed = self.values = self.in_place = None
 
     def result(self, interface, state, diff, return_rules=False):
         """The module result; before/after are left out when either has more than FULL_LISTS_UP_TO rules, unless
@@ -598,13 +610,14 @@ class Outcome:
 
 
 def _have(kernel, stored, entries):
-    """(Current entries, their values): the stored desired state when the kernel holds exactly what it
-    recorded, else the kernel's rules (their names are not in the kernel)."""
+    """The current entries, position by position those of the kernel: the stored desired state when the
+    kernel holds exactly what it recorded, else the kernel's rules (their names are not in the kernel)."""
     if stored and stored.get("digest") == kernel.digest:
         have = stored["rules"]
     else:
         have = kernel.entries()
-    return have, entries.remember(have, lambda: kernel.packed)
+    entries.remember(have, lambda: kernel.packed)
+    return have
 
 
 def _settings(request, kernel):
@@ -632,14 +645,29 @@ def plan(request, kernel, stored):
     if settings_after["default_action"] == kernel.default_action and _same_as_stored(request, kernel, stored):
         return Outcome(stored["rules"], stored["rules"], settings_before, settings_after, diff)
     entries = Entries()
-    have, have_values = _have(kernel, stored, entries)
+    have = _have(kernel, stored, entries)
     want = entries.from_items(request.get("config") or [], "drop" if state == "deleted" else None)
     after = desired_rules(state, have, want)
     outcome = Outcome(have, after, settings_before, settings_after, diff)
     if outcome.ruleset_changed:
-        outcome.values = have_values, list(map(entry_values, after))
-        outcome.packed = entries.packed(after, outcome.values[1])
+        _pack(outcome, kernel, entries)
     return outcome
+
+
+def _pack(outcome, kernel, entries):
+    """Sets outcome's packed rules and values; when only some positions change, only theirs are packed."""
+    before, after = outcome.before, outcome.after
+    if len(before) != len(after):
+        outcome.values = entries.remembered_values(), list(map(entry_values, after))
+        outcome.packed = entries.packed(after, outcome.values[1])
+        return
+    positions = [position for position, (old, new) in enumerate(zip(before, after)) if old != new]
+    changed = [after[position] for position in positions]
+    outcome.in_place = (positions, [entry_values(before[position]) for position in positions],
+                        list(map(entry_values, changed)))
+    outcome.packed = list(kernel.packed)
+    for position, packed in zip(positions, entries.packed(changed, outcome.in_place[2], positions)):
+        outcome.packed[position] = packed
 
 
 def check_lockout(outcome, environ, allow_lockout):
@@ -672,13 +700,41 @@ def apply(maps, kernel, outcome):
 
 
 def switch_ruleset(maps, kernel, outcome):
-    """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters."""
-    # rules are told apart by their canonical values: hashing those is cheaper than hashing Rule objects
-    before_values, after_values = outcome.values
-    counters, fresh = _rules.assign_counters(after_values, before_values, kernel.counters())
-    compiled = _rules.compile_packed(outcome.packed, outcome.settings_after["default_action"], counters)
+    """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters.
+
+    When every rule keeps its match (only actions change) and the inactive slot holds the index maps of the
+    current rules, only the rules are written: the work is that of the change, not of the rule set.
+    """
+    counters, fresh = _counters(kernel, outcome)
+    default_action = outcome.settings_after["default_action"]
+    if _keeps_matches(kernel, outcome) and _rules.inactive_has_matches(maps, kernel.raw, kernel.meta):
+        compiled = _rules.patch_compiled(kernel.meta, outcome.packed, default_action, counters)
+    else:
+        compiled = _rules.compile_packed(outcome.packed, default_action, counters)
     _rules.apply_ruleset(maps, compiled, fresh)
     return ruleset_digest(compiled.meta, compiled.rules)
+
+
+def _counters(kernel, outcome):
+    """(counter slot of each rule, slots of new rules): rules are told apart by their canonical values
+    (hashing those is cheaper than hashing Rule objects); only changed positions are looked at when
+    that is all that changed."""
+    if outcome.in_place is None:
+        before_values, after_values = outcome.values
+        return _rules.assign_counters(after_values, before_values, kernel.counters())
+    positions, before_values, after_values = outcome.in_place
+    counters = kernel.counters()
+    changed, fresh = _rules.assign_counters(after_values, before_values, [counters[p] for p in positions], counters)
+    for position, counter in zip(positions, changed):
+        counters[position] = counter
+    return counters, fresh
+
+
+def _keeps_matches(kernel, outcome):
+    if outcome.in_place is None:
+        return False
+    packed, current = outcome.packed, kernel.packed
+    return all(_rules.same_matches(packed[position], current[position]) for position in outcome.in_place[0])
 
 
 def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):

@@ -350,3 +350,67 @@ def test_an_item_equal_to_the_current_rule_at_its_position_is_taken_as_it_is_but
     assert entries.from_items([BAD, dict(port_one)]) == [BAD, port_one]
     with pytest.raises(_rules.RuleError, match=r"config\[1\].port"):
         entries.from_items([BAD, dict(port_one, port=True)])
+
+
+def slot_contents(maps, slot):
+    """What one slot's maps hold: its meta, active rules, port/protocol index and prefix maps."""
+    meta = _rules.read_config(maps)[2][slot]
+    count = _rules.META_FORMAT.unpack_from(meta)[1]
+    prefixes = {}
+    for name in _rules.PREFIX_MAPS:
+        fd = maps["xf_%s_%d" % (name, slot)]
+        info = _libbpf.map_info(fd)
+        prefixes[name] = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], 64))
+    return (meta, _libbpf.array_values(maps["xf_rules_%d" % slot], _rules.RULE_FORMAT.size, count),
+            _libbpf.array_values(maps["xf_gen_%d" % slot], 4, _rules.GEN_ENTRIES), prefixes)
+
+
+def compiled_contents(rules, default_action, counters):
+    compiled = _rules.compile_rules(_rules.parse_rules(rules), default_action, counters)
+    return (compiled.meta, b"".join(compiled.rules), b"".join(_rules.U32.pack(first) for first in compiled.gen),
+            compiled.prefixes)
+
+
+def assert_both_slots_hold(maps, rules, default_action):
+    counters = _ruleset.KernelRuleset(maps).counters()
+    expected = compiled_contents([dict((k, v) for k, v in item.items() if k != "name") for item in rules],
+                                 default_action, counters)
+    assert slot_contents(maps, 0) == expected
+    assert slot_contents(maps, 1) == expected
+
+
+NEAR = rule("drop", source="198.19.1.0/24")
+
+
+def test_an_action_change_writes_only_the_changed_rules_and_both_slots_end_alike(host, monkeypatch):
+    host(state="overridden", config=[SSH, BAD, WEB, NEAR])
+    assert_both_slots_hold(host.maps, [SSH, BAD, WEB, NEAR], "pass")
+    monkeypatch.setattr(_rules, "compile_packed", lambda *args: pytest.fail("compiled in full"))
+    changed = [SSH, dict(BAD, action="pass"), WEB, dict(NEAR, action="pass")]
+    assert host(state="overridden", config=changed, default_action="drop")["summary"]["changed"] == 2
+    monkeypatch.undo()
+    assert_both_slots_hold(host.maps, changed, "drop")
+
+
+def test_a_match_change_in_place_or_an_inactive_slot_changed_behind_our_back_is_compiled_in_full(host, monkeypatch):
+    compile_packed, compiled = _rules.compile_packed, []
+    monkeypatch.setattr(_rules, "compile_packed", lambda *args: compiled.append(1) or compile_packed(*args))
+    host(state="overridden", config=[SSH, BAD, WEB])
+    moved = [SSH, dict(BAD, source="198.19.0.0/17"), WEB]
+    host(state="overridden", config=moved)
+    assert len(compiled) == 2
+    assert_both_slots_hold(host.maps, moved, "pass")
+    del compiled[:]
+    inactive = 1 - _rules.read_config(host.maps)[0]
+    stray = _rules.pack_rule(_rules.parse_rule(rule("drop", source="198.18.9.0/24")))
+    _libbpf.map_update(host.maps["xf_rules_%d" % inactive], _rules.U32.pack(1), stray)
+    flipped = [SSH, dict(moved[1], action="pass"), WEB]
+    host(state="overridden", config=flipped)
+    assert len(compiled) == 1
+    assert_both_slots_hold(host.maps, flipped, "pass")
+
+
+def test_fresh_counters_avoid_the_slots_other_rules_keep():
+    first, second = _rules.parse_rules([{"action": "drop", "port": 1}, {"action": "pass", "port": 1}])
+    counters, fresh = _rules.assign_counters([second], [first], [5], live=[0, 1, 2, 5])
+    assert counters == [3] and fresh == [3]
