@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import operator
 import os
 import tempfile
 
@@ -286,18 +287,25 @@ def read_state(interface, state_dir=STATE_DIR):
         raise RulesetError("%s is not valid JSON: %s" % (state_path(interface, state_dir), error))
 
 
-def write_state(interface, document, state_dir=STATE_DIR):
-    """Writes the desired state so that a reader sees the old file or the new one, never a part.
+def write_state(interface, document, state_dir=STATE_DIR, rules_json=None):
+    """Writes the desired state so that a reader sees the old file or the new one, never a part;
+    rules_json is entries_json(document["rules"]) when that is known.
 
     Beside it goes a small index of the named rules by position, so that facts can name the
     rules they report without parsing a desired state of 100,000 rules.
     """
     if not os.path.isdir(state_dir):
         os.makedirs(state_dir, 0o755)
-    names = dict((str(position), entry["name"]) for position, entry in enumerate(document["rules"])
-                 if entry.get("name"))
-    _write_atomically(names_path(interface, state_dir), dict(digest=document["digest"], names=names))
-    _write_atomically(state_path(interface, state_dir), dict(document, version=STATE_FILE_VERSION))
+    names = {str(position): entry["name"] for position, entry in enumerate(document["rules"]) if entry.get("name")}
+    _write_atomically(names_path(interface, state_dir), _compact(dict(digest=document["digest"], names=names)))
+    others = _compact(dict((key, value) for key, value in document.items() if key != "rules"),
+                      version=STATE_FILE_VERSION)
+    rules_json = entries_json(document["rules"]) if rules_json is None else rules_json
+    _write_atomically(state_path(interface, state_dir), '{"rules":%s,%s' % (rules_json, others[1:]))
+
+
+def _compact(document, **more):
+    return json.dumps(dict(document, **more), separators=(",", ":"))
 
 
 def names_path(interface, state_dir=STATE_DIR):
@@ -315,12 +323,12 @@ def read_names(interface, digest, state_dir=STATE_DIR):
         if index.get("digest") == digest else {}
 
 
-def _write_atomically(target, document):
+def _write_atomically(target, text):
     state_dir = os.path.dirname(target)
     descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(target), dir=state_dir)
     try:
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(json.dumps(document, separators=(",", ":")))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)
@@ -396,8 +404,8 @@ class Entries:
         if not isinstance(items, list):
             raise _rules.RuleError(["config: must be a list of rules"])
         remembered = self.remembered
-        entries = [item if index < len(remembered) and _is_entry(item, remembered[index]) else None
-                   for index, item in enumerate(items)]
+        entries = [item if _is_entry(item, entry) else None for item, entry in zip(items, remembered)]
+        entries += [None] * (len(items) - len(entries))
         misplaced = [index for index, entry in enumerate(entries) if entry is None]
         if len(misplaced) > len(remembered) // MOST_KEPT_RATIO:
             self.remembered_values()  # knowing them is cheaper than checking every misplaced item
@@ -540,13 +548,21 @@ class KernelRuleset:
 RULE_COUNTER_WORD = 3  # xf_rule.counter is the fourth 32-bit word
 
 
-def entries_digest(entries):
-    """Digest of a list of rule entries as JSON (so 1 and true, or 22 and "22", differ); None if not JSON."""
+def entries_json(entries):
+    """A list of rule entries as canonical JSON text (so 1 and true, or 22 and "22", differ); None if not JSON."""
     try:
-        text = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+        return json.dumps(entries, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):
         return None
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def entries_digest(entries):
+    """Digest of entries_json(entries); None if not JSON."""
+    return json_digest(entries_json(entries))
+
+
+def json_digest(text):
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def ruleset_digest(meta, packed_rules):
@@ -591,6 +607,7 @@ class Outcome:
         # or, when after differs from before only at some positions, in_place: (those positions, values of before
         # there, values of after there)
         self.packed = self.values = self.in_place = None
+        self.after_json = None  # entries_json(after), when known
 
     def result(self, interface, state, diff, return_rules=False):
         """The module result; before/after are left out when either has more than FULL_LISTS_UP_TO rules, unless
@@ -628,12 +645,12 @@ def _settings(request, kernel):
             "sampling": kernel.sampling if request.get("sampling") is None else request["sampling"]}
 
 
-def _same_as_stored(request, kernel, stored):
+def _same_as_stored(request, kernel, stored, config_json):
     """True when config is exactly the stored canonical rules the kernel holds, so that the state keeps them as
     they are: decided by digests, before any per-rule work."""
     return bool(request["state"] in UNCHANGED_BY_SAME_CONFIG and stored and stored.get("digest") == kernel.digest
                 and stored.get("rules_digest") is not None
-                and stored["rules_digest"] == entries_digest(request.get("config") or []))
+                and stored["rules_digest"] == json_digest(config_json))
 
 
 def plan(request, kernel, stored):
@@ -642,15 +659,20 @@ def plan(request, kernel, stored):
     settings_before = {"default_action": kernel.default_action, "sampling": kernel.sampling}
     settings_after = settings_before if state == "gathered" else _settings(request, kernel)
     diff = bool(request.get("diff"))
-    if settings_after["default_action"] == kernel.default_action and _same_as_stored(request, kernel, stored):
+    config = request.get("config") or []
+    config_json = entries_json(config) if state in UNCHANGED_BY_SAME_CONFIG else None
+    if settings_after["default_action"] == kernel.default_action and \
+            _same_as_stored(request, kernel, stored, config_json):
         return Outcome(stored["rules"], stored["rules"], settings_before, settings_after, diff)
     entries = Entries()
     have = _have(kernel, stored, entries)
-    want = entries.from_items(request.get("config") or [], "drop" if state == "deleted" else None)
+    want = entries.from_items(config, "drop" if state == "deleted" else None)
     after = desired_rules(state, have, want)
     outcome = Outcome(have, after, settings_before, settings_after, diff)
     if outcome.ruleset_changed:
         _pack(outcome, kernel, entries)
+    if len(after) == len(config) and all(map(operator.is_, after, config)):
+        outcome.after_json = config_json  # the items are the entries: their JSON is known
     return outcome
 
 
@@ -748,7 +770,8 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
         check_lockout(outcome, os.environ if environ is None else environ, request.get("allow_lockout"))
         if outcome.changed and not check_mode:
             digest = apply(maps, kernel, outcome)
+            rules_json = outcome.after_json or entries_json(outcome.after)
             write_state(interface, dict(interface=interface, rules=outcome.after, digest=digest,
-                                        rules_digest=entries_digest(outcome.after), **outcome.settings_after),
-                        state_dir)
+                                        rules_digest=json_digest(rules_json), **outcome.settings_after),
+                        state_dir, rules_json)
     return outcome.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
