@@ -26,7 +26,19 @@ MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer
                 "systemd-update-utmp-runlevel.service", "logrotate.timer", "man-db.timer", "dpkg-db-backup.timer",
                 "getty-static.service", "systemd-binfmt.service", "dev-hugepages.mount", "dev-mqueue.mount",
                 "sys-kernel-debug.mount", "sys-fs-fuse-connections.mount", "sys-kernel-config.mount",
-                "systemd-journal-flush.service", "systemd-random-seed.service", "getty.target")
+                "systemd-journal-flush.service", "systemd-random-seed.service", "getty.target",
+                "modprobe@dm_mod.service", "modprobe@efi_pstore.service", "modprobe@loop.service",
+                "modprobe@configfs.service", "modprobe@fuse.service", "modprobe@drm.service",
+                "kmod-static-nodes.service", "sys-kernel-tracing.mount", "systemd-remount-fs.service",
+                "systemd-pstore.service", "systemd-firstboot.service", "systemd-machine-id-commit.service",
+                "systemd-pcrphase.service", "systemd-pcrphase-sysinit.service", "systemd-repart.service",
+                "systemd-sysusers.service", "proc-sys-fs-binfmt_misc.automount",
+                "systemd-ask-password-console.path", "systemd-ask-password-wall.path")
+# Generators run at every boot and every daemon-reload; a guest needs only the fstab one (bpffs).
+MASKED_GENERATORS = ("systemd-cryptsetup-generator", "systemd-debug-generator", "systemd-getty-generator",
+                     "systemd-gpt-auto-generator", "systemd-hibernate-resume-generator",
+                     "systemd-integritysetup-generator", "systemd-rc-local-generator", "systemd-run-generator",
+                     "systemd-system-update-generator", "systemd-sysv-generator", "systemd-veritysetup-generator")
 # Guest files: path in the image -> (file under tests/vm/guest, mode).
 INSTALLED_FILES = {
     "usr/local/sbin/xdpfleet-vm-net": ("xdpfleet-vm-net", 0o755),
@@ -35,6 +47,11 @@ INSTALLED_FILES = {
     "etc/initramfs-tools/conf.d/xdpfleet-vm.conf": ("initramfs.conf", 0o644),
     "etc/initramfs-tools/modules": ("initramfs.modules", 0o644),
     "etc/fstab": ("fstab", 0o644),
+    "etc/systemd/system/ssh.service.d/xdpfleet-vm.conf": ("ssh.service.conf", 0o644),
+    "etc/systemd/system/systemd-udev-trigger.service.d/xdpfleet-vm.conf": ("udev-trigger.conf", 0o644),
+    "etc/systemd/journald.conf.d/xdpfleet-vm.conf": ("journald.conf", 0o644),
+    "usr/local/lib/python3.11/dist-packages/xdpfleet_zipimport_cache.py": ("zipimport_cache.py", 0o644),
+    "usr/local/lib/python3.11/dist-packages/xdpfleet-zipimport-cache.pth": ("zipimport_cache.pth", 0o644),
 }
 SERVICES = ("xdpfleet-vm-net.service", "ssh.service")
 
@@ -83,7 +100,7 @@ def ssh_key() -> Path:
 def _inputs() -> dict:
     guest_files = {name: (GUEST_FILES / source).read_text() for name, (source, mode) in INSTALLED_FILES.items()}
     return {"suite": SUITE, "mirror": MIRROR, "packages": PACKAGES, "size": IMAGE_SIZE,
-            "masked": MASKED_UNITS, "services": SERVICES, "files": guest_files,
+            "masked": MASKED_UNITS, "generators": MASKED_GENERATORS, "services": SERVICES, "files": guest_files,
             "key": ssh_key().with_suffix(".pub").read_text(),
             "build": BUILD_VERSION}
 
@@ -132,6 +149,10 @@ def _configure_systemd(root: Path) -> None:
     for unit in MASKED_UNITS:
         (units / unit).unlink(missing_ok=True)
         (units / unit).symlink_to("/dev/null")
+    generators = root / "etc/systemd/system-generators"
+    generators.mkdir(parents=True, exist_ok=True)
+    for generator in MASKED_GENERATORS:
+        (generators / generator).symlink_to("/dev/null")
     _run(["chroot", str(root), "systemctl", "enable", "--quiet", *SERVICES])
     # The hostname comes from the kernel command line (systemd.hostname=), one per guest.
     (root / "etc/hostname").unlink(missing_ok=True)
@@ -145,7 +166,8 @@ def _export_boot_files(root: Path, image: Image) -> None:
 
 
 def _make_filesystem(root: Path, image: Image) -> None:
-    _run(["mkfs.ext4", "-q", "-L", "xdpfleet-vm", "-d", str(root), str(image.rootfs), IMAGE_SIZE])
+    _run(["mkfs.ext4", "-q", "-L", "xdpfleet-vm", "-d", str(root), str(image.rootfs), IMAGE_SIZE],
+         stdout=subprocess.DEVNULL)
 
 
 def _build(image: Image) -> dict:
