@@ -42,10 +42,11 @@ def errors():
 
 def rule_key(rule):
     """A rule's identity across runs: its name when it has one, else its match fields."""
-    name = rule.get("name")
+    get = rule.get
+    name = get("name")
     if name:
         return ("name", name)
-    return ("match",) + tuple(map(rule.get, MATCH_FIELDS))
+    return ("match", get("source"), get("destination"), get("protocol"), get("port"))  # MATCH_FIELDS
 
 
 def describe_key(key):
