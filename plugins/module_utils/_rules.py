@@ -389,12 +389,16 @@ def compile_packed(packed, default_action, counters=None):
                     counters)
 
 
-def patch_compiled(meta, packed, default_action, counters):
+def patch_compiled(meta, packed, default_action, counters, positions):
     """The Compiled of packed rules whose matches are those of the rule set with this meta, which the
-    inactive slot's index maps already hold (see inactive_has_matches): rules and meta only."""
+    inactive slot's index maps already hold (see inactive_with_matches): rules and meta only. The packed
+    rules carry their counters but at these positions."""
     action = XDP_ACTIONS[default_action]
     meta = META_FORMAT.pack(action, *META_FORMAT.unpack(meta)[1:])
-    return Compiled(action, _with_counters(packed, counters), None, None, meta, counters)
+    rules = list(packed)
+    for position in positions:
+        rules[position] = _with_counters([packed[position]], [counters[position]])[0]
+    return Compiled(action, rules, None, None, meta, counters)
 
 
 def match_digest(raw):
@@ -606,7 +610,7 @@ def set_sample_rate(maps, rate):
     _write_config(maps, active, rate, metas)
 
 
-def apply_ruleset(maps, compiled, fresh_counters=()):
+def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None):
     """Writes `compiled` into the inactive slot (only what differs), switches to it, then writes it
     into the slot it left as well.
 
@@ -614,27 +618,30 @@ def apply_ruleset(maps, compiled, fresh_counters=()):
     reads the active slot once per packet, and the switch changes one word. The slot
     left is rewritten only once no packet can still use it; with both slots alike, the
     next change that keeps every rule's match writes only the rules that change
-    (compiled without index maps, see patch_compiled).
+    (compiled without index maps, see patch_compiled). rules_now: {slot: its packed rules} for slots
+    whose first len(compiled.rules) rules are known, which are then not read back.
     Returns {map name: number of elements written or deleted} by the switch.
     """
     active, rate, metas = read_config(maps)
     target = 1 - active
+    rules_now = rules_now or {}
     wait_for_packets_in_flight()
-    changes = _write_slot(maps, target, compiled)
+    changes = _write_slot(maps, target, compiled, rules_now.get(target))
     reset_hits(maps, fresh_counters)
     metas[target] = compiled.meta
     _write_config(maps, active, rate, metas)
     _write_config(maps, target, rate, metas)
     wait_for_packets_in_flight()
-    _write_slot(maps, active, compiled)
+    _write_slot(maps, active, compiled, rules_now.get(active))
     metas[active] = compiled.meta
     _write_config(maps, target, rate, metas)
     return changes
 
 
-def inactive_has_matches(maps, raw, meta):
-    """True when the inactive slot's index maps are those of the rule set with these concatenated
-    packed rules and meta: its counts are the same and its rules have the same matches.
+def inactive_with_matches(maps, raw, meta):
+    """(inactive slot, its packed rules) when its index maps are those of the rule set with these
+    concatenated packed rules and meta: its counts are the same and its rules have the same matches;
+    else None.
 
     _write_slot writes a slot's rules last, so rules that show a rule set's matches come with its
     index maps even when a run stopped part-way.
@@ -642,15 +649,16 @@ def inactive_has_matches(maps, raw, meta):
     active, _rate, metas = read_config(maps)
     target = 1 - active
     if metas[target][4:] != meta[4:]:  # all but the default action
-        return False
+        return None
     count = META_FORMAT.unpack_from(meta)[1]
     inactive = _libbpf.array_values(maps["xf_rules_%d" % target], RULE_FORMAT.size, count)
-    return match_digest(inactive) == match_digest(raw)
+    return (target, inactive) if match_digest(inactive) == match_digest(raw) else None
 
 
-def _write_slot(maps, slot, compiled):
+def _write_slot(maps, slot, compiled, rules_now=None):
     """Makes one slot's maps hold compiled (its index maps only when it has them), writing only what
-    differs, the rules last; returns {map name: elements written or deleted}."""
+    differs, the rules last (rules_now: the slot's packed rules, when known); returns {map name: elements
+    written or deleted}."""
     changes = {}
     if compiled.prefixes is not None:
         for name in PREFIX_MAPS:
@@ -658,16 +666,18 @@ def _write_slot(maps, slot, compiled):
             changes[full_name] = _sync_map(maps[full_name], compiled.prefixes[name])
         changes["xf_gen_%d" % slot] = _write_general(maps["xf_gen_%d" % slot], compiled.gen)
     rules_map = "xf_rules_%d" % slot
-    changes[rules_map] = _write_rules(maps[rules_map], compiled.rules)
+    changes[rules_map] = _write_rules(maps[rules_map], compiled.rules, rules_now)
     return changes
 
 
-def _write_rules(fd, rules):
-    """Writes the blocks of RULE_BLOCK positions that differ: comparing a block is cheaper than comparing
-    its rules, and writing an unchanged rule into the inactive slot is harmless."""
+def _write_rules(fd, rules, current=None):
+    """Writes the blocks of RULE_BLOCK positions that differ from current (read when not given): comparing
+    a block is cheaper than comparing its rules, and writing an unchanged rule into the inactive slot is
+    harmless."""
     size, step = RULE_FORMAT.size, RULE_BLOCK * RULE_FORMAT.size
     wanted = b"".join(rules)
-    current = _libbpf.array_values(fd, size, len(rules))
+    if current is None:
+        current = _libbpf.array_values(fd, size, len(rules))
     changed = [position for start in range(0, len(wanted), step)
                if current[start:start + step] != wanted[start:start + step]
                for position in range(start // size, min(len(rules), (start + step) // size))]

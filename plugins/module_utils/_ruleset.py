@@ -67,6 +67,12 @@ def check_unique(rules, what):
         seen.add(key)
 
 
+def _same_identities(rules, others):
+    """True when both lists hold the same identities in the same order (rules that are equal have)."""
+    return len(rules) == len(others) and all(
+        rule_key(rule) == rule_key(other) for rule, other in zip(rules, others) if rule != other)
+
+
 # --- the five states --------------------------------------------------------
 
 
@@ -123,12 +129,14 @@ def _splice(result, placed):
     return spliced
 
 
-def desired_rules(state, have, config):
-    """The ordered rule list a state produces from the current rules `have` and `config`."""
+def desired_rules(state, have, config, have_unique=False):
+    """The ordered rule list a state produces from the current rules `have` and `config`;
+    have_unique: have is known to hold no identity twice."""
     if state == "gathered":
         return list(have)
     if state == "overridden":
-        check_unique(config, "config")
+        if not (have_unique and _same_identities(have, config)):
+            check_unique(config, "config")
         return list(config)
     if state == "deleted":
         if not config:
@@ -628,14 +636,13 @@ class Outcome:
 
 
 def _have(kernel, stored, entries):
-    """The current entries, position by position those of the kernel: the stored desired state when the
-    kernel holds exactly what it recorded, else the kernel's rules (their names are not in the kernel)."""
-    if stored and stored.get("digest") == kernel.digest:
-        have = stored["rules"]
-    else:
-        have = kernel.entries()
+    """(The current entries, position by position those of the kernel; True when they come from the stored
+    desired state, checked for twins when it was written): the stored desired state when the kernel holds
+    exactly what it recorded, else the kernel's rules (their names are not in the kernel)."""
+    from_state = bool(stored and stored.get("digest") == kernel.digest)
+    have = stored["rules"] if from_state else kernel.entries()
     entries.remember(have, lambda: kernel.packed)
-    return have
+    return have, from_state
 
 
 def _settings(request, kernel):
@@ -666,9 +673,9 @@ def plan(request, kernel, stored):
             _same_as_stored(request, kernel, stored, config_json):
         return Outcome(stored["rules"], stored["rules"], settings_before, settings_after, diff)
     entries = Entries()
-    have = _have(kernel, stored, entries)
+    have, have_unique = _have(kernel, stored, entries)
     want = entries.from_items(config, "drop" if state == "deleted" else None)
-    after = desired_rules(state, have, want)
+    after = desired_rules(state, have, want, have_unique)
     outcome = Outcome(have, after, settings_before, settings_after, diff)
     if outcome.ruleset_changed:
         _pack(outcome, kernel, entries)
@@ -730,11 +737,16 @@ def switch_ruleset(maps, kernel, outcome):
     """
     counters, fresh = _counters(kernel, outcome)
     default_action = outcome.settings_after["default_action"]
-    if _keeps_matches(kernel, outcome) and _rules.inactive_has_matches(maps, kernel.raw, kernel.meta):
-        compiled = _rules.patch_compiled(kernel.meta, outcome.packed, default_action, counters)
+    inactive = _keeps_matches(kernel, outcome) and _rules.inactive_with_matches(maps, kernel.raw, kernel.meta)
+    if inactive:
+        # outcome.packed holds the kernel's rules, counters included, but at the changed positions
+        compiled = _rules.patch_compiled(kernel.meta, outcome.packed, default_action, counters,
+                                         outcome.in_place[0])
+        slot, inactive_rules = inactive
+        _rules.apply_ruleset(maps, compiled, fresh, {slot: inactive_rules, 1 - slot: kernel.raw})
     else:
         compiled = _rules.compile_packed(outcome.packed, default_action, counters)
-    _rules.apply_ruleset(maps, compiled, fresh)
+        _rules.apply_ruleset(maps, compiled, fresh)
     return ruleset_digest(compiled.meta, compiled.rules)
 
 

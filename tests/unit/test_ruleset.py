@@ -414,3 +414,13 @@ def test_fresh_counters_avoid_the_slots_other_rules_keep():
     first, second = _rules.parse_rules([{"action": "drop", "port": 1}, {"action": "pass", "port": 1}])
     counters, fresh = _rules.assign_counters([second], [first], [5], live=[0, 1, 2, 5])
     assert counters == [3] and fresh == [3]
+
+
+def test_overridden_skips_the_twin_check_only_where_a_known_unique_set_keeps_its_identities():
+    have = [SSH, BAD, WEB]
+    flipped = [SSH, dict(BAD, action="pass"), WEB]
+    assert _ruleset.desired_rules("overridden", have, flipped, have_unique=True) == flipped
+    with pytest.raises(_ruleset.RulesetError, match="same identity"):
+        _ruleset.desired_rules("overridden", have, [SSH, BAD, dict(BAD, action="pass")], have_unique=True)
+    with pytest.raises(_ruleset.RulesetError, match="same identity"):
+        _ruleset.desired_rules("overridden", [BAD, BAD], [BAD, BAD], have_unique=False)
