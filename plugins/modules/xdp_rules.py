@@ -32,6 +32,8 @@ description:
   - A change is atomic for packets. The new set is written with batch map operations into the program's
     inactive rule-set slot and then one index in its config map is switched, so each packet is classified
     entirely by the old set or entirely by the new one. Rules kept from the old set keep their hit counters.
+    A change that keeps every rule's match and position (only actions, or only the default action, change)
+    writes only the rules that change.
   - The current rules are read from the kernel. The desired state (rules with their names, default action,
     sampling) is written atomically to C(/etc/xdpfleet/<interface>.json) after every change, so that it can be
     restored after a reboot; names come from that file as long as the kernel still holds what it describes.

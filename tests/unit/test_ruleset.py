@@ -4,6 +4,7 @@ and whole runs against the real firewall maps (loaded here, pinned in a private 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,16 @@ def test_overridden_skips_the_twin_check_only_where_a_known_unique_set_keeps_its
         _ruleset.desired_rules("overridden", have, [SSH, BAD, dict(BAD, action="pass")], have_unique=True)
     with pytest.raises(_ruleset.RulesetError, match="same identity"):
         _ruleset.desired_rules("overridden", [BAD, BAD], [BAD, BAD], have_unique=False)
+
+
+def test_the_module_validates_config_itself_naming_position_field_and_fix(host):
+    """config bypasses Ansible's argument spec (too slow for 100,000 rules): the module's own check answers."""
+    args = {"interface": "xfunit0", "pin_dir": str(host.state_file.parent.parent / "bpffs"), "state": "overridden",
+            "config": [{"action": "drop", "source": "198.18.0.0/24"}, {"action": "drop", "port": 70000},
+                       {"action": "drop", "source": "198.18.0.1/24"}]}
+    done = subprocess.run([sys.executable, str(REPO / "plugins" / "modules" / "xdp_rules.py")],
+                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
+                          check=False, env=dict(os.environ, PYTHONPATH=str(REPO / ".collections")))
+    result = json.loads(done.stdout)
+    assert result["failed"] and "config[1].port: 70000 is not a port (1-65535" in result["msg"]
+    assert "config[2].source: 198.18.0.1/24 has host bits set (did you mean 198.18.0.0/24?)" in result["msg"]
