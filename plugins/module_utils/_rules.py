@@ -626,15 +626,11 @@ def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None):
     target = 1 - active
     rules_now = rules_now or {}
     wait_for_packets_in_flight()
-    changes = _write_slot(maps, target, compiled, rules_now.get(target))
+    changes = _write_slot(maps, target, compiled, rules_now.get(target), (active, rate, metas))
     reset_hits(maps, fresh_counters)
-    metas[target] = compiled.meta
-    _write_config(maps, active, rate, metas)
     _write_config(maps, target, rate, metas)
     wait_for_packets_in_flight()
-    _write_slot(maps, active, compiled, rules_now.get(active))
-    metas[active] = compiled.meta
-    _write_config(maps, target, rate, metas)
+    _write_slot(maps, active, compiled, rules_now.get(active), (target, rate, metas))
     return changes
 
 
@@ -643,8 +639,8 @@ def inactive_with_matches(maps, raw, meta):
     concatenated packed rules and meta: its counts are the same and its rules have the same matches;
     else None.
 
-    _write_slot writes a slot's rules last, so rules that show a rule set's matches come with its
-    index maps even when a run stopped part-way.
+    _write_slot marks a slot's meta unfinished while it writes the slot's maps, so a slot whose meta
+    shows a rule set's counts holds complete maps even when a run stopped part-way.
     """
     active, _rate, metas = read_config(maps)
     target = 1 - active
@@ -655,19 +651,26 @@ def inactive_with_matches(maps, raw, meta):
     return (target, inactive) if match_digest(inactive) == match_digest(raw) else None
 
 
-def _write_slot(maps, slot, compiled, rules_now=None):
-    """Makes one slot's maps hold compiled (its index maps only when it has them), writing only what
-    differs, the rules last (rules_now: the slot's packed rules, when known); returns {map name: elements
-    written or deleted}."""
-    changes = {}
+def _write_slot(maps, slot, compiled, rules_now, config):
+    """Makes one slot (not the active one) hold compiled (its index maps only when it has them), writing
+    only what differs (rules_now: the slot's packed rules, when known); its meta in config (active slot,
+    rate, metas) reads UNFINISHED until all is written. Returns {map name: elements written or deleted}."""
+    active, rate, metas = config
+    metas[slot] = UNFINISHED_META
+    _write_config(maps, active, rate, metas)
+    rules_map = "xf_rules_%d" % slot
+    changes = {rules_map: _write_rules(maps[rules_map], compiled.rules, rules_now)}
     if compiled.prefixes is not None:
+        changes["xf_gen_%d" % slot] = _write_general(maps["xf_gen_%d" % slot], compiled.gen)
         for name in PREFIX_MAPS:
             full_name = "xf_%s_%d" % (name, slot)
             changes[full_name] = _sync_map(maps[full_name], compiled.prefixes[name])
-        changes["xf_gen_%d" % slot] = _write_general(maps["xf_gen_%d" % slot], compiled.gen)
-    rules_map = "xf_rules_%d" % slot
-    changes[rules_map] = _write_rules(maps[rules_map], compiled.rules, rules_now)
+    metas[slot] = compiled.meta
+    _write_config(maps, active, rate, metas)
     return changes
+
+
+UNFINISHED_META = META_FORMAT.pack(0, NO_RULE, *[0] * (1 + len(PREFIX_MAPS)))  # no rule set has NO_RULE rules
 
 
 def _write_rules(fd, rules, current=None):

@@ -409,6 +409,13 @@ def test_a_match_change_in_place_or_an_inactive_slot_changed_behind_our_back_is_
     host(state="overridden", config=flipped)
     assert len(compiled) == 1
     assert_both_slots_hold(host.maps, flipped, "pass")
+    del compiled[:]
+    active, rate, metas = _rules.read_config(host.maps)
+    metas[1 - active] = _rules.UNFINISHED_META  # as a run stopped while writing that slot leaves it
+    _rules._write_config(host.maps, active, rate, metas)
+    host(state="overridden", config=moved)
+    assert len(compiled) == 1
+    assert_both_slots_hold(host.maps, moved, "pass")
 
 
 def test_fresh_counters_avoid_the_slots_other_rules_keep():
