@@ -128,9 +128,9 @@ def _ensure_tap(guest: Guest) -> None:
 def _kernel_cmdline(guest: Guest) -> str:
     # No PS/2 probing and no nested-virtualization modules: seconds each under TCG. tsc=reliable: on a
     # loaded host the clocksource watchdog otherwise moves the guest to the HPET, whose every read is
-    # an emulated MMIO access.
+    # an emulated MMIO access. No fsck: every boot starts from a fresh overlay of a fresh filesystem.
     return (f"root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet systemd.show_status=0 i8042.noaux i8042.nokbd "
-            f"modprobe.blacklist=kvm,kvm_amd,kvm_intel tsc=reliable "
+            f"modprobe.blacklist=kvm,kvm_amd,kvm_intel tsc=reliable fsck.mode=skip "
             f"systemd.hostname={guest.name} xdpfleet.address={guest.address}/24")
 
 
