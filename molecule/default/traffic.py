@@ -6,15 +6,18 @@ Prints JSON: ping replies, echo requests, HTTP status and TCP segments from the 
 the blocked source's HTTP outcome, TCP segments and UDP datagrams.
 """
 
-import http.client
 import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PINGS = 5
 BLOCKED_DATAGRAMS = 7
+# /proc/net/tcp states after which the client sends nothing more: TIME_WAIT, CLOSE.
+QUIET_TCP_STATES = {"06", "07"}
+SETTLE_SECONDS = 10
 
 
 def snmp() -> dict[str, int]:
@@ -40,6 +43,25 @@ def tcp_sent(action):
     return counted(action, "Tcp.OutSegs", "Tcp.RetransSegs")
 
 
+def _remote(host: str, port: int) -> str:
+    """host:port as /proc/net/tcp writes a remote address (little-endian hex IPv4)."""
+    return "%s:%04X" % (socket.inet_aton(host)[::-1].hex().upper(), port)
+
+
+def wait_closed(host: str, port: int) -> None:
+    """Wait until the client's connections to host:port send nothing more: a slow host (a VM under
+    TCG) acknowledges the client's FIN late, and a retransmitted FIN would be counted with the next
+    measurement."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    remote = _remote(host, port)
+    while time.monotonic() < deadline:
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        if all(row[3] in QUIET_TCP_STATES for row in rows if row[2] == remote):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"connections to {host}:{port} still open after {SETTLE_SECONDS} s")
+
+
 def ping(host: str) -> int:
     run = subprocess.run(["ping", "-n", "-q", "-c", str(PINGS), "-i", "0.2", "-W", "1", host],
                          capture_output=True, text=True, check=False)  # lost pings are counted, not an error
@@ -47,16 +69,21 @@ def ping(host: str) -> int:
 
 
 def http_get(host: str, port: int, source: str, timeout: float):
-    connection = http.client.HTTPConnection(host, port, timeout=timeout, source_address=(source, 0))
+    """GET / over HTTP/1.0, read until the server closes: the client then closes second, and once
+    the server has acknowledged that FIN nothing of this connection is sent any more (a client that
+    closed first would sit in TIME_WAIT and answer a late FIN retransmission from a slow guest
+    while the next measurement runs)."""
     try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        response.read()
-        return response.status
+        with socket.create_connection((host, port), timeout=timeout, source_address=(source, 0)) as connection:
+            connection.sendall(b"GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % host.encode())
+            reply = b""
+            while chunk := connection.recv(65536):
+                reply += chunk
+        status = int(reply.split(b" ", 2)[1])
     except OSError as error:
-        return type(error).__name__
-    finally:
-        connection.close()
+        status = type(error).__name__
+    wait_closed(host, port)
+    return status
 
 
 def udp_burst(host: str, source: str) -> None:
