@@ -30,37 +30,33 @@ def default_pin_dir(interface):
     return "%s/%s" % (PIN_ROOT, interface)
 
 
-def _unescape_mountinfo(field):
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
-
-
 def mounts():
-    """{mount point: filesystem type} of this mount namespace, the last mount on a point winning."""
+    """{device "major:minor": filesystem type} of this mount namespace's mounts."""
     table = {}
     with open("/proc/self/mountinfo") as mountinfo:
         for line in mountinfo:
             fields = line.split()
-            separator = fields.index("-")
-            table[_unescape_mountinfo(fields[4])] = fields[separator + 1]
+            table[fields[2]] = fields[fields.index("-") + 1]
     return table
 
 
 def filesystem_of(path, mount_table=None):
-    """The filesystem type holding path (or where path would be created)."""
+    """The filesystem type holding path (or where path would be created).
+
+    Found by the device of the nearest existing path, not by mount point: a point can be listed
+    under a mount that a later mount hides (sysfs mounted again over /sys hides the old
+    /sys/fs/bpf), and only the device tells which mount a path lookup really reaches.
+    """
     table = mount_table if mount_table is not None else mounts()
     current = os.path.abspath(path)
-    while True:
-        if os.path.exists(current) or current == "/":
-            break
+    while not os.path.exists(current):
         current = os.path.dirname(current)
-    current = os.path.realpath(current)
-    while current not in table:
-        current = os.path.dirname(current)
-    return table[current]
+    device = os.stat(current).st_dev
+    return table.get("%d:%d" % (os.major(device), os.minor(device)))
 
 
 def bpffs_mounted():
-    return mounts().get(BPFFS_ROOT) == BPFFS_TYPE
+    return filesystem_of(BPFFS_ROOT) == BPFFS_TYPE
 
 
 def mount_bpffs():
@@ -78,10 +74,8 @@ def check_pin_dir(pin_dir):
     """Refuses a pin directory that is not (or would not be, once bpffs is mounted) on bpffs."""
     if not os.path.isabs(pin_dir):
         raise StateError("pin_dir %s must be an absolute path" % pin_dir)
-    table = mounts()
-    if not bpffs_mounted():
-        table[BPFFS_ROOT] = BPFFS_TYPE
-    if filesystem_of(pin_dir, table) != BPFFS_TYPE:
+    mounted_later = not bpffs_mounted() and (pin_dir + "/").startswith(BPFFS_ROOT + "/")
+    if not mounted_later and filesystem_of(pin_dir) != BPFFS_TYPE:
         raise StateError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
                          % (pin_dir, BPFFS_ROOT))
 

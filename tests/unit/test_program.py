@@ -6,6 +6,7 @@ Objects are compiled here and opened (not loaded) with libbpf, so no kernel stat
 import fcntl
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as stat
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import BpfObject
 
 DATA = Path(__file__).resolve().parents[1] / "integration" / "data"
+COLLECTIONS = str(Path(__file__).resolve().parents[2] / ".collections")
 
 
 def compiled(tmp_path, name, *flags):
@@ -115,11 +117,28 @@ def test_internal_maps_are_told_apart():
     assert program.is_internal_map("xt_ports.rodata") and not program.is_internal_map("xt_ports")
 
 
-def test_filesystem_of_walks_up_to_the_mount():
-    table = {"/": "ext4", "/sys": "sysfs", "/sys/fs/bpf": "bpf"}
-    assert state.filesystem_of("/sys/fs/bpf/xdpfleet/eth0", table) == "bpf"
-    assert state.filesystem_of("/sys/fs/bpfx", table) == "sysfs"
-    assert state.filesystem_of("/tmp/pins", table) == "ext4"
+FILESYSTEM_OF_HIDDEN_MOUNT = """
+import os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
+top = sys.argv[2]
+pins = os.path.join(top, "fs", "bpf")
+os.makedirs(pins)
+subprocess.run(["mount", "-t", "bpf", "bpf", pins], check=True)
+print(state.filesystem_of(os.path.join(pins, "xdpfleet", "eth0")))
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", top], check=True)  # hides the bpffs, as sysfs over /sys does
+os.makedirs(pins)
+print(state.filesystem_of(os.path.join(pins, "xdpfleet", "eth0")))
+"""
+
+
+def test_filesystem_of_sees_the_mount_a_path_lookup_reaches_not_a_hidden_one(tmp_path):
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                           FILESYSTEM_OF_HIDDEN_MOUNT, COLLECTIONS, str(tmp_path / "top")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["bpf", "tmpfs"]
+    assert state.filesystem_of(str(tmp_path / "not" / "yet")) == state.filesystem_of(str(tmp_path))
 
 
 def test_pin_dirs_off_bpffs_are_refused():
