@@ -74,8 +74,8 @@ test: setup build lab-down
 soak: setup build
 	XDPFLEET_SOAK_SECONDS=300 $(PY) -m pytest -q -s tests/reliability/test_soak.py
 
-# Real VMs on Debian 12's 6.1 kernel (tests/vm): image build, kernel-compatibility tests and the
-# molecule vm scenario. Not yet part of `make test`: under TCG it takes longer than CI allows.
+# Only the real-VM part of `make test` (Debian 12's 6.1 kernel, tests/vm): image build,
+# kernel-compatibility tests and the molecule vm scenario.
 test-vm: setup build
 	$(PY) -m pytest -q tests/vm
 	env -u ANSIBLE_CONFIG molecule test --scenario-name vm

@@ -1,9 +1,9 @@
-"""The Molecule scenarios on lab hosts, one test per scenario so each reports its own result and wall
-time; afterwards nothing of the scenario's lab may be left. The vm scenario (real VMs under TCG) does
-not fit make test's time budget yet: `make test-vm` runs it.
+"""Every Molecule scenario (what `molecule test --all` runs), one test per scenario so each reports its
+own result and wall time; afterwards nothing of the scenario's lab may be left.
 
 A scenario names its lab in molecule.yml (`lab_prefix`, `lab_subnet` in group_vars `all`); create.yml
-and destroy.yml bring that lab up and down, beside the lab the other suites share."""
+and destroy.yml bring that lab up and down, beside the lab the other suites share. The vm scenario's
+lab holds qemu guests (tests/vm) on taps instead of namespaces."""
 
 import os
 import subprocess
@@ -20,9 +20,10 @@ from tests.lab import links, processes
 from tests.lab.layout import REPO
 
 MOLECULE = Path(sys.executable).parent / "molecule"
-LAB_SCENARIOS = ("default", "rolling")
-SCENARIO_FILES = [REPO / "molecule" / name / "molecule.yml" for name in LAB_SCENARIOS]
-TIMEOUT = 1200
+SCENARIOS = ("default", "rolling", "vm")
+SCENARIO_FILES = [REPO / "molecule" / name / "molecule.yml" for name in SCENARIOS]
+TIMEOUT = 1800
+VM_STATE_ROOT = Path("/var/lib/xdpfleet-vm")
 
 
 def scenario_lab(scenario_file: Path) -> Layout:
@@ -44,11 +45,12 @@ def leftovers(layout: Layout) -> dict[str, list]:
     with IPRoute() as ipr:
         link_names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
     anchors = [pid for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
-               if str(layout.state_dir) in processes.cmdline(pid)]
+               if str(layout.state_dir) in processes.cmdline(pid)
+               or str(VM_STATE_ROOT / layout.prefix) in processes.cmdline(pid)]
     found = {
         "namespaces": [name for name in links.namespaces() if name.startswith(mine)],
         "links": [name for name in link_names if name.startswith(mine)],
-        "state": [str(layout.state_dir)] if layout.state_dir.exists() else [],
+        "state": [str(path) for path in (layout.state_dir, VM_STATE_ROOT / layout.prefix) if path.exists()],
         "processes": anchors,
     }
     return {kind: items for kind, items in found.items() if items}
