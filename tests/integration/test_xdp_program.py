@@ -82,37 +82,32 @@ def kernel_state(host, pin_dir="/sys/fs/bpf/xdpfleet"):
     return {"xdp": link, "pins": pins}
 
 
-def meta_records(pin_dir):
-    """Every xdpfleet_meta map in the kernel recording pin_dir: one per program xdpfleet loaded there."""
-    records = []
+def kernel_maps():
+    """(id, info, fd) of every map in the kernel; each fd is closed when the caller moves on."""
     for map_id in libbpf.map_ids():
         try:
             fd = libbpf.map_fd_by_id(map_id)
         except libbpf.LibbpfError:
-            continue
+            continue  # gone since it was listed
         try:
-            info = libbpf.map_info(fd)
-            if info["name"] == META_MAP_NAME:
-                meta = decode_meta(libbpf.map_lookup(fd, b"\0\0\0\0", info["value_size"]))
-                if meta and meta["pin_dir"] == pin_dir:
-                    records.append(map_id)
+            yield map_id, libbpf.map_info(fd), fd
         finally:
             os.close(fd)
+
+
+def meta_records(pin_dir):
+    """Every xdpfleet_meta map in the kernel recording pin_dir: one per program xdpfleet loaded there."""
+    records = []
+    for map_id, info, fd in kernel_maps():
+        if info["name"] == META_MAP_NAME:
+            meta = decode_meta(libbpf.map_lookup(fd, b"\0\0\0\0", info["value_size"]))
+            if meta and meta["pin_dir"] == pin_dir:
+                records.append(map_id)
     return records
 
 
 def maps_named(prefix):
-    names = []
-    for map_id in libbpf.map_ids():
-        try:
-            fd = libbpf.map_fd_by_id(map_id)
-        except libbpf.LibbpfError:
-            continue
-        try:
-            names.append(libbpf.map_info(fd)["name"])
-        finally:
-            os.close(fd)
-    return [name for name in names if name.startswith(prefix)]
+    return [info["name"] for map_id, info, fd in kernel_maps() if info["name"].startswith(prefix)]
 
 
 def existing_map_ids(ids):

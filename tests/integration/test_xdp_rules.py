@@ -8,14 +8,14 @@ bridge), the client 198.18.90.2, the host 198.18.90.11.
 import json
 import os
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers.hosts import ad_hoc
+from tests.helpers.hosts import PYTHON, ad_hoc, on_host
+from tests.helpers.traffic import Stream
 from tests.lab import Lab, Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,6 @@ LAYOUT = Layout("xw", 90)
 FIREWALL = REPO / "build" / "bpf" / "xdp_firewall.o"
 CONTROLLER = LAYOUT.bridge_address
 CLIENT = LAYOUT.client_address
-PYTHON = str(REPO / ".venv" / "bin" / "python")
 SSH_PASS = {"name": "ssh", "action": "pass", "source": CONTROLLER + "/32", "protocol": "tcp", "port": 22}
 
 
@@ -66,15 +65,6 @@ def rules(host, check=False, diff=False, **args):
 def succeeded(result):
     assert not result.get("failed"), result
     return result
-
-
-def on_host(host, code, timeout=300):
-    """Runs Python code in the host's namespaces with the collection importable; returns its stdout."""
-    script = "import sys; sys.path.insert(0, %r)\n" % str(REPO / ".collections") + textwrap.dedent(code)
-    done = subprocess.run(["nsenter", "-t", str(host.pid), "--net", "--mount", "--uts", "--", PYTHON, "-c", script],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def hits_by_port(host):
@@ -234,40 +224,6 @@ def flip_sets():
     return set_a, set_b
 
 
-RECEIVER = """
-import select, socket, sys, time
-SO_RCVBUFFORCE = 33  # root may exceed rmem_max: a busy machine must not drop what XDP passed
-sockets = []
-for port in (%d, %d):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 26)
-    s.bind((sys.argv[1], port))
-    sockets.append(s)
-print("ready", flush=True)
-counts, stop_at, watched = [0, 0], None, sockets + [sys.stdin]
-while stop_at is None or time.time() < stop_at:
-    for ready in select.select(watched, [], [], 0.2)[0]:
-        if ready is sys.stdin:
-            stop_at, watched = time.time() + 1, sockets
-        else:
-            ready.recv(64)
-            counts[sockets.index(ready)] += 1
-print(counts[0], counts[1], flush=True)
-""" % (STREAM_PASS, STREAM_DROP)
-
-SENDER = """
-import os, socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sent, stop_file = 0, sys.argv[2]
-while not os.path.exists(stop_file):
-    for port in (%d, %d):
-        s.sendto(b"x" * 32, (sys.argv[1], port))
-    sent += 1
-    if sent %% 2 == 0:
-        time.sleep(0.001)  # short bursts: the veth's XDP ring holds 256 frames
-print(sent, flush=True)
-""" % (STREAM_PASS, STREAM_DROP)
-
 FLIPPER = """
 import json, sys
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
@@ -283,24 +239,12 @@ print(switches)
 def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
     set_a, set_b = flip_sets()
     succeeded(rules(rules_host, state="overridden", config=set_b))
-    receiver = subprocess.Popen(
-        ["nsenter", "-t", str(rules_host.pid), "--net", "--", PYTHON, "-u", "-c", RECEIVER, rules_host.address],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert receiver.stdout.readline().strip() == "ready"
-    stop = tmp_path / "stop"
-    sender = subprocess.Popen(["ip", "netns", "exec", fleet.client.netns, PYTHON, "-c", SENDER,
-                               rules_host.address, str(stop)], stdout=subprocess.PIPE, text=True)
+    stream = Stream(fleet, rules_host, [STREAM_PASS, STREAM_DROP], tmp_path / "stop", pause=0.001)
     try:
         switches = on_host(rules_host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b]) + FLIPPER,
                            timeout=600)
-        stop.touch()
-        sent = int(sender.communicate(timeout=30)[0])
-        received_pass, received_drop = map(int, receiver.communicate("done\n", timeout=30)[0].split())
     finally:
-        stop.touch()
-        for process in (sender, receiver):
-            process.kill()
-            process.wait()
+        sent, (received_pass, received_drop) = stream.stop()
     assert int(switches) == 100
     assert sent > 1000, "the stream was too thin to test anything"
     assert (received_pass, received_drop) == (sent, 0), \

@@ -81,7 +81,7 @@ class Host(Client):
 
     def answers(self) -> bool:
         try:
-            self.connect(wait=2)
+            self.connect(wait=5)
             return self.ssh("hostname", timeout=5) == (0, f"{self.name}\n", "")
         except (OSError, paramiko.SSHException):
             return False

@@ -70,7 +70,7 @@ def host_public_key(host_dir: Path) -> paramiko.PKey:
 
 
 def connect(address: str, client_key: Path, host_key: paramiko.PKey, timeout: float) -> paramiko.SSHClient:
-    """Connect as root, retrying while sshd is not listening yet; the host key must be the lab's."""
+    """Connect as root, retrying while sshd is not listening or answering yet; the host key must be the lab's."""
     deadline = time.monotonic() + timeout
     while True:
         client = paramiko.SSHClient()
@@ -79,7 +79,8 @@ def connect(address: str, client_key: Path, host_key: paramiko.PKey, timeout: fl
             client.connect(address, username="root", key_filename=str(client_key), look_for_keys=False,
                            allow_agent=False, timeout=5, banner_timeout=5, auth_timeout=5)
             return client
-        except (paramiko.ssh_exception.NoValidConnectionsError, OSError):
+        except (paramiko.ssh_exception.NoValidConnectionsError, paramiko.SSHException, OSError):
+            # a busy sshd can also reset or stall a handshake: retry that too while time is left
             client.close()
             if time.monotonic() > deadline:
                 raise
