@@ -30,26 +30,26 @@ def sample(name, labels, value):
     return "%s{%s} %d" % (name, pairs, value)
 
 
-def program_samples(name, interface):
+def program_samples(metric, name, interface):
     labels = [("interface", name), ("owner", interface["owner"]), ("mode", interface["mode"]),
               ("tag", interface["tag"]), ("object_sha256", interface["object_sha256"])]
-    yield sample("xdpfleet_program_attached", labels, 1 if interface["attached"] else 0)
+    yield sample(metric, labels, 1 if interface["attached"] else 0)
 
 
-def rules_samples(name, interface):
+def rules_samples(metric, name, interface):
     labels = [("interface", name), ("default_action", interface["default_action"])]
-    yield sample("xdpfleet_rules", labels, interface["rule_count"])
+    yield sample(metric, labels, interface["rule_count"])
 
 
-def verdict_samples(metric, field):
-    def samples(name, interface):
+def verdict_samples(field):
+    def samples(metric, name, interface):
         for verdict, counts in sorted(interface["stats"].items()):
             yield sample(metric, [("interface", name), ("verdict", verdict)], counts[field])
     return samples
 
 
-def rule_hit_samples(metric, field):
-    def samples(name, interface):
+def rule_hit_samples(field):
+    def samples(metric, name, interface):
         for rule in interface["top_rules"]:
             labels = [("interface", name), ("position", rule["position"]), ("name", rule["name"]),
                       ("rule", rule["rule"]), ("action", rule["action"])]
@@ -57,7 +57,7 @@ def rule_hit_samples(metric, field):
     return samples
 
 
-# (name, type, help, samples of one interface, firewall interfaces only)
+# (name, type, help, samples(name, interface name, interface facts), firewall interfaces only)
 FAMILIES = (
     ("xdpfleet_program_attached", "gauge",
      "Whether an XDP program is attached to the interface (1) or not (0).", program_samples, False),
@@ -65,16 +65,16 @@ FAMILIES = (
      "Rules in the active rule set of the xdpfleet firewall.", rules_samples, True),
     ("xdpfleet_packets_total", "counter",
      "Packets the xdpfleet firewall gave each verdict, summed over all possible CPUs.",
-     verdict_samples("xdpfleet_packets_total", "packets"), True),
+     verdict_samples("packets"), True),
     ("xdpfleet_bytes_total", "counter",
      "Bytes of the packets the xdpfleet firewall gave each verdict.",
-     verdict_samples("xdpfleet_bytes_total", "bytes"), True),
+     verdict_samples("bytes"), True),
     ("xdpfleet_rule_hit_packets_total", "counter",
      "Packets matched by each of the most hit rules.",
-     rule_hit_samples("xdpfleet_rule_hit_packets_total", "packets"), True),
+     rule_hit_samples("packets"), True),
     ("xdpfleet_rule_hit_bytes_total", "counter",
      "Bytes of the packets matched by each of the most hit rules.",
-     rule_hit_samples("xdpfleet_rule_hit_bytes_total", "bytes"), True),
+     rule_hit_samples("bytes"), True),
 )
 
 
@@ -85,7 +85,7 @@ def render(interfaces):
         lines += ["# HELP %s %s" % (metric, help_text), "# TYPE %s %s" % (metric, kind)]
         for name, interface in sorted(interfaces.items()):
             if interface["firewall"] or not firewall_only:
-                lines.extend(samples(name, interface))
+                lines.extend(samples(metric, name, interface))
     return "\n".join(lines) + "\n"
 
 
