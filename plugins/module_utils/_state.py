@@ -40,19 +40,18 @@ def mounts():
     return table
 
 
-def filesystem_of(path, mount_table=None):
+def filesystem_of(path):
     """The filesystem type holding path (or where path would be created).
 
     Found by the device of the nearest existing path, not by mount point: a point can be listed
     under a mount that a later mount hides (sysfs mounted again over /sys hides the old
     /sys/fs/bpf), and only the device tells which mount a path lookup really reaches.
     """
-    table = mount_table if mount_table is not None else mounts()
     current = os.path.abspath(path)
     while not os.path.exists(current):
         current = os.path.dirname(current)
     device = os.stat(current).st_dev
-    return table.get("%d:%d" % (os.major(device), os.minor(device)))
+    return mounts().get("%d:%d" % (os.major(device), os.minor(device)))
 
 
 def bpffs_mounted():
@@ -74,10 +73,12 @@ def check_pin_dir(pin_dir):
     """Refuses a pin directory that is not (or would not be, once bpffs is mounted) on bpffs."""
     if not os.path.isabs(pin_dir):
         raise StateError("pin_dir %s must be an absolute path" % pin_dir)
-    mounted_later = not bpffs_mounted() and (pin_dir + "/").startswith(BPFFS_ROOT + "/")
-    if not mounted_later and filesystem_of(pin_dir) != BPFFS_TYPE:
-        raise StateError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
-                         % (pin_dir, BPFFS_ROOT))
+    if filesystem_of(pin_dir) == BPFFS_TYPE:
+        return
+    if (pin_dir + "/").startswith(BPFFS_ROOT + "/") and not bpffs_mounted():
+        return  # bpffs is mounted there before anything is pinned
+    raise StateError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
+                     % (pin_dir, BPFFS_ROOT))
 
 
 def make_pin_dir(pin_dir):
