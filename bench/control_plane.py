@@ -1,10 +1,11 @@
 """Seconds the xdp_rules control plane takes, and xdp-filter's CLI as the anchor, in one run.
 
-1. `overridden` of 100,000 /32 prefixes from empty, the idempotent re-run, and a 1% change (1,000 of
-   the 100,000 rules flip their action), each measured twice:
+1. `overridden` of 100,000 /32 prefixes from empty, the idempotent re-run, a 1% change (1,000 of
+   the 100,000 rules flip their action) and 1% replaced (1,000 rules get another source prefix, at
+   the same positions), each measured twice:
    - module: the xdp_rules module run as its own process on the host, as Ansible runs it there
-     (interpreter start, argument parsing, the work, the JSON result; before/after are left out
-     for 100,000 rules);
+     (interpreter start, the arguments as the action plugin sends them (config as JSON text) and
+     their parsing, the work, the JSON result; before/after are left out for 100,000 rules);
    - core: the module's work alone (_ruleset.run: read the kernel, plan, lockout guard, compile
      (not for the 1% change, which keeps every match: only its rules are packed and written),
      batch writes into the inactive slot, switch, the same writes into the slot left,
@@ -39,7 +40,7 @@ from pyroute2 import IPRoute, netns  # noqa: E402
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 MODULES = os.path.join(ROOT, "plugins", "modules")
 NAMESPACE, OURS, THEIRS = "xfbench-cp", "xfcp0", "xfcp1"
-TARGETS = {"from empty": 3.0, "idempotent re-run": 1.0, "1% change": 1.0}
+TARGETS = {"from empty": 3.0, "idempotent re-run": 1.0, "1% change": 1.0, "1% replaced": 1.0}
 
 
 def sources(count, first="198.18.0.1"):
@@ -50,6 +51,14 @@ def sources(count, first="198.18.0.1"):
 def prefix_rules(count, changed_every=0):
     return [{"action": "pass" if changed_every and index % changed_every == 0 else "drop", "source": address + "/32"}
             for index, address in enumerate(sources(count))]
+
+
+def replaced_prefixes(count, replaced_every):
+    """prefix_rules(count) with every replaced_every-th source swapped for one above them all (for
+    100,000 rules they end at 198.19.134.160)."""
+    others = iter(sources(count // replaced_every + 1, "198.19.200.1"))
+    return [dict(rule, source=next(others) + "/32") if index % replaced_every == 0 else rule
+            for index, rule in enumerate(prefix_rules(count))]
 
 
 # --- inside the namespace ---------------------------------------------------------------------------
@@ -88,7 +97,9 @@ def core_seconds(config, expect_changed):
 
 
 def module_seconds(config, expect_changed):
-    seconds, result = run_module("xdp_rules", overridden(config))
+    from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
+
+    seconds, result = run_module("xdp_rules", module_args(overridden(config)))
     assert result["changed"] == expect_changed, result["summary"]
     return seconds
 
@@ -98,11 +109,15 @@ def empty_rules():
 
 
 def prefix_steps(count, measure):
-    """{step: (seconds, CPU seconds)} of from empty, idempotent re-run and 1% change."""
+    """{step: (seconds, CPU seconds)} of from empty, idempotent re-run, 1% of the actions flipped and
+    1% of the prefixes replaced (each change from the full set)."""
     empty_rules()
-    full, changed = prefix_rules(count), prefix_rules(count, changed_every=100)
-    return {"from empty": measure(full, True), "idempotent re-run": measure(full, False),
-            "1% change": measure(changed, True)}
+    full = prefix_rules(count)
+    steps = {"from empty": measure(full, True), "idempotent re-run": measure(full, False),
+             "1% change": measure(prefix_rules(count, changed_every=100), True)}
+    measure(full, True)
+    steps["1% replaced"] = measure(replaced_prefixes(count, 100), True)
+    return steps
 
 
 def cli_seconds(count):
@@ -173,7 +188,7 @@ def main():
         done = subprocess.run(
             ["ip", "netns", "exec", NAMESPACE, "unshare", "--mount", sys.executable, os.path.abspath(__file__),
              "--inside", "--prefixes", str(arguments.prefixes), "--cli-rules", str(arguments.cli_rules)],
-            check=True, capture_output=True, text=True, env=dict(os.environ, LIBXDP_SKIP_DISPATCHER="1"))
+            check=True, stdout=subprocess.PIPE, text=True, env=dict(os.environ, LIBXDP_SKIP_DISPATCHER="1"))
     finally:
         remove_namespace()
     report(json.loads(done.stdout.splitlines()[-1]), arguments)

@@ -661,13 +661,23 @@ def _same_as_stored(request, kernel, stored, config_json):
                 and stored["rules_digest"] == json_digest(config_json))
 
 
+def config_items(config):
+    """config as the module receives it: a list, or its JSON text (what the action plugin sends)."""
+    if not isinstance(config, str):
+        return config
+    try:
+        return json.loads(config)
+    except ValueError as error:
+        raise _rules.RuleError(["config: not a JSON list of rules (%s)" % error])
+
+
 def plan(request, kernel, stored):
     """The Outcome of request against the kernel's rule set and the stored desired state."""
     state = request["state"]
     settings_before = {"default_action": kernel.default_action, "sampling": kernel.sampling}
     settings_after = settings_before if state == "gathered" else _settings(request, kernel)
     diff = bool(request.get("diff"))
-    config = request.get("config") or []
+    config = config_items(request.get("config")) or []
     config_json = entries_json(config) if state in UNCHANGED_BY_SAME_CONFIG else None
     if settings_after["default_action"] == kernel.default_action and \
             _same_as_stored(request, kernel, stored, config_json):

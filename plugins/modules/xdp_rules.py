@@ -67,6 +67,7 @@ options:
   config:
     description:
       - The ordered rules. Validated as a whole; every problem is reported with its position.
+      - The action plugin hands the list to the host as one JSON text, which the module also accepts directly.
     type: list
     elements: dict
     suboptions:
@@ -127,7 +128,8 @@ notes:
     pinned in O(pin_dir).
   - O(config) is validated by the module itself rather than by Ansible's argument spec, which is too slow for
     lists of 100,000 rules; for the same reason it is not logged and not part of the C(invocation) returned
-    at high verbosity.
+    at high verbosity, and it travels to the host as JSON text (Ansible deep-copies the arguments on the host:
+    a copy of one text costs nothing, a copy of 100,000 dicts about 0.35 s).
 requirements:
   - libbpf >= 1.0 on the managed host
 seealso:
