@@ -128,7 +128,7 @@ notes:
     pinned in O(pin_dir).
   - O(config) is validated by the module itself rather than by Ansible's argument spec, which is too slow for
     lists of 100,000 rules; for the same reason it is not logged and not part of the C(invocation) returned
-    at high verbosity, and it travels to the host as JSON text (Ansible deep-copies the arguments on the host:
+    at high verbosity, and it travels to the host as JSON text (Ansible deep-copies the arguments on the host;
     a copy of one text costs nothing, a copy of 100,000 dicts about 0.35 s).
 requirements:
   - libbpf >= 1.0 on the managed host

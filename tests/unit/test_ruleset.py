@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _ruleset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -241,6 +242,22 @@ def test_run_writes_the_kernel_and_the_state_file_then_is_idempotent(host):
     second = host(state="overridden", config=[SSH, BAD], default_action="drop", sampling=10)
     assert not second["changed"] and "after" not in second and second["before"] == [SSH, BAD]
     assert _rules.read_config(host.maps)[0] == active
+
+
+def test_config_as_json_text_is_the_same_request_as_the_list(host):
+    """What the action plugin sends: config as one JSON text."""
+    args = module_args({"interface": "eth0", "state": "overridden", "config": [SSH, BAD]})
+    assert isinstance(args["config"], str)
+    first = host(**args)
+    assert first["changed"] and first["after"] == [SSH, BAD]
+    assert not host(state="overridden", config=[SSH, BAD])["changed"]
+    with pytest.raises(_rules.RuleError) as error:
+        host(state="overridden", config='[{"action": "drop"')
+    assert error.value.errors[0].startswith("config: not a JSON list of rules")
+    with pytest.raises(_rules.RuleError) as error:
+        host(state="overridden", config='{"action": "drop"}')
+    assert error.value.errors == ["config: must be a list of rules"]
+    assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22), BAD]
 
 
 def test_check_mode_predicts_and_changes_nothing(host):
