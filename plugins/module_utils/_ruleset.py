@@ -230,15 +230,25 @@ def compare(before, after, with_lines=True):
 
 
 def _changed_in_place(before, after, with_lines):
-    """compare's result when every rule that differs kept its identity and position (else None):
-    found without keying all the rules."""
+    """compare's result when no kept rule moved: each rule that differs either kept its identity and
+    position or gave its position to a rule new to the set (else None). Found by keying only the rules
+    that differ: the others are equal, so a rule new at a differing position is nowhere in before and
+    a rule gone from one is nowhere in after (identities are unique in each list)."""
     differing = [position for position, (old, new) in enumerate(zip(before, after)) if old != new]
-    if any(rule_key(before[position]) != rule_key(after[position]) for position in differing):
+    keys = [(position, rule_key(before[position]), rule_key(after[position])) for position in differing]
+    old_keys, new_keys = set(key[1] for key in keys), set(key[2] for key in keys)
+    if any(old != new and (old in new_keys or new in old_keys) for _position, old, new in keys):
         return None
-    lines = []
-    for position in differing if with_lines else ():
-        lines += ["- " + rule_line(before[position]), "+ %s (at %d)" % (rule_line(after[position]), position + 1)]
-    return {"added": 0, "removed": 0, "changed": len(differing)}, lines
+    replaced = [position for position, old, new in keys if old != new]
+    summary = {"added": len(replaced), "removed": len(replaced), "changed": len(differing) - len(replaced)}
+    if not with_lines:
+        return summary, []
+    lines = ["- " + rule_line(before[position]) for position in replaced]
+    for position, old, new in keys:
+        if old == new:
+            lines.append("- " + rule_line(before[position]))
+        lines.append("+ %s (at %d)" % (rule_line(after[position]), position + 1))
+    return summary, lines
 
 
 def setting_lines(before, after):

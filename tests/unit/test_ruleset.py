@@ -315,6 +315,22 @@ def test_compare_of_rules_changed_in_place_matches_the_general_comparison():
     assert _ruleset.compare(before, swapped)[0] == {"added": 0, "removed": 0, "changed": 1}
 
 
+def test_compare_of_rules_replaced_in_place_keys_only_the_rules_that_differ(monkeypatch):
+    before = [SSH, WEB, BAD]
+    after = [SSH, dict(WEB, action="drop"), rule("drop", protocol="icmp")]
+    keyed, rule_key = [], _ruleset.rule_key
+    monkeypatch.setattr(_ruleset, "rule_key", lambda item: keyed.append(item) or rule_key(item))
+    assert _ruleset.compare(before, after) == ({"added": 1, "removed": 1, "changed": 1}, [
+        "- drop ip from 198.19.0.0/16 to any",
+        "- pass tcp from any to any port 80-443", "+ drop tcp from any to any port 80-443 (at 2)",
+        "+ drop icmp from any to any (at 3)"])
+    assert SSH not in keyed
+    # BAD moves up into WEB's position: not in place, so the general comparison decides
+    assert _ruleset.compare(before, [SSH, BAD, rule("drop", protocol="icmp")]) == (
+        {"added": 1, "removed": 1, "changed": 0},
+        ["- pass tcp from any to any port 80-443", "+ drop icmp from any to any (at 3)"])
+
+
 def test_the_same_config_again_is_decided_by_digest_without_rule_work(host, monkeypatch):
     config = [SSH, BAD, WEB]
     host(state="overridden", config=config)
