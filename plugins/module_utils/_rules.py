@@ -618,20 +618,39 @@ def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None):
     reads the active slot once per packet, and the switch changes one word. The slot
     left is rewritten only once no packet can still use it; with both slots alike, the
     next change that keeps every rule's match writes only the rules that change
-    (compiled without index maps, see patch_compiled). rules_now: {slot: its packed rules} for slots
-    whose first len(compiled.rules) rules are known, which are then not read back.
-    Returns {map name: number of elements written or deleted} by the switch.
+    (compiled without index maps, see patch_compiled), and the slot left takes the edits
+    found for the first slot without being read back. rules_now: {slot: its packed rules}
+    for slots whose rules are known, which are then not read back.
     """
     active, rate, metas = read_config(maps)
     target = 1 - active
-    rules_now = rules_now or {}
+    rules_now = dict(rules_now or {})
+    alike = _slots_alike(maps, metas, rules_now)
     wait_for_packets_in_flight()
-    changes = _write_slot(maps, target, compiled, rules_now.get(target), (active, rate, metas))
+    edits = _slot_edits(maps, target, compiled, rules_now.get(target))
+    _write_slot(maps, target, compiled, edits, (active, rate, metas))
     reset_hits(maps, fresh_counters)
     _write_config(maps, target, rate, metas)
     wait_for_packets_in_flight()
-    _write_slot(maps, active, compiled, rules_now.get(active), (target, rate, metas))
-    return changes
+    if not alike:
+        edits = _slot_edits(maps, active, compiled, rules_now.get(active))
+    _write_slot(maps, active, compiled, edits, (target, rate, metas))
+
+
+def _slots_alike(maps, metas, rules_now):
+    """True when both slots hold one rule set, so that the same edits bring either to a new one: the same
+    finished meta and the same packed rules. A slot's meta is final only once all its maps hold what was
+    compiled from its rules and default action (see _write_slot), and compiling is a function of those.
+    Fills rules_now with the rules read."""
+    if metas[0] != metas[1] or metas[0] == UNFINISHED_META:
+        return False
+    count = META_FORMAT.unpack_from(metas[0])[1]
+    for slot in (0, 1):
+        known = rules_now.get(slot)
+        if known is None or len(known) < count * RULE_FORMAT.size:
+            rules_now[slot] = _libbpf.array_values(maps["xf_rules_%d" % slot], RULE_FORMAT.size, count)
+    size = count * RULE_FORMAT.size
+    return rules_now[0][:size] == rules_now[1][:size]
 
 
 def inactive_with_matches(maps, raw, meta):
@@ -651,42 +670,55 @@ def inactive_with_matches(maps, raw, meta):
     return (target, inactive) if match_digest(inactive) == match_digest(raw) else None
 
 
-def _write_slot(maps, slot, compiled, rules_now, config):
-    """Makes one slot (not the active one) hold compiled (its index maps only when it has them), writing
-    only what differs (rules_now: the slot's packed rules, when known); its meta in config (active slot,
-    rate, metas) reads UNFINISHED until all is written. Returns {map name: elements written or deleted}."""
+# What makes a slot hold a compiled rule set: rules and gen are the positions and indexes to write; prefixes
+# is {short map name: (keys to delete, keys to write)}, or None when compiled carries no index maps.
+SlotEdits = namedtuple("SlotEdits", "rules gen prefixes")
+
+
+def _slot_edits(maps, slot, compiled, rules_now):
+    """The SlotEdits of one slot, found by reading it back (its rules only when rules_now does not hold
+    them)."""
+    rules = _rule_edits(maps["xf_rules_%d" % slot], compiled.rules, rules_now)
+    if compiled.prefixes is None:
+        return SlotEdits(rules, None, None)
+    return SlotEdits(rules, _general_edits(maps["xf_gen_%d" % slot], compiled.gen),
+                     dict((name, _prefix_edits(maps["xf_%s_%d" % (name, slot)], compiled.prefixes[name]))
+                          for name in PREFIX_MAPS))
+
+
+def _write_slot(maps, slot, compiled, edits, config):
+    """Applies edits to one slot (not the active one): prefix maps, the general index, then the rules; its
+    meta in config (active slot, rate, metas) reads UNFINISHED until all is written."""
     active, rate, metas = config
     metas[slot] = UNFINISHED_META
     _write_config(maps, active, rate, metas)
-    rules_map = "xf_rules_%d" % slot
-    changes = {rules_map: _write_rules(maps[rules_map], compiled.rules, rules_now)}
-    if compiled.prefixes is not None:
-        changes["xf_gen_%d" % slot] = _write_general(maps["xf_gen_%d" % slot], compiled.gen)
-        for name in PREFIX_MAPS:
-            full_name = "xf_%s_%d" % (name, slot)
-            changes[full_name] = _sync_map(maps[full_name], compiled.prefixes[name])
+    if edits.prefixes is not None:
+        for name, (stale, changed) in edits.prefixes.items():
+            fd = maps["xf_%s_%d" % (name, slot)]
+            _libbpf.map_delete_batch(fd, stale)
+            _libbpf.map_update_batch(fd, changed, [compiled.prefixes[name][key] for key in changed])
+        _libbpf.map_update_batch(maps["xf_gen_%d" % slot], [U32.pack(index) for index in edits.gen],
+                                 [U32.pack(compiled.gen[index]) for index in edits.gen])
+    _libbpf.map_update_batch(maps["xf_rules_%d" % slot], [U32.pack(position) for position in edits.rules],
+                             [compiled.rules[position] for position in edits.rules])
     metas[slot] = compiled.meta
     _write_config(maps, active, rate, metas)
-    return changes
 
 
 UNFINISHED_META = META_FORMAT.pack(0, NO_RULE, *[0] * (1 + len(PREFIX_MAPS)))  # no rule set has NO_RULE rules
 
 
-def _write_rules(fd, rules, current=None):
-    """Writes the blocks of RULE_BLOCK positions that differ from current (read when not given): comparing
-    a block is cheaper than comparing its rules, and writing an unchanged rule into the inactive slot is
-    harmless."""
+def _rule_edits(fd, rules, current=None):
+    """The positions in the blocks of RULE_BLOCK positions that differ from current (read when not given):
+    comparing a block is cheaper than comparing its rules, and writing an unchanged rule into the inactive
+    slot is harmless."""
     size, step = RULE_FORMAT.size, RULE_BLOCK * RULE_FORMAT.size
     wanted = b"".join(rules)
     if current is None:
         current = _libbpf.array_values(fd, size, len(rules))
-    changed = [position for start in range(0, len(wanted), step)
-               if current[start:start + step] != wanted[start:start + step]
-               for position in range(start // size, min(len(rules), (start + step) // size))]
-    _libbpf.map_update_batch(fd, [U32.pack(position) for position in changed],
-                             [rules[position] for position in changed])
-    return len(changed)
+    return [position for start in range(0, len(wanted), step)
+            if current[start:start + step] != wanted[start:start + step]
+            for position in range(start // size, min(len(rules), (start + step) // size))]
 
 
 RULE_BLOCK = 16
@@ -708,22 +740,18 @@ def wait_for_packets_in_flight():
         raise OSError(ctypes.get_errno(), "membarrier failed: cannot wait for an RCU grace period")
 
 
-def _write_general(fd, table):
-    """Writes the entries of the dense port/protocol index that differ."""
+def _general_edits(fd, table):
+    """The indexes of the dense port/protocol index whose entries differ."""
     current = memoryview(_libbpf.array_values(fd, U32.size, GEN_ENTRIES)).cast("I").tolist()
-    changed = [index for index, (now, first) in enumerate(zip(current, table)) if now != first]
-    _libbpf.map_update_batch(fd, [U32.pack(index) for index in changed], [U32.pack(table[index]) for index in changed])
-    return len(changed)
+    return [index for index, (now, first) in enumerate(zip(current, table)) if now != first]
 
 
-def _sync_map(fd, desired):
+def _prefix_edits(fd, desired):
+    """(keys to delete, keys to write) that make a hash or LPM map hold desired."""
     info = _libbpf.map_info(fd)
     current = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], READ_CHUNK))
-    stale = [key for key in current if key not in desired]
-    changed = [key for key, value in desired.items() if current.get(key) != value]
-    _libbpf.map_delete_batch(fd, stale)
-    _libbpf.map_update_batch(fd, changed, [desired[key] for key in changed])
-    return len(stale) + len(changed)
+    return ([key for key in current if key not in desired],
+            [key for key, value in desired.items() if current.get(key) != value])
 
 
 def _percpu_sums(fd, index):

@@ -126,6 +126,44 @@ def test_sampling_off_sends_no_event(firewall):
     assert firewall.events.consume() == []
 
 
+def slot_contents(maps, slot):
+    """(meta, rules, gen, {prefix map: entries}) of one slot, as read from the kernel."""
+    meta = _rules.read_config(maps)[2][slot]
+    count = _rules.META_FORMAT.unpack_from(meta)[1]
+    prefixes = {}
+    for name in _rules.PREFIX_MAPS:
+        fd = maps["xf_%s_%d" % (name, slot)]
+        info = _libbpf.map_info(fd)
+        prefixes[name] = sorted(_libbpf.map_items(fd, info["key_size"], info["value_size"], 64))
+    return (meta, _libbpf.array_values(maps["xf_rules_%d" % slot], _rules.RULE_FORMAT.size, count),
+            _libbpf.array_values(maps["xf_gen_%d" % slot], 4, _rules.GEN_ENTRIES), prefixes)
+
+
+def compiled_contents(compiled):
+    return (compiled.meta, b"".join(compiled.rules), b"".join(_rules.U32.pack(first) for first in compiled.gen),
+            dict((name, sorted(entries.items())) for name, entries in compiled.prefixes.items()))
+
+
+def test_both_slots_end_with_the_new_set_even_after_an_interrupted_run(firewall):
+    first = parse_rules([{"action": "drop", "source": A}, {"action": "drop", "source": "198.18.4.0/24"},
+                         {"action": "pass", "protocol": "tcp", "port": 22}])
+    second = parse_rules([{"action": "drop", "source": B}, {"action": "drop", "destination": "198.19.0.0/16"}])
+    third = parse_rules([{"action": "drop", "source": A}, {"action": "pass", "protocol": "udp", "port": 53}])
+    firewall.apply(first, "pass")
+    # a run that switched to `second` and stopped before writing the slot it left: the slots differ
+    active, rate, metas = _rules.read_config(firewall.maps)
+    compiled = _rules.compile_rules(second, "drop")
+    _rules._write_slot(firewall.maps, 1 - active, compiled,
+                       _rules._slot_edits(firewall.maps, 1 - active, compiled, None), (active, rate, metas))
+    _rules._write_config(firewall.maps, 1 - active, rate, metas)
+    assert slot_contents(firewall.maps, 0) != slot_contents(firewall.maps, 1)
+
+    for rules in (third, first):
+        compiled = _rules.compile_rules(rules, "pass")
+        firewall.apply(rules, "pass")
+        assert slot_contents(firewall.maps, 0) == slot_contents(firewall.maps, 1) == compiled_contents(compiled)
+
+
 def test_switch_writes_only_the_inactive_slot_and_removes_stale_entries(firewall):
     first = parse_rules([{"action": "drop", "source": A}, {"action": "drop", "source": "198.18.4.0/24"}])
     second = parse_rules([{"action": "drop", "source": B}])
