@@ -1,8 +1,9 @@
 """Seconds the xdp_rules control plane takes, and xdp-filter's CLI as the anchor, in one run.
 
 1. `overridden` of 100,000 /32 prefixes from empty, the idempotent re-run, a 1% change (1,000 of
-   the 100,000 rules flip their action) and 1% replaced (1,000 rules get another source prefix, at
-   the same positions), each measured twice:
+   the 100,000 rules flip their action), 1% replaced (1,000 rules get another source prefix, at
+   the same positions) and 1% removed + added (1,000 rules removed, 1,000 new ones at the end), each
+   measured twice:
    - module: the xdp_rules module run as its own process on the host, as Ansible runs it there
      (interpreter start, the arguments as the action plugin sends them (config as JSON text) and
      their parsing, the work, the JSON result; before/after are left out for 100,000 rules);
@@ -40,7 +41,8 @@ from pyroute2 import IPRoute, netns  # noqa: E402
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 MODULES = os.path.join(ROOT, "plugins", "modules")
 NAMESPACE, OURS, THEIRS = "xfbench-cp", "xfcp0", "xfcp1"
-TARGETS = {"from empty": 3.0, "idempotent re-run": 1.0, "1% change": 1.0, "1% replaced": 1.0}
+TARGETS = {"from empty": 3.0, "idempotent re-run": 1.0, "1% change": 1.0, "1% replaced": 1.0,
+           "1% removed + added": 1.0}
 
 
 def sources(count, first="198.18.0.1"):
@@ -59,6 +61,14 @@ def replaced_prefixes(count, replaced_every):
     others = iter(sources(count // replaced_every + 1, "198.19.200.1"))
     return [dict(rule, source=next(others) + "/32") if index % replaced_every == 0 else rule
             for index, rule in enumerate(prefix_rules(count))]
+
+
+def removed_and_added(count, every):
+    """prefix_rules(count) without every every-th rule, and as many new rules at the end: later rules
+    move up, so every position after the first removed one changes."""
+    kept = [rule for index, rule in enumerate(prefix_rules(count)) if index % every]
+    return kept + [{"action": "drop", "source": address + "/32"}
+                   for address in sources(count - len(kept), "198.19.200.1")]
 
 
 # --- inside the namespace ---------------------------------------------------------------------------
@@ -109,14 +119,16 @@ def empty_rules():
 
 
 def prefix_steps(count, measure):
-    """{step: (seconds, CPU seconds)} of from empty, idempotent re-run, 1% of the actions flipped and
-    1% of the prefixes replaced (each change from the full set)."""
+    """{step: (seconds, CPU seconds)} of from empty, idempotent re-run, 1% of the actions flipped, 1% of
+    the prefixes replaced and 1% removed + added (each change from the full set)."""
     empty_rules()
     full = prefix_rules(count)
     steps = {"from empty": measure(full, True), "idempotent re-run": measure(full, False),
              "1% change": measure(prefix_rules(count, changed_every=100), True)}
     measure(full, True)
     steps["1% replaced"] = measure(replaced_prefixes(count, 100), True)
+    measure(full, True)
+    steps["1% removed + added"] = measure(removed_and_added(count, 100), True)
     return steps
 
 
