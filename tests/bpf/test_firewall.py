@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._rules import Packet, parse_rules
+from tests.helpers.slots import compiled_contents, slot_contents
 
 from .frames import GRE, ICMP_, ICMPV6_, TCP_, UDP_, FrameSpec, arp_frame, build, frames_for, mapped, \
     other_ethertype_frame
@@ -124,24 +125,6 @@ def test_sampling_off_sends_no_event(firewall):
     firewall.events.consume()
     assert firewall.run(build(FrameSpec(A, C, UDP_, 53))[0]) == _rules.XDP_ACTIONS["drop"]
     assert firewall.events.consume() == []
-
-
-def slot_contents(maps, slot):
-    """(meta, rules, gen, {prefix map: entries}) of one slot, as read from the kernel."""
-    meta = _rules.read_config(maps)[2][slot]
-    count = _rules.META_FORMAT.unpack_from(meta)[1]
-    prefixes = {}
-    for name in _rules.PREFIX_MAPS:
-        fd = maps["xf_%s_%d" % (name, slot)]
-        info = _libbpf.map_info(fd)
-        prefixes[name] = sorted(_libbpf.map_items(fd, info["key_size"], info["value_size"], 64))
-    return (meta, _libbpf.array_values(maps["xf_rules_%d" % slot], _rules.RULE_FORMAT.size, count),
-            _libbpf.array_values(maps["xf_gen_%d" % slot], 4, _rules.GEN_ENTRIES), prefixes)
-
-
-def compiled_contents(compiled):
-    return (compiled.meta, b"".join(compiled.rules), b"".join(_rules.U32.pack(first) for first in compiled.gen),
-            dict((name, sorted(entries.items())) for name, entries in compiled.prefixes.items()))
 
 
 def test_both_slots_end_with_the_new_set_even_after_an_interrupted_run(firewall):

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from tests.helpers.hosts import ModuleRunner, ansible_env, playbook, playbook_command, recap, write_variables
+from tests.helpers.hosts import ansible_env, playbook, playbook_command, recap, run_module, write_variables
 from tests.lab.layout import REPO
 from tests.reliability.common import BASE_RULES, LAYOUT
 
@@ -17,11 +17,7 @@ NO_CONTROL_MASTER = dict(ANSIBLE_SSH_ARGS="-o ControlMaster=no", ANSIBLE_TIMEOUT
 
 
 def xdp_rules(host, args):
-    runner = ModuleRunner(host)
-    try:
-        return runner.run("xdp_rules", dict(args, interface="eth0"))
-    finally:
-        runner.close()
+    return run_module(host, "xdp_rules", dict(args, interface="eth0"))
 
 
 def rules_of(host):
@@ -40,18 +36,13 @@ def reachability(lab):
             port = "port 22: %s" % error
         link = subprocess.run(["ip", "-s", "link", "show", LAYOUT.peer_ifname(host.netns)], capture_output=True,
                               text=True, check=False).stdout
-        facts = xdp_facts(host)
-        lines.append("%s: %s; xdp stats %s\n%s" % (host.name, port, facts, link))
+        lines.append("%s: %s; xdp stats %s\n%s" % (host.name, port, xdp_stats(host), link))
     return "\n".join(lines)
 
 
-def xdp_facts(host):
-    runner = ModuleRunner(host)
-    try:
-        interface = runner.run("xdp_facts", {"interfaces": ["eth0"], "xdp_modes": False})["ansible_facts"]["xdp"]
-        return interface["interfaces"]["eth0"]["stats"]
-    finally:
-        runner.close()
+def xdp_stats(host):
+    facts = run_module(host, "xdp_facts", {"interfaces": ["eth0"], "xdp_modes": False})["ansible_facts"]["xdp"]
+    return facts["interfaces"]["eth0"]["stats"]
 
 
 def test_unreachable_host_stops_the_rollout_and_a_rerun_converges(deployed, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _ruleset
+from tests.helpers.slots import compiled_contents, slot_contents
 
 REPO = Path(__file__).resolve().parents[2]
 SSH_FROM_ADMIN = {"SSH_CONNECTION": "198.18.0.1 50022 198.18.0.11 22"}
@@ -386,28 +387,13 @@ def test_an_item_equal_to_the_current_rule_at_its_position_is_taken_as_it_is_but
         entries.from_items([BAD, dict(port_one, port=True)])
 
 
-def slot_contents(maps, slot):
-    """What one slot's maps hold: its meta, active rules, port/protocol index and prefix maps."""
-    meta = _rules.read_config(maps)[2][slot]
-    count = _rules.META_FORMAT.unpack_from(meta)[1]
-    prefixes = {}
-    for name in _rules.PREFIX_MAPS:
-        fd = maps["xf_%s_%d" % (name, slot)]
-        info = _libbpf.map_info(fd)
-        prefixes[name] = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], 64))
-    return (meta, _libbpf.array_values(maps["xf_rules_%d" % slot], _rules.RULE_FORMAT.size, count),
-            _libbpf.array_values(maps["xf_gen_%d" % slot], 4, _rules.GEN_ENTRIES), prefixes)
-
-
-def compiled_contents(rules, default_action, counters):
-    compiled = _rules.compile_rules(_rules.parse_rules(rules), default_action, counters)
-    return (compiled.meta, b"".join(compiled.rules), b"".join(_rules.U32.pack(first) for first in compiled.gen),
-            compiled.prefixes)
+def compiled_rules(rules, default_action, counters):
+    return compiled_contents(_rules.compile_rules(_rules.parse_rules(rules), default_action, counters))
 
 
 def assert_both_slots_hold(maps, rules, default_action):
     counters = _ruleset.KernelRuleset(maps).counters()
-    expected = compiled_contents([dict((k, v) for k, v in item.items() if k != "name") for item in rules],
+    expected = compiled_rules([dict((k, v) for k, v in item.items() if k != "name") for item in rules],
                                  default_action, counters)
     assert slot_contents(maps, 0) == expected
     assert slot_contents(maps, 1) == expected
