@@ -394,7 +394,7 @@ def compiled_rules(rules, default_action, counters):
 def assert_both_slots_hold(maps, rules, default_action):
     counters = _ruleset.KernelRuleset(maps).counters()
     expected = compiled_rules([dict((k, v) for k, v in item.items() if k != "name") for item in rules],
-                                 default_action, counters)
+                              default_action, counters)
     assert slot_contents(maps, 0) == expected
     assert slot_contents(maps, 1) == expected
 
