@@ -38,13 +38,14 @@ def _down(layout: Layout) -> int:
 
 def _status(layout: Layout) -> int:
     lab = Lab.load(layout)
-    answers = lab.status()
+    problems = lab.status()
     print(f"lab {layout.prefix}: bridge {layout.bridge} {layout.bridge_address}, "
           f"client {lab.client.address if lab.client else 'absent'}, {len(lab.hosts)} hosts")
     for host in lab.hosts:
+        problem = problems[host.name]
         print(f"{host.name:10} {host.address:15} netns={host.netns} pid={host.pid} "
-              f"sshd={'answers' if answers[host.name] else 'DOWN'}")
-    return 0 if all(answers.values()) else 1
+              f"sshd={f'DOWN ({problem})' if problem else 'answers'}")
+    return 1 if any(problems.values()) else 0
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ from .layout import HOST_IFNAME, MAX_HOSTS, Layout
 
 Result = namedtuple("Result", "rc out err")
 SSH_WAIT = 30.0
+STATUS_WAIT = 15.0  # a whole SSH retry budget: one lost SYN or a stalled handshake is not "down"
 
 
 def _capture(argv: list[str], timeout: float) -> Result:
@@ -79,12 +80,14 @@ class Host(Client):
                 self._ssh = sshd.connect(self.address, self.layout.client_key, host_key, wait)
             return self._ssh
 
-    def answers(self) -> bool:
+    def ssh_problem(self) -> str:
+        """What keeps sshd from answering `hostname` with the host's own name; "" when it does."""
         try:
-            self.connect(wait=5)
-            return self.ssh("hostname", timeout=5) == (0, f"{self.name}\n", "")
-        except (OSError, paramiko.SSHException):
-            return False
+            self.connect(wait=STATUS_WAIT)
+            rc, out, err = self.ssh("hostname", timeout=STATUS_WAIT)
+        except (OSError, paramiko.SSHException) as error:
+            return f"{type(error).__name__}: {error}"
+        return "" if (rc, out, err) == (0, f"{self.name}\n", "") else f"hostname: rc={rc} out={out!r} err={err!r}"
 
     def is_running(self) -> bool:
         try:
@@ -238,9 +241,9 @@ class Lab:
             shutil.rmtree(self.layout.state_dir, ignore_errors=True)
             self.hosts, self.client = [], None
 
-    def status(self) -> dict[str, bool]:
-        """Whether each host's sshd answers with the host's own hostname."""
-        return dict(zip((host.name for host in self.hosts), _parallel(Host.answers, self.hosts)))
+    def status(self) -> dict[str, str]:
+        """Per host, what keeps its sshd from answering with the host's own hostname ("" when it answers)."""
+        return dict(zip((host.name for host in self.hosts), _parallel(Host.ssh_problem, self.hosts)))
 
     def run_parallel(self, command: str, hosts=None, via: str = "ssh", timeout: float = 60) -> dict[str, Result]:
         """Run `command` on every host (or `hosts`) at once, over SSH or with `via="nsenter"`."""

@@ -126,7 +126,7 @@ def test_up_twice_reuses_hosts_and_a_larger_up_adds_only_the_missing(growing_lab
     growing_lab.cli("up", "--hosts", "5")
     grown = growing_lab.anchor_pids()
     assert len(grown) == 5 and {name: grown[name] for name in first} == first
-    assert all(Lab.load(growing_lab.layout).status().values())
+    assert not any(Lab.load(growing_lab.layout).status().values())
 
 
 def test_up_ten_hosts_is_fast_and_down_leaves_nothing_behind(fresh_lab):
