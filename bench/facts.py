@@ -3,7 +3,9 @@
 A 1-host lab of its own (prefix fb, 198.18.150.0/24): the firewall attached to eth0, N /32 source-prefix
 rules applied with xdp_rules (overridden, as bench/control_plane.py does), packets counted, then
 - module: the module run as its own process in the host's namespaces, as Ansible runs it there
-  (interpreter start, argument parsing, the work, the JSON result), median of --runs;
+  (interpreter start, argument parsing, the work, the JSON result), median of --runs; once with the
+  hosts' /usr/bin/python3 and their python3-pyroute2 (the lab inventory's interpreter), once with the
+  project's virtualenv;
 - gather(): _facts.gather in one process on the host, median of --runs;
 each in wall-clock and in CPU seconds (user + system): on a busy machine the CPU seconds show the cost
 of the work better than the wall clock. The first rule drops the client's pings, the others
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / ".collections")]
 
 from bench.control_plane import sources  # noqa: E402
-from tests.helpers.hosts import on_host, run_module  # noqa: E402
+from tests.helpers.hosts import HOST_PYTHON, PYTHON, on_host, run_module  # noqa: E402
 from tests.lab import Lab, Layout  # noqa: E402
 
 LAYOUT = Layout("fb", 150)
@@ -40,6 +42,9 @@ MODULE_RUNS = {
     "xdp_facts xdp_modes=false": ("xdp_facts", {"interfaces": ["eth0"], "xdp_modes": False}),
     "xdp_stats with textfile": ("xdp_stats", {"interfaces": ["eth0"], "top_rules": 10, "textfile": TEXTFILE}),
 }
+# The hosts' interpreter and libraries, as Ansible runs modules on the lab; the project's virtualenv
+# (newer Python and pyroute2) as a second opinion.
+INTERPRETERS = {"host python3": HOST_PYTHON, "venv python": PYTHON}
 GATHER = """
 import json, statistics, time
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts
@@ -83,12 +88,12 @@ def children_cpu():
     return usage.ru_utime + usage.ru_stime
 
 
-def module_median(host, name, args, runs, rules):
+def module_median(host, name, args, runs, rules, python):
     """(wall, CPU) seconds of one module process, medians."""
     seconds, cpu = [], []
     for attempt in range(runs):
         started, cpu_started = time.perf_counter(), children_cpu()
-        result = succeeded(run_module(host, name, args))
+        result = succeeded(run_module(host, name, args, python=python))
         seconds.append(time.perf_counter() - started)
         cpu.append(children_cpu() - cpu_started)
     assert result["ansible_facts"]["xdp"]["interfaces"]["eth0"]["rule_count"] == rules
@@ -106,8 +111,8 @@ def main():
         host = lab.hosts[0]
         firewall_with_rules(lab, args.rules)
         lab.client.run("ping -n -q -c 20 -i 0.005 %s" % host.address, timeout=30)
-        figures = {label: module_median(host, name, module_args, args.runs, args.rules)
-                   for label, (name, module_args) in MODULE_RUNS.items()}
+        figures = {"%s, %s" % (label, where): module_median(host, name, module_args, args.runs, args.rules, python)
+                   for where, python in INTERPRETERS.items() for label, (name, module_args) in MODULE_RUNS.items()}
         figures.update(json.loads(on_host(host, GATHER % {"runs": args.runs, "rules": args.rules})))
     finally:
         if not args.keep:
@@ -115,9 +120,9 @@ def main():
     print("xdp_facts with %d rules on eth0: median of %d runs (seconds; load average %s, %d CPUs; target %.1f)"
           % (args.rules, args.runs, " ".join("%.2f" % load for load in os.getloadavg()),
              len(os.sched_getaffinity(0)), TARGET))
-    print("%-30s %8s %8s" % ("", "wall", "CPU"))
+    print("%-46s %8s %8s" % ("", "wall", "CPU"))
     for label, (seconds, cpu) in figures.items():
-        print("%-30s %8.3f %8.3f" % (label, seconds, cpu))
+        print("%-46s %8.3f %8.3f" % (label, seconds, cpu))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
-import errno
 import heapq
 import itertools
 import operator
@@ -50,42 +49,6 @@ def capabilities():
         "possible_cpus": libbpf.num_possible_cpus(),
         "online_cpus": os.cpu_count(),
     }
-
-
-def xdp_features(ifindexes):
-    """{ifindex: NETDEV_XDP_ACT_* bits} from the netdev generic netlink family (Linux >= 6.3),
-    or None when the kernel or pyroute2 cannot tell."""
-    try:
-        from pyroute2.netlink import genlmsg, NLM_F_REQUEST
-        from pyroute2.netlink.exceptions import NetlinkError
-        from pyroute2.netlink.generic import GenericNetlinkSocket
-    except ImportError:
-        return None
-
-    class netdevmsg(genlmsg):  # pylint: disable=invalid-name
-        nla_map = (("NETDEV_A_DEV_UNSPEC", "none"), ("NETDEV_A_DEV_IFINDEX", "uint32"),
-                   ("NETDEV_A_DEV_PAD", "none"), ("NETDEV_A_DEV_XDP_FEATURES", "uint64"))
-
-    def query(socket, index):
-        request = netdevmsg()
-        request["cmd"], request["version"] = 1, 1  # NETDEV_CMD_DEV_GET
-        request["attrs"] = [("NETDEV_A_DEV_IFINDEX", index)]
-        try:
-            replies = socket.nlm_request(request, msg_type=socket.prid, msg_flags=NLM_F_REQUEST)
-        except NetlinkError as error:
-            if error.code == errno.ENODEV:  # the kernel skips devices without any XDP feature
-                return 0
-            raise
-        return replies[0].get_attr("NETDEV_A_DEV_XDP_FEATURES") or 0
-
-    socket = GenericNetlinkSocket()
-    try:
-        socket.bind("netdev", netdevmsg)
-        return dict((index, query(socket, index)) for index in ifindexes)
-    except NetlinkError:
-        return None  # no netdev family (kernel < 6.3): modes unknown rather than a failed gather
-    finally:
-        socket.close()
 
 
 def xdp_modes(features):
@@ -230,7 +193,7 @@ def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=_rulese
     try:
         indexes = dict((name, _netlink.ifindex(name)) for name in
                        interfaces or [name for name in interface_names() if name != "lo"])
-        features = xdp_features(indexes.values()) if modes else None
+        features = _netlink.xdp_features(indexes.values()) if modes else None
         result = {"capabilities": capabilities(), "interfaces": {}}
         for name, index in indexes.items():
             facts = interface_facts(name, per_cpu, top, state_dir)

@@ -457,6 +457,12 @@ def array_values(fd, value_size, count):
     return values.raw
 
 
+def _split(buffer, size, count):
+    """The first count elements of size bytes in a ctypes buffer (read once: .raw copies the buffer)."""
+    raw = buffer.raw
+    return [raw[offset:offset + size] for offset in range(0, count * size, size)]
+
+
 def _lookup_batch(fd, key_size, value_size, chunk):
     items = []
     in_batch, out_batch = None, ctypes.create_string_buffer(max(key_size, 8))
@@ -468,11 +474,7 @@ def _lookup_batch(fd, key_size, value_size, chunk):
             fd, in_batch, out_batch, keys, values, ctypes.byref(count), ctypes.byref(_batch_opts()))
         if result < 0 and result != -errno.ENOENT:
             _check(result, "cannot read map elements in batches")
-        # .raw copies the whole buffer: take it once per batch, not once per element
-        key_bytes, value_bytes = keys.raw, values.raw
-        for index in range(count.value):
-            items.append((key_bytes[index * key_size:(index + 1) * key_size],
-                          value_bytes[index * value_size:(index + 1) * value_size]))
+        items.extend(zip(_split(keys, key_size, count.value), _split(values, value_size, count.value)))
         if result == -errno.ENOENT:
             return items
         in_batch = _buffer(out_batch.raw)

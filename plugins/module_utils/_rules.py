@@ -14,6 +14,7 @@ __metaclass__ = type
 import ctypes
 import hashlib
 import ipaddress
+import itertools
 import os
 import socket
 import struct
@@ -361,6 +362,11 @@ Compiled = namedtuple("Compiled", "default_action rules gen prefixes meta counte
 Fields = namedtuple("Fields", "action flags protocol family src_len dst_len reserved low high counter "
                               "source destination mask")
 COUNTER_OFFSET = 12  # xf_rule.counter: bytes 12-15
+# The same bytes with each address split after its first 4 bytes, which are the whole of an IPv4 address:
+# the compiler reads rules column by column (one tuple per field) and needs no slicing for IPv4.
+Columns = namedtuple("Columns", "action flags protocol family src_len dst_len reserved low high counter "
+                                "source_head source_tail destination_head destination_tail mask")
+COLUMN_FORMAT = struct.Struct("<4B2BH2HI4s12s4s12s16s")
 
 
 def compile_rules(rules, default_action, counters=None):
@@ -377,16 +383,35 @@ def compile_packed(packed, default_action, counters=None):
     if len(packed) > MAX_RULES:
         raise CompileError("%d rules exceed the program's capacity of %d" % (len(packed), MAX_RULES))
     counters = list(range(len(packed))) if counters is None else counters
-    fields = list(map(Fields._make, RULE_FORMAT.iter_unpack(b"".join(packed))))
+    raw = b"".join(packed)
+    columns = _columns(raw)
     prefixes = dict((name, {}) for name in PREFIX_MAPS)
-    _compile_chains(fields, "source", prefixes)
-    _compile_chains(fields, "destination", prefixes)
-    general = [position for position, rule in enumerate(fields)
-               if rule.src_len == NO_PREFIX and rule.dst_len == NO_PREFIX]
+    _compile_chains(columns, "source", prefixes)
+    _compile_chains(columns, "destination", prefixes)
+    general = [position for position, (src_len, dst_len) in enumerate(zip(columns.src_len, columns.dst_len))
+               if src_len == NO_PREFIX and dst_len == NO_PREFIX]
     action = XDP_ACTIONS[default_action]
     meta = META_FORMAT.pack(action, len(packed), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
-    return Compiled(action, _with_counters(packed, counters), _compile_general(fields, general), prefixes, meta,
+    return Compiled(action, _split_with_counters(raw, counters), _compile_general(columns, general), prefixes, meta,
                     counters)
+
+
+def _columns(raw):
+    """The Columns of concatenated packed rules: columns.src_len[position], and so on."""
+    if not raw:
+        return Columns._make(() for _ in Columns._fields)
+    return Columns._make(zip(*COLUMN_FORMAT.iter_unpack(raw)))
+
+
+def _split_with_counters(raw, counters):
+    """The packed rules of concatenated raw, one bytes each, their counter fields set to counters."""
+    size = RULE_FORMAT.size
+    rules = bytearray(raw)
+    counter_bytes = struct.pack("<%dI" % len(counters), *counters)
+    for byte in range(U32.size):
+        rules[COUNTER_OFFSET + byte::size] = counter_bytes[byte::U32.size]
+    rules = bytes(rules)
+    return [rules[offset:offset + size] for offset in range(0, len(rules), size)]
 
 
 def patch_compiled(meta, packed, default_action, counters, positions):
@@ -397,7 +422,7 @@ def patch_compiled(meta, packed, default_action, counters, positions):
     meta = META_FORMAT.pack(action, *META_FORMAT.unpack(meta)[1:])
     rules = list(packed)
     for position in positions:
-        rules[position] = _with_counters([packed[position]], [counters[position]])[0]
+        rules[position] = _split_with_counters(packed[position], [counters[position]])[0]
     return Compiled(action, rules, None, None, meta, counters)
 
 
@@ -417,11 +442,6 @@ def same_matches(packed, other):
         packed[COUNTER_OFFSET + 4:] == other[COUNTER_OFFSET + 4:]
 
 
-def _with_counters(packed, counters):
-    return [rule[:COUNTER_OFFSET] + U32.pack(counter) + rule[COUNTER_OFFSET + 4:]
-            for rule, counter in zip(packed, counters)]
-
-
 def pack_rule(rule, counter=0):
     """The packed xf_rule of a Rule."""
     flags = ((HAS_PROTO if rule.protocol is not None else 0) | (HAS_PORT if rule.port else 0)
@@ -439,37 +459,49 @@ def _address_bytes(network):
     return network.network_address.packed if network is not None else b""
 
 
-def _is_unconditional(rule, side):
-    """True when a rule found through its `side` prefix matches without further checks."""
+def _is_unconditional(flags, side):
+    """True when a rule with these flags, found through its `side` prefix, matches without further checks."""
     conditions = HAS_PROTO | HAS_PORT | (HAS_DST if side == "source" else 0)
-    return not rule.flags & conditions
-
-
-def _side_prefixes(rules, side):
-    """(position, family, prefix length, packed network address) of the rules found by their `side` prefix."""
-    if side == "source":
-        found = [(position, rule.family, rule.src_len, rule.source) for position, rule in enumerate(rules)
-                 if rule.src_len != NO_PREFIX]
-    else:
-        found = [(position, rule.family, rule.dst_len, rule.destination) for position, rule in enumerate(rules)
-                 if rule.src_len == NO_PREFIX and rule.dst_len != NO_PREFIX]
-    return [(position, family, length, raw[:4] if family == 4 else raw) for position, family, length, raw in found]
+    return not flags & conditions
 
 
 _CHAIN_PAD = [0] * CHAIN_MAX
 ONE_RULE_CHAIN = struct.Struct("<2I%dx" % (4 * (CHAIN_MAX - 1)))  # CHAIN_FORMAT of a one-rule chain
 
 
-def _compile_chains(rules, side, prefixes):
-    """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it."""
-    groups = defaultdict(dict)  # (family, prefix length) -> {packed address: [positions]}
-    for position, family, length, raw in _side_prefixes(rules, side):
-        group = groups[family, length]
-        own = group.get(raw)
+def _side_lengths(columns, side):
+    """Per position, the prefix length by which `side` finds the rule, NO_PREFIX when it does not: every
+    rule with a source prefix is found by it, a rule with a destination prefix alone by the destination."""
+    if side == "source":
+        return columns.src_len
+    return [dst_len if src_len == NO_PREFIX else NO_PREFIX for src_len, dst_len in zip(columns.src_len, columns.dst_len)]
+
+
+def _side_groups(columns, side):
+    """{(family, prefix length): {packed network address: [positions]}} of the rules found by `side`."""
+    by_length = {4: [{} for _ in range(33)], 6: [{} for _ in range(129)]}
+    ipv4, ipv6 = by_length[4], by_length[6]
+    rows = zip(itertools.count(), columns.family, _side_lengths(columns, side),
+               getattr(columns, side + "_head"), getattr(columns, side + "_tail"))
+    for position, family, length, head, tail in rows:
+        if length == NO_PREFIX:
+            continue
+        if family == 4:
+            group, address = ipv4[length], head
+        else:
+            group, address = ipv6[length], head + tail
+        own = group.get(address)
         if own is None:
-            group[raw] = [position]
+            group[address] = [position]
         else:
             own.append(position)
+    return dict(((family, length), group) for family, groups in by_length.items()
+                for length, group in enumerate(groups) if group)
+
+
+def _compile_chains(columns, side, prefixes):
+    """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it."""
+    groups = _side_groups(columns, side)
     for (version, prefixlen), group in groups.items():
         width = 32 if version == 4 else 128
         shorter = [length for family, length in groups if family == version and length < prefixlen]
@@ -481,7 +513,7 @@ def _compile_chains(rules, side, prefixes):
             if len(chain) == 1:
                 target[key_head + raw] = ONE_RULE_CHAIN.pack(1, chain[0])
                 continue
-            chain = _truncate(chain, rules, side, version, prefixlen, int.from_bytes(raw, "big"))
+            chain = _truncate(chain, columns.flags, side, version, prefixlen, int.from_bytes(raw, "big"))
             target[key_head + raw] = CHAIN_FORMAT.pack(len(chain), *chain, *_CHAIN_PAD[len(chain):])
 
 
@@ -493,9 +525,9 @@ def _covering_positions(groups, version, lengths, raw):
         (address >> (width - length) << (width - length)).to_bytes(width // 8, "big"), ())]
 
 
-def _truncate(chain, rules, side, version, prefixlen, address):
+def _truncate(chain, flags, side, version, prefixlen, address):
     for index, position in enumerate(chain):
-        if _is_unconditional(rules[position], side):
+        if _is_unconditional(flags[position], side):
             chain = chain[:index + 1]
             break
     if len(chain) > CHAIN_MAX:
@@ -507,18 +539,18 @@ def _truncate(chain, rules, side, version, prefixlen, address):
     return chain
 
 
-def _compile_general(rules, general):
+def _compile_general(columns, general):
     """First general rule (+1) per TCP port, UDP port and protocol; later writes are earlier rules."""
     table = [0] * GEN_ENTRIES
     for position in reversed(general):
-        rule = rules[position]
-        protocol = rule.protocol if rule.flags & HAS_PROTO else None
-        if not rule.flags & HAS_PORT:
+        flags = columns.flags[position]
+        protocol = columns.protocol[position] if flags & HAS_PROTO else None
+        if not flags & HAS_PORT:
             protocols = range(256) if protocol is None else (protocol,)
             for number in protocols:
                 table[GEN_PROTO + number] = position + 1
             continue
-        low, high = rule.low, rule.high
+        low, high = columns.low[position], columns.high[position]
         for number, base in ((PROTOCOLS["tcp"], GEN_TCP), (PROTOCOLS["udp"], GEN_UDP)):
             if protocol in (None, number):
                 table[base + low:base + high + 1] = [position + 1] * (high - low + 1)

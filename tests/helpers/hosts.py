@@ -9,11 +9,13 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import ansible
 import yaml
 
 from tests.lab.layout import REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
+HOST_PYTHON = "/usr/bin/python3"  # the lab inventory's ansible_python_interpreter
 MODULES = REPO / "plugins" / "modules"
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -22,24 +24,37 @@ def _nsenter(host):
     return ["nsenter", "-t", str(host.pid), "--net", "--mount", "--uts", "--"]
 
 
-def module_env(**extra):
+def _ansible_alone():
+    """A directory holding only the virtualenv's `ansible` package: what Ansible ships to a host with a
+    module, so the host's own interpreter runs it with the host's libraries (its pyroute2 among them)."""
+    directory = Path(tempfile.gettempdir()) / "xdpfleet-ansible-alone"
+    directory.mkdir(exist_ok=True)
+    link = directory / "ansible"
+    if not link.is_symlink():
+        link.symlink_to(Path(ansible.__file__).parent)
+    return str(directory)
+
+
+def module_env(python=PYTHON, **extra):
     """The environment of a module run: the collection importable, no SSH session unless given."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SSH_")}
-    return dict(env, PYTHONPATH=str(REPO / ".collections"), **extra)
+    paths = [str(REPO / ".collections")] + ([_ansible_alone()] if python != PYTHON else [])
+    return dict(env, PYTHONPATH=os.pathsep.join(paths), **extra)
 
 
-def module_command(host, name):
-    return _nsenter(host) + [PYTHON, str(MODULES / ("%s.py" % name))]
+def module_command(host, name, python=PYTHON):
+    return _nsenter(host) + [python, str(MODULES / ("%s.py" % name))]
 
 
 def module_input(args, check=False):
     return json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check)})
 
 
-def run_module(host, name, args, check=False, env=None, timeout=300):
-    """Runs plugins/modules/<name>.py in the host's namespaces as ansible would; returns its result dict."""
-    done = subprocess.run(module_command(host, name), input=module_input(args, check), capture_output=True,
-                          text=True, env=env or module_env(), timeout=timeout, cwd=REPO, check=False)
+def run_module(host, name, args, check=False, env=None, timeout=300, python=PYTHON):
+    """Runs plugins/modules/<name>.py in the host's namespaces as ansible would (with the virtualenv's
+    interpreter unless `python` is given); returns its result dict."""
+    done = subprocess.run(module_command(host, name, python), input=module_input(args, check), capture_output=True,
+                          text=True, env=env or module_env(python), timeout=timeout, cwd=REPO, check=False)
     lines = done.stdout.strip().splitlines()
     assert lines, "%s gave no result: rc=%d %s" % (name, done.returncode, done.stderr[-2000:])
     return json.loads(lines[-1])
