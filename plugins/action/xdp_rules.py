@@ -10,18 +10,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
-
 from ansible.plugins.action import ActionBase
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._ruleset import entries_json
 
 MODULE = "xdpfleet.xdp.xdp_rules"
 
 
 def module_args(task_args):
-    """The task's arguments with a config list replaced by its JSON text."""
+    """The task's arguments with a config list replaced by its JSON text, in the form the module stores
+    its digest in, so that a run that changes nothing is found so from the text alone."""
     args = dict(task_args)
-    if isinstance(args.get("config"), list):
-        args["config"] = json.dumps(args["config"], separators=(",", ":"))
+    text = entries_json(args["config"]) if isinstance(args.get("config"), list) else None
+    if text is not None:
+        args["config"] = text
     return args
 
 

@@ -18,6 +18,7 @@ import itertools
 import os
 import socket
 import struct
+from array import array
 from collections import defaultdict, deque, namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf
@@ -477,9 +478,20 @@ def _side_lengths(columns, side):
     return [dst_len if src_len == NO_PREFIX else NO_PREFIX for src_len, dst_len in zip(columns.src_len, columns.dst_len)]
 
 
+# The rules of one side, family and prefix length: `first` maps each address to the first rule's position,
+# `more` the addresses that several rules have to the later positions (most rule sets have none).
+PrefixGroup = namedtuple("PrefixGroup", "first more")
+
+
+def _group_positions(group, address):
+    """Positions of the rules of group with this address, in order."""
+    first = group.first.get(address)
+    return [] if first is None else [first] + group.more.get(address, [])
+
+
 def _side_groups(columns, side):
-    """{(family, prefix length): {packed network address: [positions]}} of the rules found by `side`."""
-    by_length = {4: [{} for _ in range(33)], 6: [{} for _ in range(129)]}
+    """{(family, prefix length): PrefixGroup} of the rules found by `side`."""
+    by_length = {4: [PrefixGroup({}, {}) for _ in range(33)], 6: [PrefixGroup({}, {}) for _ in range(129)]}
     ipv4, ipv6 = by_length[4], by_length[6]
     rows = zip(itertools.count(), columns.family, _side_lengths(columns, side),
                getattr(columns, side + "_head"), getattr(columns, side + "_tail"))
@@ -490,13 +502,10 @@ def _side_groups(columns, side):
             group, address = ipv4[length], head
         else:
             group, address = ipv6[length], head + tail
-        own = group.get(address)
-        if own is None:
-            group[address] = [position]
-        else:
-            own.append(position)
+        if group.first.setdefault(address, position) != position:
+            group.more.setdefault(address, []).append(position)
     return dict(((family, length), group) for family, groups in by_length.items()
-                for length, group in enumerate(groups) if group)
+                for length, group in enumerate(groups) if group.first)
 
 
 def _compile_chains(columns, side, prefixes):
@@ -507,7 +516,12 @@ def _compile_chains(columns, side, prefixes):
         shorter = [length for family, length in groups if family == version and length < prefixlen]
         target = prefixes["%s%d%s" % (side[0], version, "h" if prefixlen == width else "t")]
         key_head = b"" if prefixlen == width else U32.pack(prefixlen)
-        for raw, chain in group.items():
+        if not (shorter or group.more):  # one rule per address: no chain to order or truncate
+            target.update(zip(map(key_head.__add__, group.first),
+                              map(ONE_RULE_CHAIN.pack, itertools.repeat(1), group.first.values())))
+            continue
+        for raw in group.first:
+            chain = _group_positions(group, raw)
             if shorter:
                 chain = sorted(chain + _covering_positions(groups, version, shorter, raw))
             if len(chain) == 1:
@@ -521,8 +535,8 @@ def _covering_positions(groups, version, lengths, raw):
     """Positions of the rules whose prefix of one of these lengths contains the address raw."""
     width = len(raw) * 8
     address = int.from_bytes(raw, "big")
-    return [position for length in lengths for position in groups[version, length].get(
-        (address >> (width - length) << (width - length)).to_bytes(width // 8, "big"), ())]
+    return [position for length in lengths for position in _group_positions(
+        groups[version, length], (address >> (width - length) << (width - length)).to_bytes(width // 8, "big"))]
 
 
 def _truncate(chain, flags, side, version, prefixlen, address):
@@ -773,8 +787,12 @@ def wait_for_packets_in_flight():
 
 
 def _general_edits(fd, table):
-    """The indexes of the dense port/protocol index whose entries differ."""
-    current = memoryview(_libbpf.array_values(fd, U32.size, GEN_ENTRIES)).cast("I").tolist()
+    """The indexes of the dense port/protocol index whose entries differ (most rule changes leave the
+    general rules alone: then one comparison of the whole array says so)."""
+    current = _libbpf.array_values(fd, U32.size, GEN_ENTRIES)
+    if current == array("I", table).tobytes():
+        return []
+    current = memoryview(current).cast("I").tolist()
     return [index for index, (now, first) in enumerate(zip(current, table)) if now != first]
 
 

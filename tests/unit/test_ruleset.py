@@ -348,6 +348,19 @@ def test_the_same_config_again_is_decided_by_digest_without_rule_work(host, monk
     assert _rules.read_config(host.maps)[1] == 5
 
 
+def test_the_action_plugins_text_of_the_stored_rules_is_not_even_parsed(host, monkeypatch):
+    config = [SSH, BAD, WEB]
+    host(state="overridden", config=config)
+    text = module_args({"config": config})["config"]
+    assert _ruleset.json_digest(text) == json.loads(host.state_file.read_text())["rules_digest"]
+
+    def no_parsing(config):
+        raise AssertionError("config parsed")
+    monkeypatch.setattr(_ruleset, "config_items", no_parsing)
+    result = host(state="overridden", config=text)
+    assert not result["changed"] and result["before"] == config
+
+
 def test_large_rule_sets_leave_before_and_after_out_unless_asked(host, monkeypatch):
     monkeypatch.setattr(_ruleset, "FULL_LISTS_UP_TO", 2)
     result = host(state="overridden", config=[SSH, BAD, WEB])
