@@ -30,6 +30,9 @@ STATE_DIR = "/etc/xdpfleet"
 STATE_FILE_VERSION = 1
 FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
 UNCHANGED_BY_SAME_CONFIG = ("merged", "replaced", "overridden")
+# A change touches few positions while not more than 1 in MOST_KEPT_RATIO of the rules differ from the
+# current ones where they are: work that looks at the differing positions only is then worth it.
+MOST_KEPT_RATIO = 8
 
 
 class RulesetError(Exception):
@@ -230,18 +233,46 @@ def compare(before, after, with_lines=True):
     return {"added": added, "removed": len(gone), "changed": changed}, lines
 
 
+def differing_in_place(before, after):
+    """The positions at which two lists of the same length differ, when the change looks made in place: few
+    positions (not more than 1 in MOST_KEPT_RATIO), or rules that all keep their identity where they are;
+    else None (rules removed before others and added elsewhere shift every later position)."""
+    if len(before) != len(after):
+        return None
+    differing = [position for position, (old, new) in enumerate(zip(before, after)) if old != new]
+    if len(differing) <= len(before) // MOST_KEPT_RATIO or \
+            all(rule_key(before[position]) == rule_key(after[position]) for position in differing):
+        return differing
+    return None
+
+
+def _keys_in_place(before, after):
+    """[(position, identity in before, identity in after)] of the positions at which two lists of the same
+    length differ; None as soon as one identity is found at two of them (a rule moved: rules removed
+    before others shift every later one, which shows at the second or third position that differs)."""
+    keys, old_keys, new_keys = [], set(), set()
+    for position, (old_rule, new_rule) in enumerate(zip(before, after)):
+        if old_rule == new_rule:
+            continue
+        old, new = rule_key(old_rule), rule_key(new_rule)
+        if new in old_keys or old in new_keys:
+            return None
+        old_keys.add(old)
+        new_keys.add(new)
+        keys.append((position, old, new))
+    return keys
+
+
 def _changed_in_place(before, after, with_lines):
     """compare's result when no kept rule moved: each rule that differs either kept its identity and
     position or gave its position to a rule new to the set (else None). Found by keying only the rules
     that differ: the others are equal, so a rule new at a differing position is nowhere in before and
     a rule gone from one is nowhere in after (identities are unique in each list)."""
-    differing = [position for position, (old, new) in enumerate(zip(before, after)) if old != new]
-    keys = [(position, rule_key(before[position]), rule_key(after[position])) for position in differing]
-    old_keys, new_keys = set(key[1] for key in keys), set(key[2] for key in keys)
-    if any(old != new and (old in new_keys or new in old_keys) for _position, old, new in keys):
+    keys = _keys_in_place(before, after)
+    if keys is None:
         return None
     replaced = [position for position, old, new in keys if old != new]
-    summary = {"added": len(replaced), "removed": len(replaced), "changed": len(differing) - len(replaced)}
+    summary = {"added": len(replaced), "removed": len(replaced), "changed": len(keys) - len(replaced)}
     if not with_lines:
         return summary, []
     lines = ["- " + rule_line(before[position]) for position in replaced]
@@ -368,7 +399,6 @@ def _write_atomically(target, text):
 # fixed point of _rules.parse_rule, which lets items already in canonical form skip re-parsing.
 
 ITEM_KEYS = frozenset(RULE_FIELDS)
-MOST_KEPT_RATIO = 8  # with fewer than 1 in 8 items off their current rule, the current values are not worth knowing
 
 
 def entry_values(entry):
@@ -714,11 +744,11 @@ def plan(request, kernel, stored):
 def _pack(outcome, kernel, entries):
     """Sets outcome's packed rules and values; when only some positions change, only theirs are packed."""
     before, after = outcome.before, outcome.after
-    if len(before) != len(after):
+    positions = differing_in_place(before, after)
+    if positions is None:
         outcome.values = entries.remembered_values(), list(map(entry_values, after))
         outcome.packed = entries.packed(after, outcome.values[1])
         return
-    positions = [position for position, (old, new) in enumerate(zip(before, after)) if old != new]
     changed = [after[position] for position in positions]
     outcome.in_place = (positions, [entry_values(before[position]) for position in positions],
                         list(map(entry_values, changed)))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _ruleset
@@ -107,6 +108,36 @@ def test_a_moved_rule_counts_as_changed():
     summary, lines = _ruleset.compare([SSH, WEB, BAD], [BAD, SSH, WEB])
     assert summary == {"added": 0, "removed": 0, "changed": 1}
     assert lines == ["~ drop ip from 198.19.0.0/16 to any (moved to 1)"]
+
+
+def _edited(sources, edits):
+    """Rules with these sources (all drop), after (position, edit) edits: flip its action, give it another
+    source, remove it, or move it to the end; then new rules appended."""
+    rules = [rule("drop", source="198.19.%d.0/24" % number) for number in sources]
+    for position, edit in edits:
+        position %= len(rules) or 1
+        if not rules or edit == "append":
+            rules.append(rule("drop", source="198.18.%d.0/24" % (len(rules) + position)))
+        elif edit == "flip":
+            rules[position] = dict(rules[position], action="pass")
+        elif edit == "replace":
+            rules[position] = rule("drop", source="198.18.%d.0/24" % (100 + position))
+        elif edit == "remove":
+            del rules[position]
+        else:
+            rules.append(rules.pop(position))
+    return rules
+
+
+@given(st.integers(1, 40), st.lists(st.tuples(st.integers(0, 99), st.sampled_from(
+    ["flip", "replace", "remove", "move", "append"])), max_size=8))
+def test_the_in_place_shortcut_counts_what_the_full_comparison_counts(count, edits):
+    before = _edited(range(count), [])
+    after = _edited(range(count), edits)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_ruleset, "_changed_in_place", lambda *args: None)
+        full = _ruleset.compare(before, after)[0]
+    assert _ruleset.compare(before, after)[0] == full
 
 
 def test_equal_lists_have_no_lines():
