@@ -15,6 +15,7 @@ import itertools
 import operator
 import os
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _netlink, _program, _rules, _ruleset, _state
@@ -193,12 +194,14 @@ def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=_rulese
     try:
         indexes = dict((name, _netlink.ifindex(name)) for name in
                        interfaces or [name for name in interface_names() if name != "lo"])
-        features = _netlink.xdp_features(indexes.values()) if modes else None
-        result = {"capabilities": capabilities(), "interfaces": {}}
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # the query's imports run while this thread waits for the kernel to copy out the maps
+            query = pool.submit(_netlink.xdp_features, list(indexes.values())) if modes else None
+            result = {"capabilities": capabilities(),
+                      "interfaces": dict((name, interface_facts(name, per_cpu, top, state_dir)) for name in indexes)}
+        features = query.result() if query else None
         for name, index in indexes.items():
-            facts = interface_facts(name, per_cpu, top, state_dir)
-            facts["xdp_modes"] = xdp_modes(features[index]) if features is not None else None
-            result["interfaces"][name] = facts
+            result["interfaces"][name]["xdp_modes"] = xdp_modes(features[index]) if features is not None else None
     except _netlink.NetlinkError as error:
         raise FactsError(str(error))
     return result

@@ -63,7 +63,8 @@ def _netlink_core_only():
     most of an xdp_facts run, for a generic netlink query that needs pyroute2.netlink alone. A bare
     package stands in for pyroute2 during the block; afterwards every pyroute2 module it loaded is
     dropped from sys.modules, so a later `import pyroute2` loads the real package from scratch.
-    When pyroute2 is imported already, this changes nothing."""
+    When pyroute2 is imported already, this changes nothing. Meanwhile no other thread may import
+    pyroute2: it would get the stand-in."""
     if "pyroute2" in sys.modules:
         yield
         return
