@@ -400,7 +400,7 @@ def compile_packed(packed, default_action, counters=None):
 def _columns(raw):
     """The Columns of concatenated packed rules: columns.src_len[position], and so on."""
     if not raw:
-        return Columns._make(() for _ in Columns._fields)
+        return Columns._make(() for field in Columns._fields)
     return Columns._make(zip(*COLUMN_FORMAT.iter_unpack(raw)))
 
 
@@ -491,7 +491,8 @@ def _group_positions(group, address):
 
 def _side_groups(columns, side):
     """{(family, prefix length): PrefixGroup} of the rules found by `side`."""
-    by_length = {4: [PrefixGroup({}, {}) for _ in range(33)], 6: [PrefixGroup({}, {}) for _ in range(129)]}
+    by_length = dict((family, [PrefixGroup({}, {}) for length in range(width + 1)])
+                     for family, width in ((4, 32), (6, 128)))
     ipv4, ipv6 = by_length[4], by_length[6]
     rows = zip(itertools.count(), columns.family, _side_lengths(columns, side),
                getattr(columns, side + "_head"), getattr(columns, side + "_tail"))
