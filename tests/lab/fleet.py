@@ -85,7 +85,7 @@ class Host(Client):
         try:
             self.connect(wait=STATUS_WAIT)
             rc, out, err = self.ssh("hostname", timeout=STATUS_WAIT)
-        except (OSError, paramiko.SSHException) as error:
+        except (OSError, paramiko.SSHException, EOFError) as error:
             return f"{type(error).__name__}: {error}"
         return "" if (rc, out, err) == (0, f"{self.name}\n", "") else f"hostname: rc={rc} out={out!r} err={err!r}"
 

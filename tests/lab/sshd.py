@@ -79,8 +79,9 @@ def connect(address: str, client_key: Path, host_key: paramiko.PKey, timeout: fl
             client.connect(address, username="root", key_filename=str(client_key), look_for_keys=False,
                            allow_agent=False, timeout=5, banner_timeout=5, auth_timeout=5)
             return client
-        except (paramiko.ssh_exception.NoValidConnectionsError, paramiko.SSHException, OSError):
-            # a busy sshd can also reset or stall a handshake: retry that too while time is left
+        except (paramiko.ssh_exception.NoValidConnectionsError, paramiko.SSHException, OSError, EOFError):
+            # a busy sshd can also reset, close (paramiko's EOFError) or stall a handshake: retry that too
+            # while time is left
             client.close()
             if time.monotonic() > deadline:
                 raise

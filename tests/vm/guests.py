@@ -170,7 +170,7 @@ def connect(guest: Guest, image: images.Image, wait: float = BOOT_WAIT) -> param
             client.connect(guest.address, username="root", key_filename=str(images.ssh_key()),
                            look_for_keys=False, allow_agent=False, timeout=5, banner_timeout=10, auth_timeout=10)
             return client
-        except (paramiko.SSHException, OSError):
+        except (paramiko.SSHException, OSError, EOFError):  # EOFError: sshd closed the handshake (still starting)
             client.close()
             if time.monotonic() > deadline or guest.pid() is None:
                 raise RuntimeError(f"{guest.name}: no SSH after {wait:.0f} s; console: {guest.console}")
