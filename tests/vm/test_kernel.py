@@ -65,8 +65,8 @@ def results(tmp_path_factory):
     """Boot one guest, run every task once against it, return the registered results by name."""
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
     directory = tmp_path_factory.mktemp("vm")
-    guests.up(LAYOUT, 1)
-    try:
+    try:  # a boot that fails part-way leaves guests and taps too
+        guests.up(LAYOUT, 1)
         tasks = _tasks(_variant_source(directory))
         names = [task["register"] for task in tasks]
         save = {"name": "save", "delegate_to": "localhost",
