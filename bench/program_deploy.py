@@ -1,5 +1,7 @@
 """xdp_program at fleet scale: the wall time of attaching the firewall to 1 lab host and to 10 (forks 10),
-printed as a ratio, and the task time of a no-change xdp_program task as Ansible's junit callback records
+printed as a ratio beside the same ratio for a play of ansible.builtin.ping in the same run (the anchor: every
+lab host shares this machine's CPUs, so a play's 10-host time grows with the CPU seconds each host costs,
+which the table also gives, summed over the whole machine from /proc/stat), and the task time of a no-change xdp_program task as Ansible's junit callback records
 it, beside ansible.builtin.ping's in the same run (the first use of a module in a run, and the second).
 
     .venv/bin/python bench/program_deploy.py [--hosts 10] [--repeat 5] [--keep]
@@ -63,19 +65,35 @@ NO_CHANGE_PLAY = """- name: A no-change xdp_program task beside ansible.builtin.
 """
 
 
-def run(lab, directory, state, limit, env=None):
-    started = time.monotonic()
-    done = playbook(lab, directory / "program.yml", directory, {"object": str(FIREWALL), "program_state": state},
-                    "-f", "10", "--limit", limit, env=env)
-    elapsed = time.monotonic() - started
+PING_PLAY = """- name: The anchor, ansible.builtin.ping
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Ping
+      ansible.builtin.ping:
+"""
+
+
+def busy_cpu_seconds():
+    """CPU seconds this machine has spent on anything but idling, from /proc/stat."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def run(lab, directory, play, limit, extra_vars):
+    """(wall seconds, machine CPU seconds) of one run of play."""
+    started, cpu = time.monotonic(), busy_cpu_seconds()
+    done = playbook(lab, directory / play, directory, extra_vars, "-f", "10", "--limit", limit)
+    elapsed, cpu = time.monotonic() - started, busy_cpu_seconds() - cpu
     if done.returncode != 0:
-        raise SystemExit("xdp_program %s on %s failed:\n%s" % (state, limit, done.stdout[-3000:]))
-    return elapsed
+        raise SystemExit("%s on %s failed:\n%s" % (play, limit, done.stdout[-3000:]))
+    return elapsed, cpu
 
 
-def attach_wall_time(lab, directory, limit):
-    run(lab, directory, "detached", "all")
-    return run(lab, directory, "attached", limit)
+def attach_times(lab, directory, limit):
+    """(wall, CPU seconds) of attaching the firewall to limit, every host detached before (not timed)."""
+    run(lab, directory, "program.yml", "all", {"object": str(FIREWALL), "program_state": "detached"})
+    return run(lab, directory, "program.yml", limit, {"object": str(FIREWALL), "program_state": "attached"})
 
 
 def no_change_task_times(lab, directory, repeat):
@@ -107,13 +125,15 @@ def main(argv=None):
         directory = Path(name)
         (directory / "program.yml").write_text(PLAY)
         (directory / "no_change.yml").write_text(NO_CHANGE_PLAY)
-        one = attach_wall_time(lab, directory, "pd-h1")
-        fleet = attach_wall_time(lab, directory, "all")
+        (directory / "ping.yml").write_text(PING_PLAY)
+        plays = {"xdp_program attach": [attach_times(lab, directory, limit) for limit in ("pd-h1", "all")],
+                 "ansible.builtin.ping": [run(lab, directory, "ping.yml", limit, {}) for limit in ("pd-h1", "all")]}
         task_times = no_change_task_times(lab, directory, args.repeat)
-    print("| measure | seconds |\n|---|---|")
-    print("| attach, 1 host (wall) | %.2f |" % one)
-    print("| attach, %d hosts, forks 10 (wall) | %.2f |" % (args.hosts, fleet))
-    print("| ratio %d hosts / 1 host | %.2fx |" % (args.hosts, fleet / one))
+    print("| play | 1 host: wall / CPU s | %d hosts, forks 10: wall / CPU s | wall ratio |\n|---|---|---|---|"
+          % args.hosts)
+    for play, ((one, one_cpu), (fleet, fleet_cpu)) in plays.items():
+        print("| %s | %.2f / %.2f | %.2f / %.2f | %.2fx |" % (play, one, one_cpu, fleet, fleet_cpu, fleet / one))
+    print("\n| measure | seconds |\n|---|---|")
     for use in ("first", "again"):
         program, ping = (task_times["%s-%s" % (module, use)] for module in ("xdp_program", "ping"))
         print("| no-change xdp_program task / ansible.builtin.ping, %s use in the run, junit (median of %d) "
