@@ -62,10 +62,8 @@ def rule_labels(described, interface, state_dir):
 
 def event_facts(record, interface, offset, names, kernel):
     event = _rules.decode_event(record)
-    position = event["position"]
-    rule = None
-    if position is not None and kernel and position < len(kernel):
-        rule = _ruleset.rule_line(kernel.rule_at(position)[0].to_dict())
+    number = None if event["position"] is None or not kernel else kernel.number_at(event["position"])
+    rule = None if number is None else _ruleset.rule_line(kernel.rule_at(number)[0].to_dict())
     return {
         "time": round(event["timestamp"] / 1e9 + offset, 6),
         "timestamp_ns": event["timestamp"],
@@ -77,8 +75,8 @@ def event_facts(record, interface, offset, names, kernel):
         "destination_port": event["dport"],
         "action": event["action"],
         "reason": event["reason"],
-        "rule_id": None if position is None else position + 1,
-        "rule_name": names.get(position),
+        "rule_id": None if number is None else number + 1,
+        "rule_name": names.get(number),
         "rule": rule,
     }
 

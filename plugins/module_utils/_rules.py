@@ -375,26 +375,69 @@ def compile_rules(rules, default_action, counters=None):
     return compile_packed([pack_rule(rule) for rule in rules], default_action, counters)
 
 
-def compile_packed(packed, default_action, counters=None):
+def compile_packed(packed, default_action, counters=None, positions=None):
     """The map entries of the rule set given as packed xf_rule (their counter fields are replaced).
 
+    positions: the position of each rule (increasing; see place_rules), 0, 1, 2... when not given; the
+    positions between them are holes, which hold an empty rule that no index refers to.
     rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1);
     prefixes: {short map name: {key: packed xf_chain}}; meta: packed xf_slot_meta.
     """
     if len(packed) > MAX_RULES:
         raise CompileError("%d rules exceed the program's capacity of %d" % (len(packed), MAX_RULES))
     counters = list(range(len(packed))) if counters is None else counters
+    positions = range(len(packed)) if positions is None else positions
     raw = b"".join(packed)
     columns = _columns(raw)
     prefixes = dict((name, {}) for name in PREFIX_MAPS)
-    _compile_chains(columns, "source", prefixes)
-    _compile_chains(columns, "destination", prefixes)
-    general = [position for position, (src_len, dst_len) in enumerate(zip(columns.src_len, columns.dst_len))
+    flags = _by_position(columns.flags, positions, 0)
+    _compile_chains(columns, positions, flags, "source", prefixes)
+    _compile_chains(columns, positions, flags, "destination", prefixes)
+    general = [index for index, (src_len, dst_len) in enumerate(zip(columns.src_len, columns.dst_len))
                if src_len == NO_PREFIX and dst_len == NO_PREFIX]
     action = XDP_ACTIONS[default_action]
-    meta = META_FORMAT.pack(action, len(packed), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
-    return Compiled(action, _split_with_counters(raw, counters), _compile_general(columns, general), prefixes, meta,
-                    counters)
+    rules = _by_position(_split_with_counters(raw, counters), positions, EMPTY_RULE)
+    meta = META_FORMAT.pack(action, len(rules), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
+    return Compiled(action, rules, _compile_general(columns, positions, general), prefixes, meta, counters)
+
+
+EMPTY_RULE = bytes(RULE_FORMAT.size)  # a hole: action 0 (no rule has it), never in an index
+
+
+def _by_position(values, positions, hole):
+    """values (one per rule) laid out by position, hole between them."""
+    if isinstance(positions, range):
+        return list(values)
+    laid_out = [hole] * (positions[-1] + 1 if positions else 0)
+    for position, value in zip(positions, values):
+        laid_out[position] = value
+    return laid_out
+
+
+def place_rules(kept, limit=MAX_RULES):
+    """Positions for a rule list, increasing: kept[i] is the position rule i had and may keep (increasing
+    where not None), None for a rule to place. Rules to place between two kept ones take the positions
+    after the first, and the kept rules after them give theirs up until there is room; when the positions
+    run out before `limit`, every rule is renumbered 0, 1, 2... So a change leaves every other rule where
+    it is, and the index maps change only for the rules that change."""
+    positions = list(kept)
+    start, previous = 0, -1
+    while start < len(positions):
+        if positions[start] is not None:
+            previous, start = positions[start], start + 1
+            continue
+        end = start
+        while True:
+            while end < len(positions) and positions[end] is None:
+                end += 1
+            if end == len(positions) and previous + end - start >= limit:
+                return range(len(positions))
+            if end == len(positions) or positions[end] - previous > end - start:
+                break
+            positions[end] = None  # too close: this kept rule moves along
+        positions[start:end] = range(previous + 1, previous + 1 + end - start)
+        previous, start = positions[end - 1], end
+    return positions
 
 
 def _columns(raw):
@@ -415,16 +458,16 @@ def _split_with_counters(raw, counters):
     return [rules[offset:offset + size] for offset in range(0, len(rules), size)]
 
 
-def patch_compiled(meta, packed, default_action, counters, positions):
-    """The Compiled of packed rules whose matches are those of the rule set with this meta, which the
-    inactive slot's index maps already hold (see inactive_with_matches): rules and meta only. The packed
-    rules carry their counters but at these positions."""
+def patch_compiled(meta, rules, default_action, changed):
+    """The Compiled of a rule set whose matches are those of the rule set with this meta, which the inactive
+    slot's index maps already hold (see inactive_with_matches): rules and meta only. rules: the packed rules
+    by position (holes included) of the rule set now, changed: {position: (packed rule, counter)}."""
     action = XDP_ACTIONS[default_action]
     meta = META_FORMAT.pack(action, *META_FORMAT.unpack(meta)[1:])
-    rules = list(packed)
-    for position in positions:
-        rules[position] = _split_with_counters(packed[position], [counters[position]])[0]
-    return Compiled(action, rules, None, None, meta, counters)
+    rules = list(rules)
+    for position, (packed, counter) in changed.items():
+        rules[position] = packed[:COUNTER_OFFSET] + U32.pack(counter) + packed[COUNTER_OFFSET + U32.size:]
+    return Compiled(action, rules, None, None, meta, None)
 
 
 def match_digest(raw):
@@ -489,12 +532,12 @@ def _group_positions(group, address):
     return [] if first is None else [first] + group.more.get(address, [])
 
 
-def _side_groups(columns, side):
+def _side_groups(columns, positions, side):
     """{(family, prefix length): PrefixGroup} of the rules found by `side`."""
     by_length = dict((family, [PrefixGroup({}, {}) for length in range(width + 1)])
                      for family, width in ((4, 32), (6, 128)))
     ipv4, ipv6 = by_length[4], by_length[6]
-    rows = zip(itertools.count(), columns.family, _side_lengths(columns, side),
+    rows = zip(positions, columns.family, _side_lengths(columns, side),
                getattr(columns, side + "_head"), getattr(columns, side + "_tail"))
     for position, family, length, head, tail in rows:
         if length == NO_PREFIX:
@@ -509,9 +552,10 @@ def _side_groups(columns, side):
                 for length, group in enumerate(groups) if group.first)
 
 
-def _compile_chains(columns, side, prefixes):
-    """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it."""
-    groups = _side_groups(columns, side)
+def _compile_chains(columns, positions, flags, side, prefixes):
+    """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it; flags: the
+    rules' flags by position."""
+    groups = _side_groups(columns, positions, side)
     for (version, prefixlen), group in groups.items():
         width = 32 if version == 4 else 128
         shorter = [length for family, length in groups if family == version and length < prefixlen]
@@ -528,7 +572,7 @@ def _compile_chains(columns, side, prefixes):
             if len(chain) == 1:
                 target[key_head + raw] = ONE_RULE_CHAIN.pack(1, chain[0])
                 continue
-            chain = _truncate(chain, columns.flags, side, version, prefixlen, int.from_bytes(raw, "big"))
+            chain = _truncate(chain, flags, side, version, prefixlen, int.from_bytes(raw, "big"))
             target[key_head + raw] = CHAIN_FORMAT.pack(len(chain), *chain, *_CHAIN_PAD[len(chain):])
 
 
@@ -554,21 +598,22 @@ def _truncate(chain, flags, side, version, prefixlen, address):
     return chain
 
 
-def _compile_general(columns, general):
-    """First general rule (+1) per TCP port, UDP port and protocol; later writes are earlier rules."""
+def _compile_general(columns, positions, general):
+    """First general rule (+1) per TCP port, UDP port and protocol; later writes are earlier rules. general:
+    the indexes of the rules with neither source nor destination."""
     table = [0] * GEN_ENTRIES
-    for position in reversed(general):
-        flags = columns.flags[position]
-        protocol = columns.protocol[position] if flags & HAS_PROTO else None
+    for index in reversed(general):
+        flags, first = columns.flags[index], positions[index] + 1
+        protocol = columns.protocol[index] if flags & HAS_PROTO else None
         if not flags & HAS_PORT:
             protocols = range(256) if protocol is None else (protocol,)
             for number in protocols:
-                table[GEN_PROTO + number] = position + 1
+                table[GEN_PROTO + number] = first
             continue
-        low, high = columns.low[position], columns.high[position]
+        low, high = columns.low[index], columns.high[index]
         for number, base in ((PROTOCOLS["tcp"], GEN_TCP), (PROTOCOLS["udp"], GEN_UDP)):
             if protocol in (None, number):
-                table[base + low:base + high + 1] = [position + 1] * (high - low + 1)
+                table[base + low:base + high + 1] = [first] * (high - low + 1)
     return table
 
 
@@ -801,8 +846,7 @@ def _prefix_edits(fd, desired):
     """(keys to delete, keys to write) that make a hash or LPM map hold desired."""
     info = _libbpf.map_info(fd)
     current = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], READ_CHUNK))
-    return ([key for key in current if key not in desired],
-            [key for key, value in desired.items() if current.get(key) != value])
+    return list(current.keys() - desired.keys()), [key for key, value in desired.items() - current.items()]
 
 
 def _percpu_sums(fd, index):

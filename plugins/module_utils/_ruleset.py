@@ -15,6 +15,7 @@ import bisect
 import contextlib
 import gc
 import hashlib
+import itertools
 import ipaddress
 import json
 import operator
@@ -175,6 +176,8 @@ def rule_line(rule):
 
 def _longest_increasing(sequence):
     """Indexes into sequence of one longest strictly increasing subsequence."""
+    if all(map(operator.lt, sequence, sequence[1:])):  # nothing moved
+        return set(range(len(sequence)))
     tails, tail_index, previous = [], [], [None] * len(sequence)
     for index, value in enumerate(sequence):
         slot = bisect.bisect_left(tails, value)
@@ -193,44 +196,112 @@ def _longest_increasing(sequence):
     return chain
 
 
-def compare(before, after, with_lines=True):
-    """Summary counts and diff lines (empty unless with_lines) of two ordered rule lists.
+def _contents(rules):
+    """The rule entries as hashable values (equal entries give equal values); TypeError for an item that is
+    not a dict or holds a value that cannot be hashed."""
+    return map(tuple, map(dict.items, rules))
+
+
+RESYNC_WINDOW = 8  # rules looked ahead for, where two lists stop being equal
+
+
+def _common_run(before, start, after, at):
+    """How many rules before[start:] and after[at:] have equal, from their first."""
+    unequal = map(operator.ne, map(before.__getitem__, range(start, len(before))),
+                  map(after.__getitem__, range(at, len(after))))
+    return next(itertools.compress(itertools.count(), unequal), min(len(before) - start, len(after) - at))
+
+
+def equal_pairs(before, after):
+    """For each item of after, the index of an equal rule of before or None, one to one. Walks both lists
+    along their equal runs, stepping over a few rules removed or added where they part, so that lists that
+    mostly hold the same rules in the same order cost a comparison per rule; the rules left over are paired
+    by hashing (those that moved)."""
+    kept = [None] * len(after)
+    start = at = 0
+    while start < len(before) and at < len(after):
+        run = _common_run(before, start, after, at)
+        kept[at:at + run] = range(start, start + run)
+        start, at = start + run, at + run
+        if start == len(before) or at == len(after):
+            break
+        removed = next((step for step in range(1, RESYNC_WINDOW)
+                        if start + step < len(before) and before[start + step] == after[at]), 0)
+        added = 0 if removed else next((step for step in range(1, RESYNC_WINDOW)
+                                        if at + step < len(after) and after[at + step] == before[start]), 0)
+        if removed or added:
+            start, at = start + removed, at + added
+        else:  # replaced where it is
+            start, at = start + 1, at + 1
+    _pair_moved(before, after, kept)
+    return kept
+
+
+def _pair_moved(before, after, kept):
+    paired = set(kept)
+    left = [index for index in range(len(before)) if index not in paired]
+    unpaired = [position for position, index in enumerate(kept) if index is None]
+    try:
+        index_of = dict(zip(_contents([before[index] for index in left]), left))
+        found = list(map(index_of.pop, _contents([after[position] for position in unpaired]),
+                         itertools.repeat(None)))
+    except TypeError:  # an item that is not a dict or holds what cannot be hashed: left to the caller
+        return
+    for position, index in zip(unpaired, found):
+        kept[position] = index
+
+
+def pair_rules(before, after):
+    """For each rule of after, (index in before of the rule with its identity or None for a new rule, True
+    when the two are equal); equal rules are paired by equal_pairs, the others by their identity."""
+    kept = equal_pairs(before, after)
+    equal = [index is not None for index in kept]
+    used = set(kept)
+    by_key = dict((rule_key(before[index]), index) for index in range(len(before)) if index not in used)
+    for position in [position for position, index in enumerate(kept) if index is None]:
+        kept[position] = by_key.pop(rule_key(after[position]), None)
+    return list(zip(kept, equal))
+
+
+def compare(before, after, with_lines=True, pairs=None):
+    """Summary counts and diff lines (empty unless with_lines) of two ordered rule lists; pairs:
+    pair_rules(before, after), when known.
 
     A kept rule (same identity) counts as changed when its fields differ or it moved relative to
     the other kept rules; the fewest such moves are reported.
     """
     if before == after:
         return {"added": 0, "removed": 0, "changed": 0}, []
-    if len(before) == len(after):
+    if len(before) == len(after) and pairs is None:
         in_place = _changed_in_place(before, after, with_lines)
         if in_place is not None:
             return in_place
-    old = dict((rule_key(rule), (index, rule)) for index, rule in enumerate(before))
-    new_keys = [rule_key(rule) for rule in after]
-    kept = [old[key][0] for key in new_keys if key in old]
+    pairs = pair_rules(before, after) if pairs is None else pairs
+    kept = [index for index, equal in pairs if index is not None]
     in_order = _longest_increasing(kept)
-    gone = set(old) - set(new_keys)
-    lines = ["- " + rule_line(rule) for rule in before if rule_key(rule) in gone] if with_lines else []
+    paired = set(kept)
+    lines = ["- " + rule_line(rule) for index, rule in enumerate(before) if index not in paired] if with_lines else []
     added = changed = kept_index = 0
-    for position, (key, rule) in enumerate(zip(new_keys, after)):
-        if key not in old:
+    for position, (rule, (index, equal)) in enumerate(zip(after, pairs)):
+        if index is None:
             added += 1
             change = ("+ %s (at %d)", rule)
         else:
-            old_rule = old[key][1]
+            old_rule = before[index]
             moved = kept_index not in in_order
             kept_index += 1
-            if old_rule == rule and not moved:
+            equal = equal or old_rule == rule
+            if equal and not moved:
                 continue
             changed += 1
-            if old_rule != rule:
+            if not equal:
                 lines += ["- " + rule_line(old_rule)] if with_lines else []
                 change = ("+ %s (at %d)", rule)
             else:
                 change = ("~ %s (moved to %d)", rule)
         if with_lines:
             lines.append(change[0] % (rule_line(change[1]), position + 1))
-    return {"added": added, "removed": len(gone), "changed": changed}, lines
+    return {"added": added, "removed": len(before) - len(paired), "changed": changed}, lines
 
 
 def differing_in_place(before, after):
@@ -454,8 +525,10 @@ class Entries:
         if not isinstance(items, list):
             raise _rules.RuleError(["config: must be a list of rules"])
         remembered = self.remembered
-        entries = [item if _is_entry(item, entry) else None for item, entry in zip(items, remembered)]
-        entries += [None] * (len(items) - len(entries))
+        entries = [None] * len(items)
+        for index, known in enumerate(equal_pairs(remembered, items)):
+            if known is not None and _is_entry(items[index], remembered[known]):
+                entries[index] = items[index]
         misplaced = [index for index, entry in enumerate(entries) if entry is None]
         if len(misplaced) > len(remembered) // MOST_KEPT_RATIO:
             self.remembered_values()  # knowing them is cheaper than checking every misplaced item
@@ -545,39 +618,53 @@ def pinned_maps(pin_dir):
 
 
 class KernelRuleset:
-    """The rule set the program uses now: the active slot's meta and packed rules."""
+    """The rule set the program uses now: the active slot's meta and packed rules. Rules are numbered 0, 1,
+    2... in order; each has a position in the rules map, increasing with the number but with holes where
+    rules were removed (see _rules.place_rules)."""
 
     def __init__(self, maps):
         self.maps = maps
         self.active, self.sampling, metas = _rules.read_config(maps)
         self.meta = metas[self.active]
-        code, count = _rules.META_FORMAT.unpack_from(self.meta)[:2]
+        code, span = _rules.META_FORMAT.unpack_from(self.meta)[:2]
         self.default_action = _rules.ACTION_NAMES.get(code, "pass") if code else "pass"
-        self.raw = _libbpf.array_values(maps["xf_rules_%d" % self.active], _rules.RULE_FORMAT.size, count)
+        self.raw = _libbpf.array_values(maps["xf_rules_%d" % self.active], _rules.RULE_FORMAT.size, span)
+        actions = self.raw[::_rules.RULE_FORMAT.size]  # 0 only in holes
+        self.positions = range(span) if 0 not in actions else [
+            position for position, action in enumerate(actions) if action]
         self._packed = self._decoded = None
 
     def __len__(self):
-        return len(self.raw) // _rules.RULE_FORMAT.size
+        return len(self.positions)
+
+    def by_position(self):
+        """The packed xf_rule at each position, holes included."""
+        size = _rules.RULE_FORMAT.size
+        return [self.raw[offset:offset + size] for offset in range(0, len(self.raw), size)]
 
     @property
     def packed(self):
-        """The packed xf_rule of each position."""
+        """The packed xf_rule of each rule."""
         if self._packed is None:
-            size = _rules.RULE_FORMAT.size
-            self._packed = [self.raw[offset:offset + size] for offset in range(0, len(self.raw), size)]
+            size, raw = _rules.RULE_FORMAT.size, self.raw
+            self._packed = [raw[position * size:(position + 1) * size] for position in self.positions]
         return self._packed
 
-    def rule_at(self, position):
-        """(Rule, hit-counter slot) of one position."""
-        size = _rules.RULE_FORMAT.size
-        return decode_rule(self.raw[position * size:(position + 1) * size])
+    def rule_at(self, number):
+        """(Rule, hit-counter slot) of one rule."""
+        return decode_rule(self.packed[number])
+
+    def number_at(self, position):
+        """The number of the rule at this position of the rules map, None for none."""
+        number = bisect.bisect_left(self.positions, position)
+        return number if number < len(self.positions) and self.positions[number] == position else None
 
     @property
     def digest(self):
         return ruleset_digest(self.meta, [self.raw])
 
     def decoded(self):
-        """[(Rule, hit-counter slot)] by position."""
+        """[(Rule, hit-counter slot)] by number."""
         if self._decoded is None:
             self._decoded = [decode_rule(packed) for packed in self.packed]
         return self._decoded
@@ -590,9 +677,11 @@ class KernelRuleset:
         return [_rules.canonical_of_packed(packed) for packed in self.packed]
 
     def counters(self):
-        """The hit-counter slot of each position, read straight from the packed array."""
-        words = memoryview(self.raw).cast("I")
-        return words[RULE_COUNTER_WORD::_rules.RULE_FORMAT.size // 4].tolist()
+        """The hit-counter slot of each rule, read straight from the packed array."""
+        words = memoryview(self.raw).cast("I")[RULE_COUNTER_WORD::_rules.RULE_FORMAT.size // 4]
+        if isinstance(self.positions, range):
+            return words.tolist()
+        return list(map(words.__getitem__, self.positions))
 
 
 RULE_COUNTER_WORD = 3  # xf_rule.counter is the fourth 32-bit word
@@ -648,15 +737,18 @@ class Outcome:
     def __init__(self, before, after, settings_before, settings_after, with_lines):
         self.before, self.after = before, after
         self.settings_before, self.settings_after = settings_before, settings_after
-        self.summary, self.lines = compare(before, after, with_lines)
+        # after's rules either differ from before's at a few positions (or keep their identities where they are):
+        # differing, those positions; or pairs (pair_rules) tell which rule of before each rule of after is
+        self.differing = differing_in_place(before, after)
+        self.pairs = pair_rules(before, after) if self.differing is None else None
+        self.summary, self.lines = compare(before, after, with_lines, self.pairs)
         self.lines = setting_lines(settings_before, settings_after) + self.lines
         self.ruleset_changed = before != after or \
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
-        # when the rule set changes: the packed rules of after, and either (values of before, values of after)
-        # or, when after differs from before only at some positions, in_place: (those positions, values of before
-        # there, values of after there)
-        self.packed = self.values = self.in_place = None
+        # when the rule set changes: the packed rules of after; with differing, in_place: (those positions, values
+        # of before there, values of after there)
+        self.packed = self.in_place = None
         self.after_json = None  # entries_json(after), when known
 
     def result(self, interface, state, diff, return_rules=False):
@@ -742,19 +834,22 @@ def plan(request, kernel, stored):
 
 
 def _pack(outcome, kernel, entries):
-    """Sets outcome's packed rules and values; when only some positions change, only theirs are packed."""
+    """Sets outcome's packed rules: those of rules equal to one the kernel holds are taken from it, only the
+    others are packed."""
     before, after = outcome.before, outcome.after
-    positions = differing_in_place(before, after)
+    positions = outcome.differing
     if positions is None:
-        outcome.values = entries.remembered_values(), list(map(entry_values, after))
-        outcome.packed = entries.packed(after, outcome.values[1])
-        return
+        positions = [position for position, (index, equal) in enumerate(outcome.pairs) if not equal]
+        outcome.packed = [kernel.packed[index] if equal else None for index, equal in outcome.pairs]
+    else:
+        outcome.in_place = (positions, [entry_values(before[position]) for position in positions], None)
+        outcome.packed = list(kernel.packed)
     changed = [after[position] for position in positions]
-    outcome.in_place = (positions, [entry_values(before[position]) for position in positions],
-                        list(map(entry_values, changed)))
-    outcome.packed = list(kernel.packed)
-    for position, packed in zip(positions, entries.packed(changed, outcome.in_place[2], positions)):
+    values = list(map(entry_values, changed))
+    for position, packed in zip(positions, entries.packed(changed, values, positions)):
         outcome.packed[position] = packed
+    if outcome.in_place is not None:
+        outcome.in_place = outcome.in_place[:2] + (values,)
 
 
 def check_lockout(outcome, environ, allow_lockout):
@@ -796,27 +891,53 @@ def switch_ruleset(maps, kernel, outcome):
     default_action = outcome.settings_after["default_action"]
     inactive = _keeps_matches(kernel, outcome) and _rules.inactive_with_matches(maps, kernel.raw, kernel.meta)
     if inactive:
-        # outcome.packed holds the kernel's rules, counters included, but at the changed positions
-        compiled = _rules.patch_compiled(kernel.meta, outcome.packed, default_action, counters,
-                                         outcome.in_place[0])
+        changed = dict((kernel.positions[number], (outcome.packed[number], counters[number]))
+                       for number in outcome.in_place[0])
+        compiled = _rules.patch_compiled(kernel.meta, kernel.by_position(), default_action, changed)
         slot, inactive_rules = inactive
         _rules.apply_ruleset(maps, compiled, fresh, {slot: inactive_rules, 1 - slot: kernel.raw})
     else:
-        compiled = _rules.compile_packed(outcome.packed, default_action, counters)
-        _rules.apply_ruleset(maps, compiled, fresh)
+        compiled = _rules.compile_packed(outcome.packed, default_action, counters, _positions(kernel, outcome))
+        _rules.apply_ruleset(maps, compiled, fresh, {kernel.active: kernel.raw})
     return ruleset_digest(compiled.meta, compiled.rules)
 
 
+def _positions(kernel, outcome):
+    """Where each rule goes in the rules map: a rule equal to one the kernel holds stays where it is, unless
+    it moved past other kept rules (see _rules.place_rules)."""
+    if outcome.pairs is None:  # the rules keep their numbers
+        return kernel.positions
+    kept = [index if equal else None for index, equal in outcome.pairs]
+    numbers = [number for number, index in enumerate(kept) if index is not None]
+    if not numbers:
+        return range(len(kept))
+    in_order = _longest_increasing([kept[number] for number in numbers])
+    anchors = [None] * len(kept)
+    for order, number in enumerate(numbers):
+        if order in in_order:
+            anchors[number] = kernel.positions[kept[number]]
+    return _rules.place_rules(anchors)
+
+
 def _counters(kernel, outcome):
-    """(counter slot of each rule, slots of new rules): rules are told apart by their canonical values
-    (hashing those is cheaper than hashing Rule objects); only changed positions are looked at when
-    that is all that changed."""
+    """(counter slot of each rule, slots of new rules): a rule equal to one the kernel holds keeps its slot;
+    the others are told apart by their canonical values (hashing those is cheaper than hashing Rule
+    objects), so that a rule renamed or moved keeps its slot too."""
+    current = kernel.counters()
     if outcome.in_place is None:
-        before_values, after_values = outcome.values
-        return _rules.assign_counters(after_values, before_values, kernel.counters())
-    positions, before_values, after_values = outcome.in_place
-    counters = kernel.counters()
-    changed, fresh = _rules.assign_counters(after_values, before_values, [counters[p] for p in positions], counters)
+        pairs = outcome.pairs
+        paired = set(index for index, equal in pairs if equal)
+        left = [index for index in range(len(current)) if index not in paired]
+        positions = [position for position, (index, equal) in enumerate(pairs) if not equal]
+        before_values = [entry_values(outcome.before[index]) for index in left]
+        after_values = [entry_values(outcome.after[position]) for position in positions]
+        previous = [current[index] for index in left]
+        counters = [current[index] if equal else None for index, equal in pairs]
+    else:
+        positions, before_values, after_values = outcome.in_place
+        previous = [current[position] for position in positions]
+        counters = list(current)
+    changed, fresh = _rules.assign_counters(after_values, before_values, previous, current)
     for position, counter in zip(positions, changed):
         counters[position] = counter
     return counters, fresh
