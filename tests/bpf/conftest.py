@@ -18,13 +18,14 @@ class Firewall:
         self.prog_fd = bpf_object.program(PROGRAM).fd
         self.maps = _rules.map_fds(bpf_object)
         self.events = _libbpf.RingBuffer(self.maps["xf_events"])
-        self.rules, self.default_action, self.counters = [], "pass", []
+        self.rules, self.default_action, self.counters, self.positions = [], "pass", [], []
 
     def apply(self, rules, default_action, compiler=None, sample_rate=1):
         compiled = (compiler or _rules.compile_rules)(rules, default_action)
         _rules.apply_ruleset(self.maps, compiled)
         _rules.set_sample_rate(self.maps, sample_rate)
         self.rules, self.default_action, self.counters = rules, default_action, compiled.counters
+        self.positions = [position for position, rule in enumerate(compiled.rules) if rule != _rules.EMPTY_RULE]
 
     def run(self, frame):
         return _libbpf.prog_test_run(self.prog_fd, frame)[0]
@@ -47,7 +48,7 @@ class Firewall:
             if expected.position is not None:
                 _add(hits[expected.position], len(frame))
             if expected.action == "drop":
-                events.append(_expected_event(expected, packet, self.counters))
+                events.append(_expected_event(expected, packet, self.counters, self.positions))
         mismatches += self._counter_mismatches(stats_before, stats, hits_before, hits)
         got_events = [_comparable(_rules.decode_event(raw)) for raw in self.events.consume()]
         if got_events != events:
@@ -78,10 +79,12 @@ def _delta(before, after):
     return (after["packets"] - before["packets"], after["bytes"] - before["bytes"])
 
 
-def _expected_event(verdict, packet, counters):
+def _expected_event(verdict, packet, counters, positions):
+    """The event of a dropped packet; verdict.position is the rule's number, positions the rules' positions in
+    the rules map."""
     ip = packet.kind == "ip"
     return {
-        "ifindex": TEST_RUN_IFINDEX, "position": verdict.position,
+        "ifindex": TEST_RUN_IFINDEX, "position": None if verdict.position is None else positions[verdict.position],
         "counter": None if verdict.position is None else counters[verdict.position],
         "action": "drop", "reason": _rules.REASONS[_rules.stats_reason(verdict)],
         "src": str(packet.src) if ip else None, "dst": str(packet.dst) if ip else None,

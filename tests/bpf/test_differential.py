@@ -72,6 +72,18 @@ def test_random_rules_and_frames(firewall, rule_list, default_action, specs):
     program_agrees_with_reference(firewall, rule_list, default_action, specs)
 
 
+def compiler_leaving_holes(rule_list, default_action):
+    """Rules at positions 1, 4, 7...: what a rule set has after rules were removed between kept ones."""
+    return _rules.compile_packed([_rules.pack_rule(rule) for rule in rule_list], default_action,
+                                 positions=[3 * number + 1 for number in range(len(rule_list))])
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(**CASES)
+def test_rules_at_positions_with_holes_between(firewall, rule_list, default_action, specs):
+    program_agrees_with_reference(firewall, rule_list, default_action, specs, compiler=compiler_leaving_holes)
+
+
 def compiler_flipping_first_action(rule_list, default_action):
     compiled = _rules.compile_rules(rule_list, default_action)
     if compiled.rules:

@@ -129,3 +129,16 @@ def test_counters_keep_their_slots_when_a_rule_occurs_twice():
     first, second = parse_rules([{"action": "drop", "port": 1}, {"action": "drop", "port": 2}])
     counters, fresh = _rules.assign_counters([first, second, first], [first, first, second], [4, 5, 6])
     assert counters == [4, 6, 5] and fresh == []
+
+
+def test_placed_rules_keep_their_positions_and_new_ones_fill_the_holes():
+    assert _rules.place_rules([0, None, 2, 3, None]) == [0, 1, 2, 3, 4]
+    assert _rules.place_rules([0, 5, None, None, 9]) == [0, 5, 6, 7, 9]
+    # no room between 0 and 1: the kept rule at 1 moves along, the one at 5 stays
+    assert _rules.place_rules([0, None, None, 1, 5]) == [0, 1, 2, 3, 5]
+    assert _rules.place_rules([None, None]) == [0, 1]
+
+
+def test_placing_renumbers_when_the_positions_run_out():
+    assert list(_rules.place_rules([2, 3, None], limit=4)) == [0, 1, 2]
+    assert _rules.place_rules([1, 2, None], limit=4) == [1, 2, 3]

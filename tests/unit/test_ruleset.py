@@ -508,3 +508,16 @@ def test_the_module_validates_config_itself_naming_position_field_and_fix(host):
     result = json.loads(done.stdout)
     assert result["failed"] and "config[1].port: 70000 is not a port (1-65535" in result["msg"]
     assert "config[2].source: 198.18.0.1/24 has host bits set (did you mean 198.18.0.0/24?)" in result["msg"]
+
+
+def test_rules_removed_and_added_leave_the_others_where_they_are(host):
+    many = [rule("drop", source="198.18.1.%d/32" % number) for number in range(1, 11)]
+    host(state="overridden", config=many)
+    positions = _ruleset.KernelRuleset(host.maps).positions
+    changed = many[:3] + many[4:] + [rule("drop", source="198.18.2.1/32")]
+    host(state="overridden", config=changed)
+    kernel = _ruleset.KernelRuleset(host.maps)
+    assert list(kernel.positions) == list(positions[:3]) + list(positions[4:]) + [10]
+    assert kernel.entries() == changed and kernel.number_at(positions[3]) is None
+    assert kernel.number_at(10) == 9
+    assert host(state="overridden", config=changed)["changed"] is False
