@@ -846,7 +846,8 @@ def _prefix_edits(fd, desired):
     """(keys to delete, keys to write) that make a hash or LPM map hold desired."""
     info = _libbpf.map_info(fd)
     current = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], READ_CHUNK))
-    return list(current.keys() - desired.keys()), [key for key, value in desired.items() - current.items()]
+    return ([key for key in current if key not in desired],
+            [key for key, value in desired.items() if current.get(key) != value])
 
 
 def _percpu_sums(fd, index):

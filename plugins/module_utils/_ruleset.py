@@ -60,8 +60,18 @@ def describe_key(key):
     return "match %s" % _match_text(dict(zip(MATCH_FIELDS, key[1:])))
 
 
+def _identities(rules):
+    """[rule_key(rule) for rule in rules], a field at a time."""
+    names = list(map(operator.methodcaller("get", "name"), rules))
+    matches = zip(itertools.repeat("match"), *(map(operator.methodcaller("get", field), rules)
+                                                for field in MATCH_FIELDS))
+    if not any(names):
+        return list(matches)
+    return [("name", name) if name else match for name, match in zip(names, matches)]
+
+
 def check_unique(rules, what):
-    keys = list(map(rule_key, rules))
+    keys = _identities(rules)
     if len(set(keys)) == len(keys):
         return
     seen = set()
@@ -491,6 +501,13 @@ def _is_entry(item, entry):
     return item == entry and entry.get("port") != 1 and entry.get("protocol") != 0
 
 
+def _equals_a_bool(entries):
+    """True when an entry has a value that True or False equals (port 1, protocol 0): then an item equal to
+    it may not be the entry (see _is_entry)."""
+    return 1 in map(operator.methodcaller("get", "port"), entries) or \
+        0 in map(operator.methodcaller("get", "protocol"), entries)
+
+
 def _entry(rule, name):
     entry = rule.to_dict()
     if name:
@@ -525,10 +542,12 @@ class Entries:
         if not isinstance(items, list):
             raise _rules.RuleError(["config: must be a list of rules"])
         remembered = self.remembered
-        entries = [None] * len(items)
-        for index, known in enumerate(equal_pairs(remembered, items)):
-            if known is not None and _is_entry(items[index], remembered[known]):
-                entries[index] = items[index]
+        pairs = equal_pairs(remembered, items)
+        if _equals_a_bool(remembered):
+            entries = [None if known is None or not _is_entry(item, remembered[known]) else item
+                       for item, known in zip(items, pairs)]
+        else:
+            entries = [None if known is None else item for item, known in zip(items, pairs)]
         misplaced = [index for index, entry in enumerate(entries) if entry is None]
         if len(misplaced) > len(remembered) // MOST_KEPT_RATIO:
             self.remembered_values()  # knowing them is cheaper than checking every misplaced item

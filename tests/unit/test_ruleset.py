@@ -521,3 +521,9 @@ def test_rules_removed_and_added_leave_the_others_where_they_are(host):
     assert kernel.entries() == changed and kernel.number_at(positions[3]) is None
     assert kernel.number_at(10) == 9
     assert host(state="overridden", config=changed)["changed"] is False
+
+
+def test_identities_of_a_list_are_those_of_its_rules():
+    rules = [SSH, BAD, WEB, rule("drop", name="named", protocol="icmp"), rule("pass", port=1)]
+    assert _ruleset._identities(rules) == list(map(_ruleset.rule_key, rules))
+    assert _ruleset._identities([SSH, BAD]) == [_ruleset.rule_key(SSH), _ruleset.rule_key(BAD)]
