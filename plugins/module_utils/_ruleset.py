@@ -765,8 +765,8 @@ class Outcome:
         self.ruleset_changed = before != after or \
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
-        # when the rule set changes: the packed rules of after; with differing, in_place: (those positions, values
-        # of before there, values of after there)
+        # when the rule set changes: the packed rules of after; with differing, in_place: (those rule numbers,
+        # values of before there, values of after there)
         self.packed = self.in_place = None
         self.after_json = None  # entries_json(after), when known
 
@@ -856,19 +856,18 @@ def _pack(outcome, kernel, entries):
     """Sets outcome's packed rules: those of rules equal to one the kernel holds are taken from it, only the
     others are packed."""
     before, after = outcome.before, outcome.after
-    positions = outcome.differing
-    if positions is None:
-        positions = [position for position, (index, equal) in enumerate(outcome.pairs) if not equal]
+    if outcome.differing is None:
+        numbers = [number for number, (index, equal) in enumerate(outcome.pairs) if not equal]
         outcome.packed = [kernel.packed[index] if equal else None for index, equal in outcome.pairs]
     else:
-        outcome.in_place = (positions, [entry_values(before[position]) for position in positions], None)
+        numbers = outcome.differing
         outcome.packed = list(kernel.packed)
-    changed = [after[position] for position in positions]
+    changed = [after[number] for number in numbers]
     values = list(map(entry_values, changed))
-    for position, packed in zip(positions, entries.packed(changed, values, positions)):
-        outcome.packed[position] = packed
-    if outcome.in_place is not None:
-        outcome.in_place = outcome.in_place[:2] + (values,)
+    for number, packed in zip(numbers, entries.packed(changed, values, numbers)):
+        outcome.packed[number] = packed
+    if outcome.differing is not None:
+        outcome.in_place = (numbers, [entry_values(before[number]) for number in numbers], values)
 
 
 def check_lockout(outcome, environ, allow_lockout):
@@ -947,18 +946,18 @@ def _counters(kernel, outcome):
         pairs = outcome.pairs
         paired = set(index for index, equal in pairs if equal)
         left = [index for index in range(len(current)) if index not in paired]
-        positions = [position for position, (index, equal) in enumerate(pairs) if not equal]
+        numbers = [number for number, (index, equal) in enumerate(pairs) if not equal]
         before_values = [entry_values(outcome.before[index]) for index in left]
-        after_values = [entry_values(outcome.after[position]) for position in positions]
+        after_values = [entry_values(outcome.after[number]) for number in numbers]
         previous = [current[index] for index in left]
         counters = [current[index] if equal else None for index, equal in pairs]
     else:
-        positions, before_values, after_values = outcome.in_place
-        previous = [current[position] for position in positions]
+        numbers, before_values, after_values = outcome.in_place
+        previous = [current[number] for number in numbers]
         counters = list(current)
     changed, fresh = _rules.assign_counters(after_values, before_values, previous, current)
-    for position, counter in zip(positions, changed):
-        counters[position] = counter
+    for number, counter in zip(numbers, changed):
+        counters[number] = counter
     return counters, fresh
 
 
