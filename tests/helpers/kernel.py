@@ -11,8 +11,9 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as lib
 PER_CPU_TYPES = (5, 6, 10)  # percpu hash, percpu array, LRU percpu hash
 ARRAY_TYPES = (2, 6)  # array, percpu array
 RINGBUF = 27
-# Counter arrays every packet may bump (the bridge sends ND/MLD now and then): compared by shape only.
-TRAFFIC_COUNTERS = ("xf_stats", "xf_hits")
+# Arrays every packet may write (the bridge sends ND/MLD now and then): the counters, and the per-CPU
+# working state the program classifies a packet in. Compared by shape only.
+TRAFFIC_COUNTERS = ("xf_stats", "xf_hits", "xf_scratch")
 
 
 def attached_programs(host):
