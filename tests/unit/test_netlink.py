@@ -1,5 +1,5 @@
-"""The netdev generic netlink query of xdp_facts, against this kernel, in a fresh interpreter and network
-namespace each: what it imports of pyroute2 is what a module process would."""
+"""The netdev generic netlink query of xdp_facts and the XDP attach of xdp_program, against this kernel, in a
+fresh interpreter and network namespace each: what they import of pyroute2 is what a module process would."""
 
 import json
 import subprocess
