@@ -1,8 +1,9 @@
 """xdp_program at fleet scale: the wall time of attaching the firewall to 1 lab host and to 10 (forks 10),
 printed as a ratio beside the same ratio for a play of ansible.builtin.ping in the same run (the anchor: every
 lab host shares this machine's CPUs, so a play's 10-host time grows with the CPU seconds each host costs,
-which the table also gives, summed over the whole machine from /proc/stat), and the task time of a no-change xdp_program task as Ansible's junit callback records
-it, beside ansible.builtin.ping's in the same run (the first use of a module in a run, and the second).
+which the table also gives, summed over the whole machine from /proc/stat), and the task time of a no-change
+xdp_program task as Ansible's junit callback records it, beside ansible.builtin.ping's in the same run (the
+first use of a module in a run, and the second).
 
     .venv/bin/python bench/program_deploy.py [--hosts 10] [--repeat 5] [--keep]
 

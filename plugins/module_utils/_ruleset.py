@@ -63,8 +63,8 @@ def describe_key(key):
 def _identities(rules):
     """[rule_key(rule) for rule in rules], a field at a time."""
     names = list(map(operator.methodcaller("get", "name"), rules))
-    matches = zip(itertools.repeat("match"), *(map(operator.methodcaller("get", field), rules)
-                                                for field in MATCH_FIELDS))
+    fields = [map(operator.methodcaller("get", field), rules) for field in MATCH_FIELDS]
+    matches = zip(itertools.repeat("match"), *fields)
     if not any(names):
         return list(matches)
     return [("name", name) if name else match for name, match in zip(names, matches)]
