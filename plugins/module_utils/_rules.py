@@ -770,13 +770,67 @@ SlotEdits = namedtuple("SlotEdits", "rules gen prefixes")
 
 def _slot_edits(maps, slot, compiled, rules_now):
     """The SlotEdits of one slot, found by reading it back (its rules only when rules_now does not hold
-    them)."""
+    them). rules_now, when given, are the rules of a slot whose meta is final, so its index maps are
+    those compiled from them."""
     rules = _rule_edits(maps["xf_rules_%d" % slot], compiled.rules, rules_now)
     if compiled.prefixes is None:
         return SlotEdits(rules, None, None)
-    return SlotEdits(rules, _general_edits(maps["xf_gen_%d" % slot], compiled.gen),
-                     dict((name, _prefix_edits(maps["xf_%s_%d" % (name, slot)], compiled.prefixes[name]))
-                          for name in PREFIX_MAPS))
+    prefixes = None if rules_now is None else _host_prefix_edits(rules_now, compiled, rules)
+    if prefixes is None:
+        prefixes = dict((name, _prefix_edits(maps["xf_%s_%d" % (name, slot)], compiled.prefixes[name]))
+                        for name in PREFIX_MAPS)
+    return SlotEdits(rules, _general_edits(maps["xf_gen_%d" % slot], compiled.gen), prefixes)
+
+
+TRIE_MAPS = tuple(index for index, name in enumerate(PREFIX_MAPS) if name.endswith("t"))
+HOST_EDITS_UP_TO = 8  # 1 in N rules differing at most, for _host_prefix_edits
+SOURCE_OFFSET, DESTINATION_OFFSET = 16, 32  # xf_rule.src, xf_rule.dst; family, src_len, dst_len: bytes 3-5
+
+
+def _host_prefix_edits(current, compiled, differing):
+    """The prefix map edits from a slot holding the index maps compiled from `current` (concatenated packed
+    rules by position) to `compiled`, found from the rules at the differing positions alone; None when the
+    new set has prefixes shorter than a host's, or a differing rule has one. With host prefixes only, an
+    entry's chain holds the rules with its address and nothing else, so only the entries of the rules that
+    changed (or moved) can change, and no map needs reading back. differing: positions that may differ."""
+    counts = META_FORMAT.unpack(compiled.meta)[3:]
+    if any(counts[index] for index in TRIE_MAPS):
+        return None
+    size = RULE_FORMAT.size
+    changed = [position for position in differing
+               if current[position * size:(position + 1) * size] != compiled.rules[position]]
+    left_behind = range(len(compiled.rules), len(current) // size)  # past the new span
+    if len(changed) + len(left_behind) > len(compiled.rules) // HOST_EDITS_UP_TO:
+        return None  # reading the maps back is cheaper than looking at most rules
+    positions = itertools.chain(changed, left_behind)
+    touched = dict((name, set()) for name in PREFIX_MAPS)
+    for position in positions:
+        for rule in (current[position * size:(position + 1) * size],
+                     compiled.rules[position] if position < len(compiled.rules) else b""):
+            entry = _host_entry(rule)
+            if entry is None:
+                return None
+            if entry:
+                touched[entry[0]].add(entry[1])
+    return dict((name, ([key for key in keys if key not in compiled.prefixes[name]],
+                        [key for key in keys if key in compiled.prefixes[name]]))
+                for name, keys in touched.items())
+
+
+def _host_entry(rule):
+    """(prefix map, key) of the entry that finds a packed rule; () for no rule (a hole, past the span) or a
+    general one; None for a prefix shorter than a host's."""
+    if not rule or rule[0] == 0:
+        return ()
+    family, side, length, address = rule[3], "s", rule[4], rule[SOURCE_OFFSET:]
+    if length == NO_PREFIX:
+        side, length, address = "d", rule[5], rule[DESTINATION_OFFSET:]
+    if length == NO_PREFIX:
+        return ()
+    width = 32 if family == 4 else 128
+    if length != width:
+        return None
+    return "%s%dh" % (side, family), address[:width // 8]
 
 
 def _write_slot(maps, slot, compiled, edits, config):

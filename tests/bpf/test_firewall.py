@@ -159,3 +159,38 @@ def test_switch_writes_only_the_inactive_slot_and_removes_stale_entries(firewall
     assert firewall.check(frames_for([FrameSpec(A, C, UDP_, 53), FrameSpec(B, C, UDP_, 53)])) == []
     keys = _libbpf.map_keys(firewall.maps["xf_s4h_%d" % active], 4)
     assert keys == [bytes(map(int, B.split(".")))]
+
+
+def _host_rules(count):
+    return [{"action": "drop", "source": "198.18.%d.%d/32" % (9 + number // 250, 1 + number % 250)}
+            for number in range(count)] + [
+        {"action": "pass", "destination": "198.18.8.%d" % number, "protocol": "tcp"} for number in (1, 2)] + [
+        {"action": "drop", "source": mapped(B) + "/128"}]
+
+
+def _apply_at(firewall, items, positions):
+    compiled = _rules.compile_packed([_rules.pack_rule(rule) for rule in parse_rules(items)], "pass",
+                                     counters=positions, positions=positions)  # a kept rule keeps its counter
+    _rules.apply_ruleset(firewall.maps, compiled)
+    return compiled
+
+
+@pytest.mark.parametrize("new_rule", [
+    {"action": "drop", "source": "198.18.20.1/32"},  # host prefixes only: edits from the changed rules
+    {"action": "drop", "source": "198.18.9.0/24"},  # a shorter prefix in the new set: maps read back
+])
+def test_a_change_of_some_rules_leaves_both_slots_as_compiled(firewall, monkeypatch, new_rule):
+    before = _host_rules(200)
+    old_positions = list(range(0, 3 * len(before), 3))
+    _apply_at(firewall, before, old_positions)
+    _apply_at(firewall, before, old_positions)  # both slots hold `before`
+    # as place_rules leaves them: the 2nd and 5th rules removed, the 6th flipped where it is, one added
+    kept = [0, 2, 3] + list(range(5, len(before)))
+    after = [before[index] for index in kept] + [new_rule]
+    after[3] = dict(after[3], action="pass")
+    read_back = []
+    real_prefix_edits = _rules._prefix_edits
+    monkeypatch.setattr(_rules, "_prefix_edits", lambda *args: read_back.append(args) or real_prefix_edits(*args))
+    compiled = _apply_at(firewall, after, [old_positions[index] for index in kept] + [3 * len(before)])
+    assert slot_contents(firewall.maps, 0) == slot_contents(firewall.maps, 1) == compiled_contents(compiled)
+    assert bool(read_back) == new_rule["source"].endswith("/24")
