@@ -261,10 +261,11 @@ def _pair_moved(before, after, kept):
         kept[position] = index
 
 
-def pair_rules(before, after):
+def pair_rules(before, after, equal_kept=None):
     """For each rule of after, (index in before of the rule with its identity or None for a new rule, True
-    when the two are equal); equal rules are paired by equal_pairs, the others by their identity."""
-    kept = equal_pairs(before, after)
+    when the two are equal); equal rules are paired by equal_pairs (equal_kept: its result, when known),
+    the others by their identity."""
+    kept = list(equal_pairs(before, after) if equal_kept is None else equal_kept)
     equal = [index is not None for index in kept]
     used = set(kept)
     by_key = dict((rule_key(before[index]), index) for index in range(len(before)) if index not in used)
@@ -523,6 +524,7 @@ class Entries:
         self.packed_of = {}
         self.pending = []
         self.remembered = []  # the entries last remembered, by position
+        self.items_paired = None  # (items, equal_pairs(remembered, items)) of the last from_items
         self._remembered_packed = self._remembered_values = None
 
     def remember(self, entries, packed):
@@ -543,6 +545,7 @@ class Entries:
             raise _rules.RuleError(["config: must be a list of rules"])
         remembered = self.remembered
         pairs = equal_pairs(remembered, items)
+        self.items_paired = items, pairs
         if _equals_a_bool(remembered):
             entries = [None if known is None or not _is_entry(item, remembered[known]) else item
                        for item, known in zip(items, pairs)]
@@ -560,6 +563,12 @@ class Entries:
         if errors:
             raise _rules.RuleError(errors)
         return entries
+
+    def equal_pairs_of(self, rules):
+        """equal_pairs(remembered, rules) when from_items found it already: rules are its items."""
+        items, pairs = self.items_paired or ((), None)
+        same = len(rules) == len(items) and all(map(operator.is_, rules, items))
+        return pairs if same else None
 
     def _from_item(self, item, index, default_action):
         if not isinstance(item, dict):
@@ -753,13 +762,16 @@ def decode_rule(packed):
 class Outcome:
     """What a run found and decided; `result` is the module's return value."""
 
-    def __init__(self, before, after, settings_before, settings_after, with_lines):
+    def __init__(self, before, after, settings_before, settings_after, with_lines, equal_kept=None):
         self.before, self.after = before, after
         self.settings_before, self.settings_after = settings_before, settings_after
         # after's rules either differ from before's at a few positions (or keep their identities where they are):
         # differing, those positions; or pairs (pair_rules) tell which rule of before each rule of after is
         self.differing = differing_in_place(before, after)
-        self.pairs = pair_rules(before, after) if self.differing is None else None
+        self.pairs = pair_rules(before, after, equal_kept) if self.differing is None else None
+        # with pairs: the numbers of the rules of after that equal no rule of before
+        self.unequal = None if self.pairs is None else [
+            number for number, (index, equal) in enumerate(self.pairs) if not equal]
         self.summary, self.lines = compare(before, after, with_lines, self.pairs)
         self.lines = setting_lines(settings_before, settings_after) + self.lines
         self.ruleset_changed = before != after or \
@@ -844,7 +856,7 @@ def plan(request, kernel, stored):
     have, have_unique = _have(kernel, stored, entries)
     want = entries.from_items(config, "drop" if state == "deleted" else None)
     after = desired_rules(state, have, want, have_unique)
-    outcome = Outcome(have, after, settings_before, settings_after, diff)
+    outcome = Outcome(have, after, settings_before, settings_after, diff, entries.equal_pairs_of(after))
     if outcome.ruleset_changed:
         _pack(outcome, kernel, entries)
     if len(after) == len(config) and all(map(operator.is_, after, config)):
@@ -857,7 +869,7 @@ def _pack(outcome, kernel, entries):
     others are packed."""
     before, after = outcome.before, outcome.after
     if outcome.differing is None:
-        numbers = [number for number, (index, equal) in enumerate(outcome.pairs) if not equal]
+        numbers = outcome.unequal
         outcome.packed = [kernel.packed[index] if equal else None for index, equal in outcome.pairs]
     else:
         numbers = outcome.differing
@@ -946,7 +958,7 @@ def _counters(kernel, outcome):
         pairs = outcome.pairs
         paired = set(index for index, equal in pairs if equal)
         left = [index for index in range(len(current)) if index not in paired]
-        numbers = [number for number, (index, equal) in enumerate(pairs) if not equal]
+        numbers = outcome.unequal
         before_values = [entry_values(outcome.before[index]) for index in left]
         after_values = [entry_values(outcome.after[number]) for number in numbers]
         previous = [current[index] for index in left]

@@ -527,3 +527,12 @@ def test_identities_of_a_list_are_those_of_its_rules():
     rules = [SSH, BAD, WEB, rule("drop", name="named", protocol="icmp"), rule("pass", port=1)]
     assert _ruleset._identities(rules) == list(map(_ruleset.rule_key, rules))
     assert _ruleset._identities([SSH, BAD]) == [_ruleset.rule_key(SSH), _ruleset.rule_key(BAD)]
+
+
+def test_the_rules_are_walked_once_when_the_config_is_the_new_list(host, monkeypatch):
+    many = [rule("drop", source="198.18.1.%d/32" % number) for number in range(1, 41)]
+    host(state="overridden", config=many)
+    walks, real_equal_pairs = [], _ruleset.equal_pairs
+    monkeypatch.setattr(_ruleset, "equal_pairs", lambda *args: walks.append(1) or real_equal_pairs(*args))
+    result = host(state="overridden", config=many[1:] + [rule("drop", source="198.18.2.1/32")])
+    assert result["summary"] == {"added": 1, "removed": 1, "changed": 0} and len(walks) == 1
