@@ -96,6 +96,13 @@ class _XdpQueryOpts(ctypes.Structure):
     ]
 
 
+class _MapCreateOpts(ctypes.Structure):
+    """struct bpf_map_create_opts as of libbpf 1.0 (later versions accept this smaller sz)."""
+    _fields_ = [("sz", c_size_t), ("btf_fd", c_u32), ("btf_key_type_id", c_u32), ("btf_value_type_id", c_u32),
+                ("btf_vmlinux_value_type_id", c_u32), ("inner_map_fd", c_u32), ("map_flags", c_u32),
+                ("map_extra", c_u64), ("numa_node", c_u32), ("map_ifindex", c_u32)]
+
+
 class _BatchOpts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("elem_flags", c_u64), ("flags", c_u64)]
 
@@ -276,9 +283,12 @@ def map_fd_by_id(map_id):
     return _check(library().bpf_map_get_fd_by_id(map_id), "cannot open map id %d" % map_id)
 
 
-def map_create(map_type, name, key_size, value_size, max_entries):
-    """A new map outside any ELF object; returns its fd."""
-    return _check(library().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, None),
+def map_create(map_type, name, key_size, value_size, max_entries, inner_map_fd=None):
+    """A new map outside any ELF object; returns its fd. inner_map_fd: the template of a map-in-map's maps."""
+    opts = None
+    if inner_map_fd is not None:
+        opts = ctypes.byref(_MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), inner_map_fd=inner_map_fd))
+    return _check(library().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, opts),
                   "cannot create map %s" % name)
 
 
