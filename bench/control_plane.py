@@ -7,7 +7,7 @@
    - module: the xdp_rules module run as its own process on the host, as Ansible runs it there
      (interpreter start, the arguments as the action plugin sends them (config as JSON text) and
      their parsing, the work, the JSON result; before/after are left out for 100,000 rules);
-   - core: the module's work alone (_ruleset.run: read the kernel, plan, lockout guard, compile
+   - core: the module's work alone (_fw_run.run: read the kernel, plan, lockout guard, compile
      (not for the 1% change, which keeps every match: only its rules are packed and written),
      batch writes into the inactive slot, switch, the same writes into the slot left,
      desired-state file), in one process.
@@ -97,10 +97,10 @@ def overridden(config):
 
 
 def core_seconds(config, expect_changed):
-    from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
+    from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_run
 
     started, cpu = time.perf_counter(), time.process_time()
-    result = _ruleset.run(overridden(config), environ={})
+    result = _fw_run.run(overridden(config), environ={})
     seconds = time.perf_counter() - started, time.process_time() - cpu
     assert result["changed"] == expect_changed, result["summary"]
     return seconds

@@ -22,14 +22,15 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, ".collections"))
+sys.path[:0] = [ROOT, os.path.join(ROOT, ".collections")]
 
 from pyroute2 import IPRoute, netns  # noqa: E402
 from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _state  # noqa: E402
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_model, _fw_slots, _hostfs, _libbpf  # noqa: E402
+from tests.helpers import reference  # noqa: E402
 
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 FIREWALL_SOURCE = os.path.join(ROOT, "bpf", "xdp_firewall.bpf.c")
@@ -72,14 +73,14 @@ def ns_per_packet(prog_fd, frame, expected, repeat, runs):
 # --- our firewall -------------------------------------------------------------------------
 
 def firewall_rules(address_rules):
-    rules = [_rules.Rule("drop", ipaddress.ip_network(source), None, None, None)
+    rules = [_fw_model.Rule("drop", ipaddress.ip_network(source), None, None, None)
              for source in blocked_sources(address_rules)]
-    return rules + [_rules.Rule("drop", None, None, None, (port, port)) for port in PORTS]
+    return rules + [_fw_model.Rule("drop", None, None, None, (port, port)) for port in PORTS]
 
 
 def load_ruleset(maps, rules):
     started = time.monotonic()
-    _rules.apply_ruleset(maps, _rules.compile_rules(rules, "pass"))
+    _fw_slots.apply_ruleset(maps, reference.compile_rules(rules, "pass"))
     return time.monotonic() - started
 
 
@@ -146,11 +147,11 @@ def loaded_firewalls(stack, with_bcc):
     """{column: program fd} of the firewall with the benchmark's rules: clang's object, and bcc's build."""
     ours = stack.enter_context(_libbpf.BpfObject(FIREWALL))
     ours.load()
-    load_ruleset(_rules.map_fds(ours), firewall_rules(ADDRESS_RULES))
+    load_ruleset(reference.map_fds(ours), firewall_rules(ADDRESS_RULES))
     fds = {"ours": ours.program("xdpfleet_fw").fd}
     if with_bcc:
-        _state.mount_bpffs()
-        pin_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="xfbench-bcc-", dir=_state.BPFFS_ROOT))
+        _hostfs.mount_bpffs()
+        pin_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="xfbench-bcc-", dir=_hostfs.BPFFS_ROOT))
         fds["ours (bcc)"], maps = bcc_firewall(pin_dir)
         load_ruleset(maps, firewall_rules(ADDRESS_RULES))
     return fds
@@ -191,9 +192,9 @@ def scale(args):
     for count in (10, 100000):
         with _libbpf.BpfObject(FIREWALL) as ours:
             ours.load()
-            rules = [_rules.Rule("drop", ipaddress.ip_network(source), None, None, None)
+            rules = [_fw_model.Rule("drop", ipaddress.ip_network(source), None, None, None)
                      for source in blocked_sources(count)]
-            seconds = load_ruleset(_rules.map_fds(ours), rules)
+            seconds = load_ruleset(reference.map_fds(ours), rules)
             fd = ours.program("xdpfleet_fw").fd
             rows.append(("%d rules (%.2f s to load)" % (count, seconds),
                          [ns_per_packet(fd, frame, None, args.repeat, args.runs) for name, frame in packets]))

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller side of xdp_rules: hands config to the host as one JSON text.
 
-Ansible deep-copies a module's arguments on the host before the module sees them; for 100,000 rule
-dicts that copy alone takes about 0.35 s, for one string nothing.
+Ansible deep-copies a module's arguments on the host before the module sees them: for 100,000 rule dicts
+that copy is a large part of a run, for one string it is nothing (docs/PERFORMANCE.md).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._ruleset import entries_json
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import entries_json
 
 MODULE = "xdpfleet.xdp.xdp_rules"
 

@@ -31,7 +31,7 @@ import sys
 import tempfile
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
 
 BCC_PACKAGES = "Debian/Ubuntu: apt-get install python3-bpfcc; RHEL/Fedora: dnf install python3-bcc"
 MAP_TYPES = {

@@ -14,7 +14,10 @@ import os
 import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _program, _rules, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, decode_event
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOL_NAMES, rule_line
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import NetlinkError
 
 EVENTS_MAP = "xf_events"
@@ -56,21 +59,21 @@ def rule_labels(described, interface, state_dir):
     with _facts.firewall_maps(described) as maps:
         if not maps:
             return {}, None
-        kernel = _ruleset.KernelRuleset(maps)
-        return _ruleset.read_names(interface, kernel.digest, state_dir), kernel
+        kernel = KernelRuleset(maps)
+        return read_names(interface, kernel.digest, state_dir), kernel
 
 
 def event_facts(record, interface, offset, names, kernel):
-    event = _rules.decode_event(record)
+    event = decode_event(record)
     number = None if event["position"] is None or not kernel else kernel.number_at(event["position"])
-    rule = None if number is None else _ruleset.rule_line(kernel.rule_at(number)[0].to_dict())
+    rule = None if number is None else rule_line(kernel.rule_at(number)[0].to_dict())
     return {
         "time": round(event["timestamp"] / 1e9 + offset, 6),
         "timestamp_ns": event["timestamp"],
         "interface": interface,
         "source": event["src"],
         "destination": event["dst"],
-        "protocol": _rules.PROTOCOL_NAMES.get(event["proto"], event["proto"]),
+        "protocol": PROTOCOL_NAMES.get(event["proto"], event["proto"]),
         "source_port": event["sport"],
         "destination_port": event["dport"],
         "action": event["action"],
@@ -81,7 +84,7 @@ def event_facts(record, interface, offset, names, kernel):
     }
 
 
-def read_drops(interface, timeout=1.0, count=0, state_dir=_ruleset.STATE_DIR):
+def read_drops(interface, timeout=1.0, count=0, state_dir=STATE_DIR):
     """{events, sample_rate} of interface: the drops sampled into its ring buffer."""
     try:
         described = _program.describe(interface)

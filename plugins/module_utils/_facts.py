@@ -14,11 +14,13 @@ import heapq
 import itertools
 import operator
 import os
-from array import array
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _netlink, _program, _rules, _ruleset, _state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _netlink, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, PerCpuRecords, action_stats
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 NETDEV_XDP_ACT_BASIC = 1 << 0
@@ -46,7 +48,7 @@ def capabilities():
         "kernel": os.uname()[2],
         "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
         "jit_enabled": jit is not None and jit != "0",
-        "bpffs_mounted": _state.bpffs_mounted(),
+        "bpffs_mounted": _hostfs.bpffs_mounted(),
         "possible_cpus": libbpf.num_possible_cpus(),
         "online_cpus": os.cpu_count(),
     }
@@ -64,50 +66,6 @@ def xdp_modes(features):
 
 # --- counters ---------------------------------------------------------------------------------
 
-def _datarecs(raw, cpus):
-    """[(packets, bytes) per CPU] of one per-CPU xf_datarec value."""
-    words = array("Q", raw[:16 * cpus])
-    return list(zip(words[0::2], words[1::2]))
-
-
-def _summed(records):
-    return {"packets": sum(record[0] for record in records), "bytes": sum(record[1] for record in records)}
-
-
-def action_stats(fd, per_cpu):
-    """{reason: {packets, bytes[, per_cpu]}} of xf_stats, summed over every possible CPU."""
-    cpus = libbpf.num_possible_cpus()
-    stats = {}
-    for index, reason in enumerate(_rules.REASONS):
-        records = _datarecs(libbpf.map_lookup(fd, _rules.U32.pack(index), 16 * cpus), cpus)
-        stats[reason] = _summed(records)
-        if per_cpu:
-            stats[reason]["per_cpu"] = [{"cpu": cpu, "packets": packets, "bytes": bytes_}
-                                        for cpu, (packets, bytes_) in enumerate(records)]
-    return stats
-
-
-class HitCounters:
-    """xf_hits slots 0..count-1, read in one batch, summed over every possible CPU."""
-
-    def __init__(self, fd, count):
-        self.cpus = libbpf.num_possible_cpus()
-        self.words = array("Q", libbpf.array_values(fd, 16 * self.cpus, count)) if count else array("Q")
-
-    def packets(self):
-        """Packets of every slot; bytes are summed only for the slots reported (see slot)."""
-        stride = 2 * self.cpus
-        total = self.words[0::stride]
-        for cpu in range(1, self.cpus):
-            total = list(map(operator.add, total, self.words[2 * cpu::stride]))
-        return total
-
-    def slot(self, slot):
-        """(packets, bytes) of one slot."""
-        record = self.words[2 * self.cpus * slot:2 * self.cpus * (slot + 1)]
-        return sum(record[0::2]), sum(record[1::2])
-
-
 def most_hit(packets_at, top):
     """Positions of the `top` largest counts, equal counts in position order (as a stable sort gives).
 
@@ -123,12 +81,12 @@ def most_hit(packets_at, top):
 def top_rules(kernel, names, top):
     """The `top` rules with the most hits: position, name, match text, action, packets, bytes."""
     counters = kernel.counters()
-    hits = HitCounters(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
+    hits = PerCpuRecords(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
     result = []
     for position in most_hit(list(map(hits.packets().__getitem__, counters)), top):
         rule, counter = kernel.rule_at(position)
-        packets, bytes_ = hits.slot(counter)
-        result.append({"position": position + 1, "name": names.get(position), "rule": _ruleset.rule_line(rule.to_dict()),
+        packets, bytes_ = hits.summed(counter)
+        result.append({"position": position + 1, "name": names.get(position), "rule": rule_line(rule.to_dict()),
                        "action": rule.action, "counter": counter, "packets": packets, "bytes": bytes_})
     return result
 
@@ -151,7 +109,7 @@ def firewall_maps(described):
 
 
 def firewall_facts(maps, interface, per_cpu, top, state_dir):
-    kernel = _ruleset.KernelRuleset(maps)
+    kernel = KernelRuleset(maps)
     return {
         "firewall": True,
         "rule_count": len(kernel),
@@ -159,7 +117,7 @@ def firewall_facts(maps, interface, per_cpu, top, state_dir):
         "sample_rate": kernel.sampling,
         "active_slot": kernel.active,
         "stats": action_stats(maps["xf_stats"], per_cpu),
-        "top_rules": top_rules(kernel, _ruleset.read_names(interface, kernel.digest, state_dir), top),
+        "top_rules": top_rules(kernel, read_names(interface, kernel.digest, state_dir), top),
     }
 
 
@@ -167,7 +125,7 @@ EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None,
                   "active_slot": None, "stats": {}, "top_rules": []}
 
 
-def interface_facts(interface, per_cpu=False, top=10, state_dir=_ruleset.STATE_DIR):
+def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):
     described = _program.describe(interface)
     facts = dict((key, described[key]) for key in
                  ("attached", "prog_id", "name", "tag", "mode", "owner", "object_sha256", "program", "pin_dir"))
@@ -186,7 +144,7 @@ def interface_names():
         return []
 
 
-def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=_ruleset.STATE_DIR):
+def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=STATE_DIR):
     """ansible_facts.xdp: {capabilities, interfaces: {name: facts}}."""
     if top < 0:
         raise FactsError("top_rules must be 0 or more, not %d" % top)

@@ -23,7 +23,7 @@ import tempfile
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import Link, NetlinkError, ifindex
 
 META_MAP_NAME = "xdpfleet_meta"
@@ -536,7 +536,7 @@ def run(params, check_mode):
             return ensure_detached(request, check_mode)
         with _inline_object(request) as inline_request:
             return ensure_attached(inline_request, check_mode)
-    except state.StateError as error:
+    except state.HostfsError as error:
         raise ProgramError(str(error))
     except (NetlinkError, _bcc.BccError) as error:
         raise ProgramError(str(error))

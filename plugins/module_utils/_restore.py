@@ -21,9 +21,11 @@ import json
 import os
 import time
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_run import run as run_rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_state
 
-PROGRAM_DIR = os.path.join(_ruleset.STATE_DIR, "programs")
+PROGRAM_DIR = os.path.join(STATE_DIR, "programs")
 INTERFACE_WAIT = 30.0  # seconds for an interface to appear (udev may still be renaming NICs at boot)
 
 
@@ -53,15 +55,15 @@ def restore_program(record):
     return _program.run(params, check_mode=False)
 
 
-def restore_rules(interface, pin_dir, state_dir=_ruleset.STATE_DIR):
+def restore_rules(interface, pin_dir, state_dir=STATE_DIR):
     """Makes the kernel hold the rules xdp_rules last stored; None when nothing was stored."""
-    stored = _ruleset.read_state(interface, state_dir)
+    stored = read_state(interface, state_dir)
     if stored is None:
         return None
     request = {"interface": interface, "pin_dir": pin_dir, "state": "overridden", "config": stored["rules"],
                "default_action": stored.get("default_action"), "sampling": stored.get("sampling"),
                "allow_lockout": True}
-    return _ruleset.run(request, state_dir=state_dir)
+    return run_rules(request, state_dir=state_dir)
 
 
 def restore(record):
@@ -69,7 +71,7 @@ def restore(record):
     wait_for_interface(interface)
     program = restore_program(record)
     rules = restore_rules(interface, program["pin_dir"])
-    count = "no stored rules" if rules is None else "%d rules" % len(rules.get("after", rules["before"]))
+    count = "no stored rules" if rules is None else "%d rules" % rules["rule_count"]["after"]
     return "%s: program %s (id %s, %s mode), %s" % (interface, program["program"], program["prog_id"],
                                                     program["mode"], count)
 

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_kernel, _fw_slots, _layout, _libbpf
+from tests.helpers import reference
 
 
 OBJECT = os.path.join(os.path.dirname(__file__), "..", "..", "build", "bpf", "xdp_firewall.o")
@@ -16,16 +17,16 @@ TEST_RUN_IFINDEX = 1  # BPF_PROG_TEST_RUN runs XDP on the loopback device's queu
 class Firewall:
     def __init__(self, bpf_object):
         self.prog_fd = bpf_object.program(PROGRAM).fd
-        self.maps = _rules.map_fds(bpf_object)
+        self.maps = reference.map_fds(bpf_object)
         self.events = _libbpf.RingBuffer(self.maps["xf_events"])
         self.rules, self.default_action, self.counters, self.positions = [], "pass", [], []
 
     def apply(self, rules, default_action, compiler=None, sample_rate=1):
-        compiled = (compiler or _rules.compile_rules)(rules, default_action)
-        _rules.apply_ruleset(self.maps, compiled)
-        _rules.set_sample_rate(self.maps, sample_rate)
+        compiled = (compiler or reference.compile_rules)(rules, default_action)
+        _fw_slots.apply_ruleset(self.maps, compiled)
+        _fw_slots.set_sample_rate(self.maps, sample_rate)
         self.rules, self.default_action, self.counters = rules, default_action, compiled.counters
-        self.positions = [position for position, rule in enumerate(compiled.rules) if rule != _rules.EMPTY_RULE]
+        self.positions = [position for position, rule in enumerate(compiled.rules) if rule != _layout.EMPTY_RULE]
 
     def run(self, frame):
         return _libbpf.prog_test_run(self.prog_fd, frame)[0]
@@ -33,36 +34,36 @@ class Firewall:
     def check(self, frames):
         """Runs (frame bytes, Packet) pairs; returns a list of mismatches, empty when all agree."""
         self.events.consume()
-        stats_before = _rules.read_stats(self.maps)
-        hits_before = _rules.read_hits(self.maps, self.counters)
-        stats = dict((reason, [0, 0]) for reason in _rules.REASONS)
+        stats_before = reference.read_stats(self.maps)
+        hits_before = reference.read_hits(self.maps, self.counters)
+        stats = dict((reason, [0, 0]) for reason in _layout.REASONS)
         hits = [[0, 0] for counter in self.counters]
         events, mismatches = [], []
         for frame, packet in frames:
-            expected = _rules.classify(self.rules, self.default_action, packet)
+            expected = reference.classify(self.rules, self.default_action, packet)
             got = self.run(frame)
-            if got != _rules.XDP_ACTIONS[expected.action]:
+            if got != _layout.XDP_ACTIONS[expected.action]:
                 mismatches.append("verdict %s, expected %s for %s (frame %s)"
-                                  % (_rules.ACTION_NAMES.get(got, got), expected, packet, frame.hex()))
-            _add(stats[_rules.REASONS[_rules.stats_reason(expected)]], len(frame))
+                                  % (_layout.ACTION_NAMES.get(got, got), expected, packet, frame.hex()))
+            _add(stats[_layout.REASONS[reference.stats_reason(expected)]], len(frame))
             if expected.position is not None:
                 _add(hits[expected.position], len(frame))
             if expected.action == "drop":
                 events.append(_expected_event(expected, packet, self.counters, self.positions))
         mismatches += self._counter_mismatches(stats_before, stats, hits_before, hits)
-        got_events = [_comparable(_rules.decode_event(raw)) for raw in self.events.consume()]
+        got_events = [_comparable(_fw_kernel.decode_event(raw)) for raw in self.events.consume()]
         if got_events != events:
             mismatches.append("events %s, expected %s" % (got_events, events))
         return mismatches
 
     def _counter_mismatches(self, stats_before, stats, hits_before, hits):
         mismatches = []
-        stats_after = _rules.read_stats(self.maps)
+        stats_after = reference.read_stats(self.maps)
         for reason, (packets, bytes_) in stats.items():
             delta = _delta(stats_before[reason], stats_after[reason])
             if delta != (packets, bytes_):
                 mismatches.append("stats[%s] grew by %s, expected %s" % (reason, delta, (packets, bytes_)))
-        hits_after = _rules.read_hits(self.maps, self.counters)
+        hits_after = reference.read_hits(self.maps, self.counters)
         for position, (packets, bytes_) in enumerate(hits):
             delta = _delta(hits_before[position], hits_after[position])
             if delta != (packets, bytes_):
@@ -86,7 +87,7 @@ def _expected_event(verdict, packet, counters, positions):
     return {
         "ifindex": TEST_RUN_IFINDEX, "position": None if verdict.position is None else positions[verdict.position],
         "counter": None if verdict.position is None else counters[verdict.position],
-        "action": "drop", "reason": _rules.REASONS[_rules.stats_reason(verdict)],
+        "action": "drop", "reason": _layout.REASONS[reference.stats_reason(verdict)],
         "src": str(packet.src) if ip else None, "dst": str(packet.dst) if ip else None,
         "proto": packet.proto if ip else 0, "dport": packet.dport or 0,
     }

@@ -13,7 +13,8 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdr
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._rules import PROTOCOLS, Packet
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS
+from tests.helpers.reference import Packet
 
 TCP_, UDP_, ICMP_, ICMPV6_ = PROTOCOLS["tcp"], PROTOCOLS["udp"], PROTOCOLS["icmp"], PROTOCOLS["icmpv6"]
 GRE = 47

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_compile, _fw_model, _layout
+from tests.helpers import reference
 
 from .frames import GRE, ICMP_, ICMPV6_, TCP_, UDP_, FrameSpec, frames_for, mapped
 
@@ -38,7 +39,7 @@ def rules(draw):
     if protocol in (None, TCP_, UDP_) and draw(st.booleans()):
         low, high = sorted((draw(ports), draw(ports)))
         port = (low, high)
-    return _rules.Rule(draw(st.sampled_from(["drop", "pass"])), source, destination, protocol, port)
+    return _fw_model.Rule(draw(st.sampled_from(["drop", "pass"])), source, destination, protocol, port)
 
 
 @st.composite
@@ -74,7 +75,7 @@ def test_random_rules_and_frames(firewall, rule_list, default_action, specs):
 
 def compiler_leaving_holes(rule_list, default_action):
     """Rules at positions 1, 4, 7...: what a rule set has after rules were removed between kept ones."""
-    return _rules.compile_packed([_rules.pack_rule(rule) for rule in rule_list], default_action,
+    return _fw_compile.compile_packed([_fw_model.pack_rule(rule) for rule in rule_list], default_action,
                                  positions=[3 * number + 1 for number in range(len(rule_list))])
 
 
@@ -85,10 +86,10 @@ def test_rules_at_positions_with_holes_between(firewall, rule_list, default_acti
 
 
 def compiler_flipping_first_action(rule_list, default_action):
-    compiled = _rules.compile_rules(rule_list, default_action)
+    compiled = reference.compile_rules(rule_list, default_action)
     if compiled.rules:
         first = bytearray(compiled.rules[0])
-        first[0] = _rules.XDP_ACTIONS["pass"] + _rules.XDP_ACTIONS["drop"] - first[0]
+        first[0] = _layout.XDP_ACTIONS["pass"] + _layout.XDP_ACTIONS["drop"] - first[0]
         compiled.rules[0] = bytes(first)
     return compiled
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._rules import Packet, parse_rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_compile, _fw_kernel, _fw_model, _fw_slots, _layout, _libbpf
+from tests.helpers import reference
+from tests.helpers.reference import Packet, parse_rules
 from tests.helpers.slots import compiled_contents, slot_contents
 
 from .frames import GRE, ICMP_, ICMPV6_, TCP_, UDP_, FrameSpec, arp_frame, build, frames_for, mapped, \
@@ -123,7 +124,7 @@ def test_overlapping_prefixes_in_different_orders(firewall, order):
 def test_sampling_off_sends_no_event(firewall):
     firewall.apply(parse_rules([{"action": "drop"}]), "drop", sample_rate=0)
     firewall.events.consume()
-    assert firewall.run(build(FrameSpec(A, C, UDP_, 53))[0]) == _rules.XDP_ACTIONS["drop"]
+    assert firewall.run(build(FrameSpec(A, C, UDP_, 53))[0]) == _layout.XDP_ACTIONS["drop"]
     assert firewall.events.consume() == []
 
 
@@ -134,15 +135,15 @@ def test_both_slots_end_with_the_new_set_even_after_an_interrupted_run(firewall)
     third = parse_rules([{"action": "drop", "source": A}, {"action": "pass", "protocol": "udp", "port": 53}])
     firewall.apply(first, "pass")
     # a run that switched to `second` and stopped before writing the slot it left: the slots differ
-    active, rate, metas = _rules.read_config(firewall.maps)
-    compiled = _rules.compile_rules(second, "drop")
-    _rules._write_slot(firewall.maps, 1 - active, compiled,
-                       _rules._slot_edits(firewall.maps, 1 - active, compiled, None), (active, rate, metas))
-    _rules._write_config(firewall.maps, 1 - active, rate, metas)
+    active, rate, metas = _fw_kernel.read_config(firewall.maps)
+    compiled = reference.compile_rules(second, "drop")
+    _fw_slots._write_slot(firewall.maps, 1 - active, compiled,
+                       _fw_slots._slot_edits(firewall.maps, 1 - active, compiled, None), (active, rate, metas))
+    _fw_slots.write_config(firewall.maps, 1 - active, rate, metas)
     assert slot_contents(firewall.maps, 0) != slot_contents(firewall.maps, 1)
 
     for rules in (third, first):
-        compiled = _rules.compile_rules(rules, "pass")
+        compiled = reference.compile_rules(rules, "pass")
         firewall.apply(rules, "pass")
         assert slot_contents(firewall.maps, 0) == slot_contents(firewall.maps, 1) == compiled_contents(compiled)
 
@@ -150,12 +151,12 @@ def test_both_slots_end_with_the_new_set_even_after_an_interrupted_run(firewall)
 def test_switch_writes_only_the_inactive_slot_and_removes_stale_entries(firewall):
     first = parse_rules([{"action": "drop", "source": A}, {"action": "drop", "source": "198.18.4.0/24"}])
     second = parse_rules([{"action": "drop", "source": B}])
-    active_before = _rules.read_config(firewall.maps)[0]
+    active_before = _fw_kernel.read_config(firewall.maps)[0]
     firewall.apply(first, "pass")
     firewall.apply(second, "pass")
-    active, sample_rate, metas = _rules.read_config(firewall.maps)
+    active, sample_rate, metas = _fw_kernel.read_config(firewall.maps)
     assert active == active_before
-    assert metas[active] == _rules.compile_rules(second, "pass").meta
+    assert metas[active] == reference.compile_rules(second, "pass").meta
     assert firewall.check(frames_for([FrameSpec(A, C, UDP_, 53), FrameSpec(B, C, UDP_, 53)])) == []
     keys = _libbpf.map_keys(firewall.maps["xf_s4h_%d" % active], 4)
     assert keys == [bytes(map(int, B.split(".")))]
@@ -169,9 +170,9 @@ def _host_rules(count):
 
 
 def _apply_at(firewall, items, positions):
-    compiled = _rules.compile_packed([_rules.pack_rule(rule) for rule in parse_rules(items)], "pass",
+    compiled = _fw_compile.compile_packed([_fw_model.pack_rule(rule) for rule in parse_rules(items)], "pass",
                                      counters=positions, positions=positions)  # a kept rule keeps its counter
-    _rules.apply_ruleset(firewall.maps, compiled)
+    _fw_slots.apply_ruleset(firewall.maps, compiled)
     return compiled
 
 
@@ -189,8 +190,8 @@ def test_a_change_of_some_rules_leaves_both_slots_as_compiled(firewall, monkeypa
     after = [before[index] for index in kept] + [new_rule]
     after[3] = dict(after[3], action="pass")
     read_back = []
-    real_prefix_edits = _rules._prefix_edits
-    monkeypatch.setattr(_rules, "_prefix_edits", lambda *args: read_back.append(args) or real_prefix_edits(*args))
+    real_prefix_edits = _fw_slots._prefix_edits
+    monkeypatch.setattr(_fw_slots, "_prefix_edits", lambda *args: read_back.append(args) or real_prefix_edits(*args))
     compiled = _apply_at(firewall, after, [old_positions[index] for index in kept] + [3 * len(before)])
     assert slot_contents(firewall.maps, 0) == slot_contents(firewall.maps, 1) == compiled_contents(compiled)
     assert bool(read_back) == new_rule["source"].endswith("/24")

@@ -1,21 +1,21 @@
 """What a firewall rule-set slot holds, read from its maps, and what a compiled rule set says it must hold,
 in one comparable shape: (meta, rules, port/protocol index, {prefix map: {key: chain}})."""
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_kernel, _layout, _libbpf
 
 
 def slot_contents(maps, slot):
-    meta = _rules.read_config(maps)[2][slot]
-    count = _rules.META_FORMAT.unpack_from(meta)[1]
+    meta = _fw_kernel.read_config(maps)[2][slot]
+    count = _layout.SLOT_META.format.unpack_from(meta)[1]
     prefixes = {}
-    for name in _rules.PREFIX_MAPS:
+    for name in _layout.PREFIX_MAPS:
         fd = maps["xf_%s_%d" % (name, slot)]
         info = _libbpf.map_info(fd)
         prefixes[name] = dict(_libbpf.map_items(fd, info["key_size"], info["value_size"], 64))
-    return (meta, _libbpf.array_values(maps["xf_rules_%d" % slot], _rules.RULE_FORMAT.size, count),
-            _libbpf.array_values(maps["xf_gen_%d" % slot], 4, _rules.GEN_ENTRIES), prefixes)
+    return (meta, _libbpf.array_values(maps["xf_rules_%d" % slot], _layout.RULE.size, count),
+            _libbpf.array_values(maps["xf_gen_%d" % slot], 4, _layout.GEN_ENTRIES), prefixes)
 
 
 def compiled_contents(compiled):
-    return (compiled.meta, b"".join(compiled.rules), b"".join(_rules.U32.pack(first) for first in compiled.gen),
+    return (compiled.meta, b"".join(compiled.rules), b"".join(_layout.U32.pack(first) for first in compiled.gen),
             compiled.prefixes)

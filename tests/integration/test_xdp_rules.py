@@ -71,12 +71,14 @@ def hits_by_port(host):
     """{rule port or protocol: packets counted for that rule} of the active rule set."""
     return json.loads(on_host(host, """
         import json
-        from ansible_collections.xdpfleet.xdp.plugins.module_utils import _rules, _ruleset
-        with _ruleset.pinned_maps("/sys/fs/bpf/xdpfleet/eth0") as maps:
-            kernel = _ruleset.KernelRuleset(maps)
-            hits = _rules.read_hits(maps, kernel.counters())
-        print(json.dumps(dict((str(rule.port or rule.protocol), hit["packets"])
-                              for rule, hit in zip(kernel.rules(), hits))))
+        from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_kernel
+        with _fw_kernel.pinned_maps("/sys/fs/bpf/xdpfleet/eth0") as maps:
+            kernel = _fw_kernel.KernelRuleset(maps)
+            counters = kernel.counters()
+            hits = _fw_kernel.PerCpuRecords(maps["xf_hits"], max(counters) + 1).packets()
+        rules = [kernel.rule_at(number)[0] for number in range(len(kernel))]
+        print(json.dumps(dict((str(rule.port or rule.protocol), hits[counter])
+                              for rule, counter in zip(rules, counters))))
     """))
 
 
@@ -226,11 +228,12 @@ def flip_sets():
 
 FLIPPER = """
 import json, sys
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_kernel, _fw_run
+from tests.helpers import reference
 set_a, set_b = json.loads(sys.argv[1])
 switches = 0
 for flip in range(100):
-    result = _ruleset.run({"interface": "eth0", "state": "overridden", "config": set_b if flip % 2 else set_a})
+    result = _fw_run.run({"interface": "eth0", "state": "overridden", "config": set_b if flip % 2 else set_a})
     switches += result["changed"]
 print(switches)
 """

@@ -67,10 +67,10 @@ def test_two_rollouts_at_once_end_with_exactly_one_set(deployed, tmp_path):
         assert final in (sets["a"], sets["b"]), "a mixture: %s" % sorted({rule["name"][:2] for rule in final})
         state = on_host(host, """
             import json
-            from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
-            with _ruleset.pinned_maps("/sys/fs/bpf/xdpfleet/eth0") as maps:
-                kernel = _ruleset.KernelRuleset(maps)
-                print(json.dumps([kernel.digest == _ruleset.read_state("eth0")["digest"], len(kernel)]))
+            from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_kernel, _fw_store
+            with _fw_kernel.pinned_maps("/sys/fs/bpf/xdpfleet/eth0") as maps:
+                kernel = _fw_kernel.KernelRuleset(maps)
+                print(json.dumps([kernel.digest == _fw_store.read_state("eth0")["digest"], len(kernel)]))
         """)
         assert state.strip() == "[true, %d]" % (SIZE + 1)
     finally:

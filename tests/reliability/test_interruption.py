@@ -11,14 +11,14 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_kernel, _layout
 from tests.helpers import kernel
 from tests.helpers.hosts import ModuleRunner, module_command, module_env, module_input
 from tests.reliability.common import BASE_RULES
 
 RULES = 100_000
 XDP_DROP, XDP_PASS = 1, 2
-RULE_SIZE = _rules.RULE_FORMAT.size
+RULE_SIZE = _layout.RULE.size
 
 
 def block_list(base_port):
@@ -46,7 +46,7 @@ class Firewall:
             self.maps[libbpf.map_info(fd)["name"]] = fd
 
     def active_slot(self):
-        return _rules.read_config(self.maps)[0]
+        return _fw_kernel.read_config(self.maps)[0]
 
     def first_rule(self, slot):
         return libbpf.array_values(self.maps["xf_rules_%d" % slot], RULE_SIZE, 1)

@@ -17,7 +17,7 @@ CLIENT = LAYOUT.client_address
 
 UPDATER = """
 import json, random, sys, time
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_run
 ssh_pass, client, host, seconds = json.loads(sys.argv[1])
 PASS, DROP = %d, %d
 random.seed(2544)
@@ -50,7 +50,7 @@ def rule_set():
 updates, ends = 0, time.time() + seconds
 while time.time() < ends:
     config, default = rule_set()
-    _ruleset.run({"interface": "eth0", "state": "overridden", "config": config, "default_action": default})
+    _fw_run.run({"interface": "eth0", "state": "overridden", "config": config, "default_action": default})
     updates += 1
 print(updates)
 """ % (PROBE_PASS, PROBE_DROP)
@@ -58,8 +58,8 @@ print(updates)
 
 def apply(host, rules):
     on_host(host, """
-        from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ruleset
-        _ruleset.run({"interface": "eth0", "state": "overridden", "config": %r, "default_action": "pass"})
+        from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_run
+        _fw_run.run({"interface": "eth0", "state": "overridden", "config": %r, "default_action": "pass"})
     """ % rules)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program as program
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import BpfObject
 
 DATA = Path(__file__).resolve().parents[1] / "integration" / "data"
@@ -120,7 +120,7 @@ def test_internal_maps_are_told_apart():
 FILESYSTEM_OF_HIDDEN_MOUNT = """
 import os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
 top = sys.argv[2]
 pins = os.path.join(top, "fs", "bpf")
 os.makedirs(pins)
@@ -142,9 +142,9 @@ def test_filesystem_of_sees_the_mount_a_path_lookup_reaches_not_a_hidden_one(tmp
 
 
 def test_pin_dirs_off_bpffs_are_refused():
-    with pytest.raises(state.StateError, match="pin_dir /tmp/pins is not on a bpf filesystem"):
+    with pytest.raises(state.HostfsError, match="pin_dir /tmp/pins is not on a bpf filesystem"):
         state.check_pin_dir("/tmp/pins")
-    with pytest.raises(state.StateError, match="must be an absolute path"):
+    with pytest.raises(state.HostfsError, match="must be an absolute path"):
         state.check_pin_dir("pins")
     state.check_pin_dir("/sys/fs/bpf/xdpfleet/eth0")
 

@@ -1,12 +1,15 @@
 """Rule validation, compiler and reference classifier, without the kernel."""
 
+import ipaddress
 import random
 import time
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _rules
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._rules import Packet, RuleError, parse_rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_compile, _fw_lockout, _fw_model, _layout
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError
+from tests.helpers import reference
+from tests.helpers.reference import Packet, parse_rules
 
 
 @pytest.mark.parametrize("item,message", [
@@ -31,38 +34,38 @@ def test_rules_round_trip_to_config_shape():
 
 def test_first_match_wins():
     rules = parse_rules([{"action": "pass", "source": "198.18.1.0/24"}, {"action": "drop", "source": "198.18.0.0/16"}])
-    assert _rules.classify(rules, "pass", Packet.ip("198.18.1.5", "198.19.0.1", 6, 80)) == ("pass", 0, "rule")
-    assert _rules.classify(rules, "pass", Packet.ip("198.18.2.5", "198.19.0.1", 6, 80)) == ("drop", 1, "rule")
-    assert _rules.classify(rules, "pass", Packet.ip("198.19.2.5", "198.19.0.1", 6, 80)) == ("pass", None, "default")
-    assert _rules.classify(rules, "drop", Packet.special("arp")).action == "pass"
+    assert reference.classify(rules, "pass", Packet.ip("198.18.1.5", "198.19.0.1", 6, 80)) == ("pass", 0, "rule")
+    assert reference.classify(rules, "pass", Packet.ip("198.18.2.5", "198.19.0.1", 6, 80)) == ("drop", 1, "rule")
+    assert reference.classify(rules, "pass", Packet.ip("198.19.2.5", "198.19.0.1", 6, 80)) == ("pass", None, "default")
+    assert reference.classify(rules, "drop", Packet.special("arp")).action == "pass"
 
 
 def test_chain_over_capacity_names_the_prefix():
     config = [{"action": "drop", "source": "198.18.0.0/16", "port": port} for port in range(1, 18)]
-    with pytest.raises(_rules.CompileError, match="198.18.0.0/16"):
-        _rules.compile_rules(parse_rules(config), "pass")
+    with pytest.raises(_fw_compile.CompileError, match="198.18.0.0/16"):
+        reference.compile_rules(parse_rules(config), "pass")
 
 
 def test_chain_is_cut_after_an_unconditional_rule():
     config = [{"action": "pass", "source": "198.18.0.0/16"}] + [
         {"action": "drop", "source": "198.18.0.0/16", "port": port} for port in range(1, 40)]
-    compiled = _rules.compile_rules(parse_rules(config), "pass")
+    compiled = reference.compile_rules(parse_rules(config), "pass")
     (chain,) = compiled.prefixes["s4t"].values()
-    assert _rules.CHAIN_FORMAT.unpack(chain)[:2] == (1, 0)
+    assert _layout.CHAIN.format.unpack(chain)[:2] == (1, 0)
 
 
 def test_counters_survive_a_reorder_and_new_rules_get_unused_slots():
     first, second = parse_rules([{"action": "drop", "port": 1}, {"action": "drop", "port": 2}])
     third = parse_rules([{"action": "drop", "port": 3}])[0]
-    counters, fresh = _rules.assign_counters([second, third, first], [first, second], [0, 1])
+    counters, fresh = _fw_compile.assign_counters([second, third, first], [first, second], [0, 1])
     assert counters == [1, 2, 0] and fresh == [2]
 
 
 def test_100k_prefixes_compile_fast():
-    rules = [_rules.Rule("drop", _rules.ipaddress.IPv4Network((0xC6120000 + index, 32)), None, None, None)
+    rules = [_fw_model.Rule("drop", ipaddress.IPv4Network((0xC6120000 + index, 32)), None, None, None)
              for index in range(100000)]
     started = time.monotonic()
-    compiled = _rules.compile_rules(rules, "pass")
+    compiled = reference.compile_rules(rules, "pass")
     assert time.monotonic() - started < 3
     assert len(compiled.prefixes["s4h"]) == 100000
 
@@ -80,10 +83,10 @@ CANONICAL = [
 
 @pytest.mark.parametrize("item", CANONICAL)
 def test_canonical_values_pack_like_parsed_rules_and_decode_back(item):
-    values = tuple(item.get(key) for key in _rules.RULE_KEYS)
-    rule = _rules.parse_rule(item)
-    assert _rules.pack_canonical(values) == _rules.pack_rule(rule)
-    assert _rules.canonical_of_packed(_rules.pack_rule(rule)) == rule.to_dict() == item
+    values = tuple(item.get(key) for key in _fw_model.RULE_KEYS)
+    rule = _fw_model.parse_rule(item)
+    assert _fw_model.pack_canonical(values) == _fw_model.pack_rule(rule)
+    assert _fw_model.canonical_of_packed(_fw_model.pack_rule(rule)) == rule.to_dict() == item
 
 
 @pytest.mark.parametrize("item", [
@@ -97,12 +100,12 @@ def test_canonical_values_pack_like_parsed_rules_and_decode_back(item):
     {"action": "reject"}, {"action": "drop", "port": 0},
 ])
 def test_values_not_in_canonical_form_are_left_to_the_parser(item):
-    assert _rules.pack_canonical(tuple(item.get(key) for key in _rules.RULE_KEYS)) is None
+    assert _fw_model.pack_canonical(tuple(item.get(key) for key in _fw_model.RULE_KEYS)) is None
 
 
 def test_ipv6_rules_decode_back():
-    rule = _rules.parse_rule({"action": "drop", "source": "2001:db8::/32", "destination": "2001:db8:1::1/128"})
-    assert _rules.canonical_of_packed(_rules.pack_rule(rule)) == rule.to_dict()
+    rule = _fw_model.parse_rule({"action": "drop", "source": "2001:db8::/32", "destination": "2001:db8:1::1/128"})
+    assert _fw_model.canonical_of_packed(_fw_model.pack_rule(rule)) == rule.to_dict()
 
 
 def test_first_match_on_packed_rules_agrees_with_the_classifier():
@@ -121,24 +124,25 @@ def test_first_match_on_packed_rules_agrees_with_the_classifier():
         source = generator.choice(["198.18.1.7", "198.18.2.1", "198.20.0.1"] if family == 4 else ["2001:db8::5", "::1"])
         destination = "198.19.0.1" if family == 4 else "2001:db8::1"
         packet = Packet.ip(source, destination, generator.choice([6, 17, 1]), generator.choice([None, 22, 25, 80]))
-        assert _rules.first_match([_rules.pack_rule(rule) for rule in rules], packet) == \
-            _rules.classify(rules, "pass", packet).position
+        assert _fw_lockout.first_matching_rule([_fw_model.pack_rule(rule) for rule in rules], packet.src, packet.dst,
+                                               packet.proto, packet.dport) == \
+            reference.classify(rules, "pass", packet).position
 
 
 def test_counters_keep_their_slots_when_a_rule_occurs_twice():
     first, second = parse_rules([{"action": "drop", "port": 1}, {"action": "drop", "port": 2}])
-    counters, fresh = _rules.assign_counters([first, second, first], [first, first, second], [4, 5, 6])
+    counters, fresh = _fw_compile.assign_counters([first, second, first], [first, first, second], [4, 5, 6])
     assert counters == [4, 6, 5] and fresh == []
 
 
 def test_placed_rules_keep_their_positions_and_new_ones_fill_the_holes():
-    assert _rules.place_rules([0, None, 2, 3, None]) == [0, 1, 2, 3, 4]
-    assert _rules.place_rules([0, 5, None, None, 9]) == [0, 5, 6, 7, 9]
+    assert _fw_compile.place_rules([0, None, 2, 3, None]) == [0, 1, 2, 3, 4]
+    assert _fw_compile.place_rules([0, 5, None, None, 9]) == [0, 5, 6, 7, 9]
     # no room between 0 and 1: the kept rule at 1 moves along, the one at 5 stays
-    assert _rules.place_rules([0, None, None, 1, 5]) == [0, 1, 2, 3, 5]
-    assert _rules.place_rules([None, None]) == [0, 1]
+    assert _fw_compile.place_rules([0, None, None, 1, 5]) == [0, 1, 2, 3, 5]
+    assert _fw_compile.place_rules([None, None]) == [0, 1]
 
 
 def test_placing_renumbers_when_the_positions_run_out():
-    assert list(_rules.place_rules([2, 3, None], limit=4)) == [0, 1, 2]
-    assert _rules.place_rules([1, 2, None], limit=4) == [1, 2, 3]
+    assert list(_fw_compile.place_rules([2, 3, None], limit=4)) == [0, 1, 2]
+    assert _fw_compile.place_rules([1, 2, None], limit=4) == [1, 2, 3]

@@ -11,7 +11,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
+    _errors, _fw_compile, _fw_diff, _fw_input, _fw_kernel, _fw_lockout, _fw_model, _fw_run, _fw_slots, _fw_states,
+    _fw_store, _layout, _libbpf)
+from tests.helpers import reference
 from tests.helpers.slots import compiled_contents, slot_contents
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,61 +34,61 @@ BAD = rule("drop", source="198.19.0.0/16")
 
 
 def test_named_rule_is_identified_by_name_and_others_by_match():
-    assert _ruleset.rule_key(SSH) == ("name", "ssh")
-    assert _ruleset.rule_key(BAD) == ("match", "198.19.0.0/16", None, None, None)
-    assert _ruleset.rule_key(dict(BAD, action="pass")) == _ruleset.rule_key(BAD)
+    assert _fw_model.rule_key(SSH) == ("name", "ssh")
+    assert _fw_model.rule_key(BAD) == ("match", "198.19.0.0/16", None, None, None)
+    assert _fw_model.rule_key(dict(BAD, action="pass")) == _fw_model.rule_key(BAD)
 
 
 def test_merged_updates_in_place_keeping_fields_left_out():
     have = [SSH, BAD]
-    after = _ruleset.desired_rules("merged", have, [{"name": "ssh", "action": "drop", "port": 2222}])
+    after = _fw_states.desired_rules("merged", have, [{"name": "ssh", "action": "drop", "port": 2222}])
     assert after == [rule("drop", name="ssh", protocol="tcp", port=2222), BAD]
 
 
 def test_merged_inserts_a_new_rule_after_its_predecessor_in_config():
     have = [SSH, BAD]
-    after = _ruleset.desired_rules("merged", have, [SSH, WEB])
+    after = _fw_states.desired_rules("merged", have, [SSH, WEB])
     assert after == [SSH, WEB, BAD]
 
 
 def test_merged_puts_a_leading_new_rule_before_the_first_existing_config_rule():
     spare = rule("pass", source="198.19.1.0/24")
-    after = _ruleset.desired_rules("merged", [SSH, BAD], [spare, BAD])
+    after = _fw_states.desired_rules("merged", [SSH, BAD], [spare, BAD])
     assert after == [SSH, spare, BAD]
 
 
 def test_merged_appends_rules_when_none_of_config_exists():
-    assert _ruleset.desired_rules("merged", [SSH], [BAD, WEB]) == [SSH, BAD, WEB]
+    assert _fw_states.desired_rules("merged", [SSH], [BAD, WEB]) == [SSH, BAD, WEB]
 
 
 def test_merged_of_existing_rules_changes_nothing():
     have = [SSH, WEB, BAD]
-    assert _ruleset.desired_rules("merged", have, [BAD, SSH]) == have
+    assert _fw_states.desired_rules("merged", have, [BAD, SSH]) == have
 
 
 def test_replaced_drops_the_fields_left_out():
-    after = _ruleset.desired_rules("replaced", [SSH, BAD], [rule("drop", name="ssh", port=22)])
+    after = _fw_states.desired_rules("replaced", [SSH, BAD], [rule("drop", name="ssh", port=22)])
     assert after == [rule("drop", name="ssh", port=22), BAD]
 
 
 def test_overridden_is_exactly_config():
-    assert _ruleset.desired_rules("overridden", [SSH, BAD, WEB], [WEB, SSH]) == [WEB, SSH]
+    assert _fw_states.desired_rules("overridden", [SSH, BAD, WEB], [WEB, SSH]) == [WEB, SSH]
 
 
 def test_deleted_removes_by_identity_and_everything_without_config():
     have = [SSH, WEB, BAD]
-    assert _ruleset.desired_rules("deleted", have, [{"name": "ssh"}, dict(BAD, action="pass")]) == [WEB]
-    assert _ruleset.desired_rules("deleted", have, []) == []
+    assert _fw_states.desired_rules("deleted", have, [{"name": "ssh"}, dict(BAD, action="pass")]) == [WEB]
+    assert _fw_states.desired_rules("deleted", have, []) == []
 
 
 def test_gathered_keeps_the_rules():
-    assert _ruleset.desired_rules("gathered", [SSH, BAD], [WEB]) == [SSH, BAD]
+    assert _fw_states.desired_rules("gathered", [SSH, BAD], [WEB]) == [SSH, BAD]
 
 
 @pytest.mark.parametrize("state", ["merged", "replaced", "overridden"])
 def test_two_rules_with_one_identity_are_refused(state):
-    with pytest.raises(_ruleset.RulesetError, match="same identity.*match ip from 198.19.0.0/16"):
-        _ruleset.desired_rules(state, [], [BAD, dict(BAD, action="pass")])
+    with pytest.raises(_errors.XdpfleetError, match="same identity.*match ip from 198.19.0.0/16"):
+        _fw_states.desired_rules(state, [], [BAD, dict(BAD, action="pass")])
 
 
 # --- summary and diff ---------------------------------------------------------------------
@@ -94,7 +97,7 @@ def test_two_rules_with_one_identity_are_refused(state):
 def test_compare_counts_added_removed_changed_and_moved():
     before = [SSH, WEB, BAD]
     after = [dict(BAD, action="pass"), SSH, rule("drop", protocol="icmp")]
-    summary, lines = _ruleset.compare(before, after)
+    summary, lines = _fw_diff.compare(before, after)
     assert summary == {"added": 1, "removed": 1, "changed": 1}
     assert lines == [
         "- pass tcp from any to any port 80-443",
@@ -105,7 +108,7 @@ def test_compare_counts_added_removed_changed_and_moved():
 
 
 def test_a_moved_rule_counts_as_changed():
-    summary, lines = _ruleset.compare([SSH, WEB, BAD], [BAD, SSH, WEB])
+    summary, lines = _fw_diff.compare([SSH, WEB, BAD], [BAD, SSH, WEB])
     assert summary == {"added": 0, "removed": 0, "changed": 1}
     assert lines == ["~ drop ip from 198.19.0.0/16 to any (moved to 1)"]
 
@@ -135,17 +138,17 @@ def test_the_in_place_shortcut_counts_what_the_full_comparison_counts(count, edi
     before = _edited(range(count), [])
     after = _edited(range(count), edits)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_ruleset, "_changed_in_place", lambda *args: None)
-        full = _ruleset.compare(before, after)[0]
-    assert _ruleset.compare(before, after)[0] == full
+        patch.setattr(_fw_diff, "_changed_in_place", lambda *args: None)
+        full = _fw_diff.compare(before, after)[0]
+    assert _fw_diff.compare(before, after)[0] == full
 
 
 def test_equal_lists_have_no_lines():
-    assert _ruleset.compare([SSH, BAD], [SSH, BAD]) == ({"added": 0, "removed": 0, "changed": 0}, [])
+    assert _fw_diff.compare([SSH, BAD], [SSH, BAD]) == ({"added": 0, "removed": 0, "changed": 0}, [])
 
 
 def test_rule_line_names_the_rule():
-    line = _ruleset.rule_line(rule("drop", name="x", protocol="tcp", destination="198.18.0.0/24", port=22))
+    line = _fw_model.rule_line(rule("drop", name="x", protocol="tcp", destination="198.18.0.0/24", port=22))
     assert line == "drop tcp from any to 198.18.0.0/24 port 22 (x)"
 
 
@@ -153,10 +156,10 @@ def test_rule_line_names_the_rule():
 
 
 def test_items_are_canonicalised_and_every_error_is_listed():
-    entries = _ruleset.Entries()
-    assert entries.from_items([{"action": "drop", "protocol": "TCP", "port": "22-22", "name": "n"}]) == \
+    entries = _fw_input.Entries()
+    assert entries.from_items([{"action": "drop", "protocol": "TCP", "port": "22-22", "name": "n"}]).entries == \
         [{"action": "drop", "protocol": "tcp", "port": 22, "name": "n"}]
-    with pytest.raises(_rules.RuleError) as error:
+    with pytest.raises(_fw_model.RuleError) as error:
         entries.from_items([{"action": "drop", "source": "198.18.0.1/15"}, {"action": "maybe"},
                             {"action": "drop", "sorce": "198.18.0.0/15"}])
     assert [message.split(":")[0] for message in error.value.errors] == \
@@ -164,28 +167,28 @@ def test_items_are_canonicalised_and_every_error_is_listed():
 
 
 def test_a_known_canonical_item_skips_parsing_but_not_key_checks():
-    entries = _ruleset.Entries()
+    entries = _fw_input.Entries()
     entries.remember([BAD], lambda: pytest.fail("rules resolved without need"))
-    assert entries.from_items([dict(BAD, name="bad")]) == [dict(BAD, name="bad")]
-    with pytest.raises(_rules.RuleError, match="unknown key"):
+    assert entries.from_items([dict(BAD, name="bad")]).entries == [dict(BAD, name="bad")]
+    with pytest.raises(_fw_model.RuleError, match="unknown key"):
         entries.from_items([dict(BAD, comment="x")])
-    with pytest.raises(_rules.RuleError, match="port"):
+    with pytest.raises(_fw_model.RuleError, match="port"):
         entries.from_items([rule("drop", protocol="tcp", port=True)])
 
 
 # --- lockout guard ------------------------------------------------------------------------------
 
 
-def classify(rules, default_action, packet):
-    verdict = _rules.classify(rules, default_action, _rules.Packet.ip(
-        packet["source"], packet["destination"], _rules.PROTOCOLS["tcp"], packet["port"]))
-    return verdict.action, verdict.position
-
-
 def guard(entries, default_action, environ=None):
+    """The lockout guard's refusal of a rule set, or None."""
     environ = SSH_FROM_ADMIN if environ is None else environ
-    rules = [_rules.parse_rule(dict((k, v) for k, v in entry.items() if k != "name")) for entry in entries]
-    return _ruleset.lockout(entries, rules, default_action, _ruleset.ssh_packet(environ), classify)
+    packed = [_fw_model.pack_rule(_fw_model.parse_rule(dict((k, v) for k, v in entry.items() if k != "name")))
+              for entry in entries]
+    try:
+        _fw_lockout.check_lockout(entries, packed, default_action, environ)
+    except _fw_lockout.LockoutError as error:
+        return str(error)
+    return None
 
 
 def test_lockout_names_the_rule_that_drops_the_ssh_packet():
@@ -210,19 +213,19 @@ def test_lockout_spares_a_session_an_earlier_rule_passes_or_no_session():
 
 
 def test_state_file_round_trip_and_atomic_replace(tmp_path):
-    assert _ruleset.read_state("eth0", str(tmp_path)) is None
-    _ruleset.write_state("eth0", {"rules": [SSH], "digest": "a"}, str(tmp_path))
-    _ruleset.write_state("eth0", {"rules": [BAD], "digest": "b"}, str(tmp_path))
-    assert _ruleset.read_state("eth0", str(tmp_path)) == {"rules": [BAD], "digest": "b", "version": 1}
+    assert _fw_store.read_state("eth0", str(tmp_path)) is None
+    _fw_store.write_state("eth0", {"rules": [SSH], "digest": "a"}, str(tmp_path))
+    _fw_store.write_state("eth0", {"rules": [BAD], "digest": "b"}, str(tmp_path))
+    assert _fw_store.read_state("eth0", str(tmp_path)) == {"rules": [BAD], "digest": "b", "version": 1}
     assert sorted(os.listdir(tmp_path)) == ["eth0.json", "eth0.names"]
 
 
 def test_names_index_answers_only_for_its_rule_set(tmp_path):
     named = dict(BAD, name="no-bad")
-    _ruleset.write_state("eth0", {"rules": [SSH, named], "digest": "b"}, str(tmp_path))
-    assert _ruleset.read_names("eth0", "b", str(tmp_path)) == {0: "ssh", 1: "no-bad"}
-    assert _ruleset.read_names("eth0", "other", str(tmp_path)) == {}
-    assert _ruleset.read_names("eth1", "b", str(tmp_path)) == {}
+    _fw_store.write_state("eth0", {"rules": [SSH, named], "digest": "b"}, str(tmp_path))
+    assert _fw_store.read_names("eth0", "b", str(tmp_path)) == {0: "ssh", 1: "no-bad"}
+    assert _fw_store.read_names("eth0", "other", str(tmp_path)) == {}
+    assert _fw_store.read_names("eth1", "b", str(tmp_path)) == {}
 
 
 # --- whole runs on the real maps ------------------------------------------------------------------------
@@ -250,8 +253,8 @@ def host(tmp_path, firewall_object):
 
             def run(check_mode=False, environ=None, **request):
                 request = dict(dict(interface="eth0", pin_dir=str(bpffs), state="merged"), **request)
-                return _ruleset.run(request, check_mode, environ or {}, str(tmp_path / "etc"))
-            run.maps = _rules.map_fds(bpf_object)
+                return _fw_run.run(request, check_mode, environ or {}, str(tmp_path / "etc"))
+            run.maps = reference.map_fds(bpf_object)
             run.state_file = tmp_path / "etc" / "eth0.json"
             yield run
     finally:
@@ -259,7 +262,8 @@ def host(tmp_path, firewall_object):
 
 
 def kernel_rules(maps):
-    return [rule.to_dict() for rule in _ruleset.KernelRuleset(maps).rules()]
+    kernel = _fw_kernel.KernelRuleset(maps)
+    return [kernel.rule_at(number)[0].to_dict() for number in range(len(kernel))]
 
 
 def test_run_writes_the_kernel_and_the_state_file_then_is_idempotent(host):
@@ -267,13 +271,13 @@ def test_run_writes_the_kernel_and_the_state_file_then_is_idempotent(host):
     assert first["changed"] and first["summary"] == {"added": 2, "removed": 0, "changed": 0}
     assert first["before"] == [] and first["after"] == [SSH, BAD]
     assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22), BAD]
-    active, sampling = _rules.read_config(host.maps)[:2]
+    active, sampling = _fw_kernel.read_config(host.maps)[:2]
     assert sampling == 10
     stored = json.loads(host.state_file.read_text())
     assert (stored["rules"], stored["default_action"], stored["sampling"]) == ([SSH, BAD], "drop", 10)
     second = host(state="overridden", config=[SSH, BAD], default_action="drop", sampling=10)
     assert not second["changed"] and "after" not in second and second["before"] == [SSH, BAD]
-    assert _rules.read_config(host.maps)[0] == active
+    assert _fw_kernel.read_config(host.maps)[0] == active
 
 
 def test_config_as_json_text_is_the_same_request_as_the_list(host):
@@ -283,10 +287,10 @@ def test_config_as_json_text_is_the_same_request_as_the_list(host):
     first = host(**args)
     assert first["changed"] and first["after"] == [SSH, BAD]
     assert not host(state="overridden", config=[SSH, BAD])["changed"]
-    with pytest.raises(_rules.RuleError) as error:
+    with pytest.raises(_fw_model.RuleError) as error:
         host(state="overridden", config='[{"action": "drop"')
     assert error.value.errors[0].startswith("config: not a JSON list of rules")
-    with pytest.raises(_rules.RuleError) as error:
+    with pytest.raises(_fw_model.RuleError) as error:
         host(state="overridden", config='{"action": "drop"}')
     assert error.value.errors == ["config: must be a list of rules"]
     assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22), BAD]
@@ -317,7 +321,7 @@ def test_kernel_is_the_truth_when_it_differs_from_the_state_file(host):
 
 def test_lockout_refuses_the_change_and_leaves_the_kernel(host):
     host(state="overridden", config=[SSH])
-    with pytest.raises(_ruleset.RulesetError, match="default action drop would drop this SSH"):
+    with pytest.raises(_errors.XdpfleetError, match="default action drop would drop this SSH"):
         host(state="overridden", config=[BAD], default_action="drop", environ=SSH_FROM_ADMIN)
     assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22)]
     assert host(state="overridden", config=[BAD], default_action="drop", environ=SSH_FROM_ADMIN,
@@ -326,39 +330,40 @@ def test_lockout_refuses_the_change_and_leaves_the_kernel(host):
 
 def test_kept_rules_keep_their_hit_counters(host):
     host(state="overridden", config=[SSH, BAD])
-    counters = _ruleset.KernelRuleset(host.maps).counters()
+    counters = _fw_kernel.KernelRuleset(host.maps).counters()
     host(state="merged", config=[rule("drop", protocol="icmp"), SSH])
-    after = dict((kernel_rule.port, counter) for kernel_rule, counter in _ruleset.KernelRuleset(host.maps).decoded())
+    kernel = _fw_kernel.KernelRuleset(host.maps)
+    after = dict((kernel_rule.port, counter) for kernel_rule, counter in map(kernel.rule_at, range(len(kernel))))
     assert after[(22, 22)] == counters[0]
 
 
 def test_missing_pins_are_a_clear_error(tmp_path):
-    with pytest.raises(_ruleset.RulesetError, match="not attached"):
-        _ruleset.run({"interface": "eth0", "pin_dir": str(tmp_path), "state": "gathered"}, False, {},
+    with pytest.raises(_errors.XdpfleetError, match="not attached"):
+        _fw_run.run({"interface": "eth0", "pin_dir": str(tmp_path), "state": "gathered"}, False, {},
                      str(tmp_path))
 
 
 def test_compare_of_rules_changed_in_place_matches_the_general_comparison():
     before = [SSH, WEB, BAD]
     after = [SSH, dict(WEB, action="drop"), BAD]
-    assert _ruleset.compare(before, after) == ({"added": 0, "removed": 0, "changed": 1}, [
+    assert _fw_diff.compare(before, after) == ({"added": 0, "removed": 0, "changed": 1}, [
         "- pass tcp from any to any port 80-443", "+ drop tcp from any to any port 80-443 (at 2)"])
     swapped = [SSH, BAD, WEB]
-    assert _ruleset.compare(before, swapped)[0] == {"added": 0, "removed": 0, "changed": 1}
+    assert _fw_diff.compare(before, swapped)[0] == {"added": 0, "removed": 0, "changed": 1}
 
 
 def test_compare_of_rules_replaced_in_place_keys_only_the_rules_that_differ(monkeypatch):
     before = [SSH, WEB, BAD]
     after = [SSH, dict(WEB, action="drop"), rule("drop", protocol="icmp")]
-    keyed, rule_key = [], _ruleset.rule_key
-    monkeypatch.setattr(_ruleset, "rule_key", lambda item: keyed.append(item) or rule_key(item))
-    assert _ruleset.compare(before, after) == ({"added": 1, "removed": 1, "changed": 1}, [
+    keyed, rule_key = [], _fw_model.rule_key
+    monkeypatch.setattr(_fw_diff, "rule_key", lambda item: keyed.append(item) or rule_key(item))
+    assert _fw_diff.compare(before, after) == ({"added": 1, "removed": 1, "changed": 1}, [
         "- drop ip from 198.19.0.0/16 to any",
         "- pass tcp from any to any port 80-443", "+ drop tcp from any to any port 80-443 (at 2)",
         "+ drop icmp from any to any (at 3)"])
     assert SSH not in keyed
     # BAD moves up into WEB's position: not in place, so the general comparison decides
-    assert _ruleset.compare(before, [SSH, BAD, rule("drop", protocol="icmp")]) == (
+    assert _fw_diff.compare(before, [SSH, BAD, rule("drop", protocol="icmp")]) == (
         {"added": 1, "removed": 1, "changed": 0},
         ["- pass tcp from any to any port 80-443", "+ drop icmp from any to any (at 3)"])
 
@@ -367,33 +372,33 @@ def test_the_same_config_again_is_decided_by_digest_without_rule_work(host, monk
     config = [SSH, BAD, WEB]
     host(state="overridden", config=config)
     stored = json.loads(host.state_file.read_text())
-    assert stored["rules_digest"] == _ruleset.entries_digest(config)
+    assert stored["rules_digest"] == _fw_input.json_digest(_fw_input.entries_json(config))
 
     def no_rule_work(*args):
         raise AssertionError("rules looked at one by one")
-    monkeypatch.setattr(_ruleset.Entries, "from_items", no_rule_work)
+    monkeypatch.setattr(_fw_input.Entries, "from_items", no_rule_work)
     for state in ("overridden", "merged", "replaced"):
         result = host(state=state, config=config)
         assert not result["changed"] and result["before"] == config
     assert host(state="overridden", config=config, sampling=5)["changed"]
-    assert _rules.read_config(host.maps)[1] == 5
+    assert _fw_kernel.read_config(host.maps)[1] == 5
 
 
 def test_the_action_plugins_text_of_the_stored_rules_is_not_even_parsed(host, monkeypatch):
     config = [SSH, BAD, WEB]
     host(state="overridden", config=config)
     text = module_args({"config": config})["config"]
-    assert _ruleset.json_digest(text) == json.loads(host.state_file.read_text())["rules_digest"]
+    assert _fw_input.json_digest(text) == json.loads(host.state_file.read_text())["rules_digest"]
 
     def no_parsing(config):
         raise AssertionError("config parsed")
-    monkeypatch.setattr(_ruleset, "config_items", no_parsing)
+    monkeypatch.setattr(_fw_run, "config_items", no_parsing)
     result = host(state="overridden", config=text)
     assert not result["changed"] and result["before"] == config
 
 
 def test_large_rule_sets_leave_before_and_after_out_unless_asked(host, monkeypatch):
-    monkeypatch.setattr(_ruleset, "FULL_LISTS_UP_TO", 2)
+    monkeypatch.setattr(_fw_run, "FULL_LISTS_UP_TO", 2)
     result = host(state="overridden", config=[SSH, BAD, WEB])
     assert "before" not in result and "after" not in result
     assert result["rule_count"] == {"before": 0, "after": 3}
@@ -405,38 +410,38 @@ def test_large_rule_sets_leave_before_and_after_out_unless_asked(host, monkeypat
 
 def test_a_change_in_place_keeps_the_other_counters_and_zeroes_the_new_ones(host):
     host(state="overridden", config=[SSH, BAD, WEB])
-    counters = _ruleset.KernelRuleset(host.maps).counters()
+    counters = _fw_kernel.KernelRuleset(host.maps).counters()
     spare = max(counters) + 1
-    dirty = b"\x01" * _rules.DATAREC_FORMAT.size * _libbpf.num_possible_cpus()
-    _libbpf.map_update(host.maps["xf_hits"], _rules.U32.pack(spare), dirty)
+    dirty = b"\x01" * _layout.DATAREC.size * _libbpf.num_possible_cpus()
+    _libbpf.map_update(host.maps["xf_hits"], _layout.U32.pack(spare), dirty)
     host(state="overridden", config=[SSH, dict(BAD, action="pass"), WEB])
-    after = _ruleset.KernelRuleset(host.maps).counters()
+    after = _fw_kernel.KernelRuleset(host.maps).counters()
     assert after[0] == counters[0] and after[2] == counters[2] and after[1] == spare
-    assert _rules.read_hits(host.maps, [spare]) == [{"packets": 0, "bytes": 0}]
+    assert reference.read_hits(host.maps, [spare]) == [{"packets": 0, "bytes": 0}]
 
 
 def test_lockout_guard_reads_packed_rules(host):
-    with pytest.raises(_ruleset.RulesetError, match=r"rule 2 \(drop ip from 198.18.0.0/24 to any\)"):
+    with pytest.raises(_errors.XdpfleetError, match=r"rule 2 \(drop ip from 198.18.0.0/24 to any\)"):
         host(state="overridden", config=[WEB, rule("drop", source="198.18.0.0/24")], environ=SSH_FROM_ADMIN)
     assert host(state="overridden", config=[rule("pass", source="198.18.0.1/32"), rule("drop", source="198.18.0.0/24")],
                 environ=SSH_FROM_ADMIN)["changed"]
 
 
 def test_an_item_equal_to_the_current_rule_at_its_position_is_taken_as_it_is_but_a_bool_is_not():
-    entries = _ruleset.Entries()
+    entries = _fw_input.Entries()
     port_one = rule("drop", protocol="tcp", port=1)
     entries.remember([BAD, port_one], lambda: pytest.fail("rules resolved without need"))
-    assert entries.from_items([BAD, dict(port_one)]) == [BAD, port_one]
-    with pytest.raises(_rules.RuleError, match=r"config\[1\].port"):
+    assert entries.from_items([BAD, dict(port_one)]).entries == [BAD, port_one]
+    with pytest.raises(_fw_model.RuleError, match=r"config\[1\].port"):
         entries.from_items([BAD, dict(port_one, port=True)])
 
 
 def compiled_rules(rules, default_action, counters):
-    return compiled_contents(_rules.compile_rules(_rules.parse_rules(rules), default_action, counters))
+    return compiled_contents(reference.compile_rules(reference.parse_rules(rules), default_action, counters))
 
 
 def assert_both_slots_hold(maps, rules, default_action):
-    counters = _ruleset.KernelRuleset(maps).counters()
+    counters = _fw_kernel.KernelRuleset(maps).counters()
     expected = compiled_rules([dict((k, v) for k, v in item.items() if k != "name") for item in rules],
                               default_action, counters)
     assert slot_contents(maps, 0) == expected
@@ -449,7 +454,7 @@ NEAR = rule("drop", source="198.19.1.0/24")
 def test_an_action_change_writes_only_the_changed_rules_and_both_slots_end_alike(host, monkeypatch):
     host(state="overridden", config=[SSH, BAD, WEB, NEAR])
     assert_both_slots_hold(host.maps, [SSH, BAD, WEB, NEAR], "pass")
-    monkeypatch.setattr(_rules, "compile_packed", lambda *args: pytest.fail("compiled in full"))
+    monkeypatch.setattr(_fw_run, "compile_packed", lambda *args: pytest.fail("compiled in full"))
     changed = [SSH, dict(BAD, action="pass"), WEB, dict(NEAR, action="pass")]
     assert host(state="overridden", config=changed, default_action="drop")["summary"]["changed"] == 2
     monkeypatch.undo()
@@ -457,44 +462,44 @@ def test_an_action_change_writes_only_the_changed_rules_and_both_slots_end_alike
 
 
 def test_a_match_change_in_place_or_an_inactive_slot_changed_behind_our_back_is_compiled_in_full(host, monkeypatch):
-    compile_packed, compiled = _rules.compile_packed, []
-    monkeypatch.setattr(_rules, "compile_packed", lambda *args: compiled.append(1) or compile_packed(*args))
+    compile_packed, compiled = _fw_compile.compile_packed, []
+    monkeypatch.setattr(_fw_run, "compile_packed", lambda *args: compiled.append(1) or compile_packed(*args))
     host(state="overridden", config=[SSH, BAD, WEB])
     moved = [SSH, dict(BAD, source="198.19.0.0/17"), WEB]
     host(state="overridden", config=moved)
     assert len(compiled) == 2
     assert_both_slots_hold(host.maps, moved, "pass")
     del compiled[:]
-    inactive = 1 - _rules.read_config(host.maps)[0]
-    stray = _rules.pack_rule(_rules.parse_rule(rule("drop", source="198.18.9.0/24")))
-    _libbpf.map_update(host.maps["xf_rules_%d" % inactive], _rules.U32.pack(1), stray)
+    inactive = 1 - _fw_kernel.read_config(host.maps)[0]
+    stray = _fw_model.pack_rule(_fw_model.parse_rule(rule("drop", source="198.18.9.0/24")))
+    _libbpf.map_update(host.maps["xf_rules_%d" % inactive], _layout.U32.pack(1), stray)
     flipped = [SSH, dict(moved[1], action="pass"), WEB]
     host(state="overridden", config=flipped)
     assert len(compiled) == 1
     assert_both_slots_hold(host.maps, flipped, "pass")
     del compiled[:]
-    active, rate, metas = _rules.read_config(host.maps)
-    metas[1 - active] = _rules.UNFINISHED_META  # as a run stopped while writing that slot leaves it
-    _rules._write_config(host.maps, active, rate, metas)
+    active, rate, metas = _fw_kernel.read_config(host.maps)
+    metas[1 - active] = _fw_slots.UNFINISHED_META  # as a run stopped while writing that slot leaves it
+    _fw_slots.write_config(host.maps, active, rate, metas)
     host(state="overridden", config=moved)
     assert len(compiled) == 1
     assert_both_slots_hold(host.maps, moved, "pass")
 
 
 def test_fresh_counters_avoid_the_slots_other_rules_keep():
-    first, second = _rules.parse_rules([{"action": "drop", "port": 1}, {"action": "pass", "port": 1}])
-    counters, fresh = _rules.assign_counters([second], [first], [5], live=[0, 1, 2, 5])
+    first, second = reference.parse_rules([{"action": "drop", "port": 1}, {"action": "pass", "port": 1}])
+    counters, fresh = _fw_compile.assign_counters([second], [first], [5], live=[0, 1, 2, 5])
     assert counters == [3] and fresh == [3]
 
 
 def test_overridden_skips_the_twin_check_only_where_a_known_unique_set_keeps_its_identities():
     have = [SSH, BAD, WEB]
     flipped = [SSH, dict(BAD, action="pass"), WEB]
-    assert _ruleset.desired_rules("overridden", have, flipped, have_unique=True) == flipped
-    with pytest.raises(_ruleset.RulesetError, match="same identity"):
-        _ruleset.desired_rules("overridden", have, [SSH, BAD, dict(BAD, action="pass")], have_unique=True)
-    with pytest.raises(_ruleset.RulesetError, match="same identity"):
-        _ruleset.desired_rules("overridden", [BAD, BAD], [BAD, BAD], have_unique=False)
+    assert _fw_states.desired_rules("overridden", have, flipped, have_unique=True) == flipped
+    with pytest.raises(_errors.XdpfleetError, match="same identity"):
+        _fw_states.desired_rules("overridden", have, [SSH, BAD, dict(BAD, action="pass")], have_unique=True)
+    with pytest.raises(_errors.XdpfleetError, match="same identity"):
+        _fw_states.desired_rules("overridden", [BAD, BAD], [BAD, BAD], have_unique=False)
 
 
 def test_the_module_validates_config_itself_naming_position_field_and_fix(host):
@@ -513,10 +518,10 @@ def test_the_module_validates_config_itself_naming_position_field_and_fix(host):
 def test_rules_removed_and_added_leave_the_others_where_they_are(host):
     many = [rule("drop", source="198.18.1.%d/32" % number) for number in range(1, 11)]
     host(state="overridden", config=many)
-    positions = _ruleset.KernelRuleset(host.maps).positions
+    positions = _fw_kernel.KernelRuleset(host.maps).positions
     changed = many[:3] + many[4:] + [rule("drop", source="198.18.2.1/32")]
     host(state="overridden", config=changed)
-    kernel = _ruleset.KernelRuleset(host.maps)
+    kernel = _fw_kernel.KernelRuleset(host.maps)
     assert list(kernel.positions) == list(positions[:3]) + list(positions[4:]) + [10]
     assert kernel.entries() == changed and kernel.number_at(positions[3]) is None
     assert kernel.number_at(10) == 9
@@ -525,14 +530,15 @@ def test_rules_removed_and_added_leave_the_others_where_they_are(host):
 
 def test_identities_of_a_list_are_those_of_its_rules():
     rules = [SSH, BAD, WEB, rule("drop", name="named", protocol="icmp"), rule("pass", port=1)]
-    assert _ruleset._identities(rules) == list(map(_ruleset.rule_key, rules))
-    assert _ruleset._identities([SSH, BAD]) == [_ruleset.rule_key(SSH), _ruleset.rule_key(BAD)]
+    assert _fw_states._identities(rules) == list(map(_fw_model.rule_key, rules))
+    assert _fw_states._identities([SSH, BAD]) == [_fw_model.rule_key(SSH), _fw_model.rule_key(BAD)]
 
 
 def test_the_rules_are_walked_once_when_the_config_is_the_new_list(host, monkeypatch):
     many = [rule("drop", source="198.18.1.%d/32" % number) for number in range(1, 41)]
     host(state="overridden", config=many)
-    walks, real_equal_pairs = [], _ruleset.equal_pairs
-    monkeypatch.setattr(_ruleset, "equal_pairs", lambda *args: walks.append(1) or real_equal_pairs(*args))
+    walks, real_equal_pairs = [], _fw_diff.equal_pairs
+    for walker in (_fw_input, _fw_diff):
+        monkeypatch.setattr(walker, "equal_pairs", lambda *args: walks.append(1) or real_equal_pairs(*args))
     result = host(state="overridden", config=many[1:] + [rule("drop", source="198.18.2.1/32")])
     assert result["summary"] == {"added": 1, "removed": 1, "changed": 0} and len(walks) == 1

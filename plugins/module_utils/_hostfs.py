@@ -14,6 +14,9 @@ import ctypes
 import errno
 import fcntl
 import os
+import tempfile
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
 
 BPFFS_ROOT = "/sys/fs/bpf"
 BPFFS_TYPE = "bpf"
@@ -22,7 +25,7 @@ LOCK_DIR = "/run/xdpfleet"
 PIN_DIR_MODE = 0o700
 
 
-class StateError(Exception):
+class HostfsError(_errors.XdpfleetError):
     pass
 
 
@@ -65,19 +68,19 @@ def mount_bpffs():
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"bpf", BPFFS_ROOT.encode(), b"bpf", 0, b"mode=0700") != 0:
         error = ctypes.get_errno()
-        raise StateError("cannot mount the bpf filesystem at %s: %s" % (BPFFS_ROOT, os.strerror(error)))
+        raise HostfsError("cannot mount the bpf filesystem at %s: %s" % (BPFFS_ROOT, os.strerror(error)))
     return True
 
 
 def check_pin_dir(pin_dir):
     """Refuses a pin directory that is not (or would not be, once bpffs is mounted) on bpffs."""
     if not os.path.isabs(pin_dir):
-        raise StateError("pin_dir %s must be an absolute path" % pin_dir)
+        raise HostfsError("pin_dir %s must be an absolute path" % pin_dir)
     if filesystem_of(pin_dir) == BPFFS_TYPE:
         return
     if (pin_dir + "/").startswith(BPFFS_ROOT + "/") and not bpffs_mounted():
         return  # bpffs is mounted there before anything is pinned
-    raise StateError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
+    raise HostfsError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
                      % (pin_dir, BPFFS_ROOT))
 
 
@@ -138,3 +141,25 @@ def host_lock(interface, lock_dir=LOCK_DIR):
         yield
     finally:
         os.close(descriptor)
+
+
+def write_atomically(path, text, mode=0o644):
+    """Writes text to path through a temporary file renamed over it, with both synced to disk: a reader sees
+    the old file or the new one, never a part, also after a crash."""
+    directory = os.path.dirname(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.rename(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

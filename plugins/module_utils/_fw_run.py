@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One xdp_rules task on a host: read the kernel's rule set and the stored desired state, plan the change,
+guard against a lockout, apply it through the inactive slot and store the new desired state."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_slots, _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import (
+    assign_counters, compile_packed, patch_compiled, place_rules, same_matches)
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
+    compare, differing_in_place, longest_increasing, pair_rules, setting_lines)
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import (
+    Entries, config_items, config_text, entries_json, entry_values, json_digest)
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
+    KernelRuleset, pinned_maps, ruleset_digest)
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_lockout import check_lockout
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_state, write_state
+
+FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
+UNCHANGED_BY_SAME_CONFIG = ("merged", "replaced", "overridden")
+
+
+class Change:
+    """A planned change of the rule set and settings; `result` is the module's return value.
+
+    pairs: for each rule of after, (index of its rule in before or None for a new rule, True when the two are
+    equal). in_place: every rule of after either equals the rule at its place in before or takes that place
+    (a few rules differ, or the rules keep their identities where they are): rules keep their positions.
+    """
+
+    def __init__(self, before, after, settings_before, settings_after, with_lines, equal_kept=None):
+        self.before, self.after = before, after
+        self.settings_before, self.settings_after = settings_before, settings_after
+        differing = differing_in_place(before, after)
+        self.in_place = differing is not None
+        if self.in_place:
+            self.pairs = [(number, True) for number in range(len(after))]
+            for number in differing:
+                self.pairs[number] = (number, False)
+        else:
+            self.pairs = pair_rules(before, after, equal_kept)
+        self.unequal = [number for number, (_index, equal) in enumerate(self.pairs) if not equal]
+        self.summary, self.lines = compare(before, after, with_lines, None if self.in_place else self.pairs)
+        self.lines = setting_lines(settings_before, settings_after) + self.lines
+        self.ruleset_changed = before != after or \
+            settings_before["default_action"] != settings_after["default_action"]
+        self.changed = self.ruleset_changed or settings_before != settings_after
+        self.packed = None  # the packed rules of after, once the rule set changes
+        self.after_json = None  # entries_json(after), when known
+
+    def result(self, interface, state, diff, return_rules=False):
+        """The module result; before/after are left out when either has more than FULL_LISTS_UP_TO rules, unless
+        return_rules (moving 100,000 rules through Ansible's result handling costs seconds)."""
+        full = return_rules or max(len(self.before), len(self.after)) <= FULL_LISTS_UP_TO
+        result = dict(changed=self.changed, interface=interface, summary=self.summary,
+                      rule_count={"before": len(self.before), "after": len(self.after)}, **self.settings_after)
+        if full:
+            result["before"] = self.before
+        if state == "gathered":
+            result["gathered"] = self.before
+        elif self.changed and full:
+            result["after"] = self.after
+        if diff:
+            result["diff"] = {"prepared": "\n".join(self.lines)}
+        return result
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def _have(kernel, stored, entries):
+    """(The current entries, position by position those of the kernel; True when they come from the stored
+    desired state, checked for twins when it was written): the stored desired state when the kernel holds
+    exactly what it recorded, else the kernel's rules (their names are not in the kernel)."""
+    from_state = bool(stored and stored.get("digest") == kernel.digest)
+    have = stored["rules"] if from_state else kernel.entries()
+    entries.remember(have, lambda: kernel.packed)
+    return have, from_state
+
+
+def _settings(request, kernel):
+    sampling = request.get("sampling")
+    if sampling is not None and not 0 <= sampling <= 0xFFFFFFFF:
+        raise RuleError(["sampling: %r is not 0 (off) or N for 1 in N drops (up to 2^32-1)" % (sampling,)])
+    return {"default_action": request.get("default_action") or kernel.default_action,
+            "sampling": kernel.sampling if sampling is None else sampling}
+
+
+def _same_as_stored(request, kernel, stored, config_json):
+    """True when config is exactly the stored canonical rules the kernel holds, so that the state keeps them as
+    they are: decided by digests, before any per-rule work."""
+    return bool(request["state"] in UNCHANGED_BY_SAME_CONFIG and stored and stored.get("digest") == kernel.digest
+                and stored.get("rules_digest") is not None
+                and stored["rules_digest"] == json_digest(config_json))
+
+
+def plan(request, kernel, stored):
+    """The Change that request makes of the kernel's rule set and the stored desired state."""
+    state = request["state"]
+    settings_before = {"default_action": kernel.default_action, "sampling": kernel.sampling}
+    settings_after = settings_before if state == "gathered" else _settings(request, kernel)
+    diff = bool(request.get("diff"))
+    config_json = config_text(request.get("config")) if state in UNCHANGED_BY_SAME_CONFIG else None
+    if settings_after["default_action"] == kernel.default_action and \
+            _same_as_stored(request, kernel, stored, config_json):
+        return Change(stored["rules"], stored["rules"], settings_before, settings_after, diff)
+    entries = Entries()
+    have, have_unique = _have(kernel, stored, entries)
+    want = entries.from_items(config_items(request.get("config")) or [], "drop" if state == "deleted" else None)
+    after = desired_rules(state, have, want.entries, have_unique)
+    overridden = state == "overridden"  # then after is want's entries
+    change = Change(have, after, settings_before, settings_after, diff, want.pairs if overridden else None)
+    if change.ruleset_changed:
+        _pack(change, kernel, entries)
+    if overridden and want.as_given:
+        change.after_json = config_json
+    return change
+
+
+def _pack(change, kernel, entries):
+    """Sets change.packed: the rules equal to one the kernel holds are taken from it, only the others are
+    packed."""
+    change.packed = [kernel.packed[index] if equal else None for index, equal in change.pairs]
+    changed = [change.after[number] for number in change.unequal]
+    values = list(map(entry_values, changed))
+    for number, packed in zip(change.unequal, entries.packed(changed, values, change.unequal)):
+        change.packed[number] = packed
+
+
+# --- applying ------------------------------------------------------------------------------------
+
+
+def apply(maps, kernel, change):
+    """Makes the kernel hold the change's rule set and settings; returns the digest of the active rule set."""
+    digest = kernel.digest
+    if change.ruleset_changed:
+        digest = switch_ruleset(maps, kernel, change)
+    if change.settings_before["sampling"] != change.settings_after["sampling"]:
+        _fw_slots.set_sample_rate(maps, change.settings_after["sampling"])
+    return digest
+
+
+def switch_ruleset(maps, kernel, change):
+    """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters.
+
+    When every rule keeps its match (only actions change) and the inactive slot holds the index maps of the
+    current rules, only the rules are written: the work is that of the change, not of the rule set.
+    """
+    counters, fresh = _counters(kernel, change)
+    default_action = change.settings_after["default_action"]
+    inactive = _keeps_matches(kernel, change) and _fw_slots.inactive_with_matches(maps, kernel.raw, kernel.meta)
+    if inactive:
+        changed = dict((kernel.positions[number], (change.packed[number], counters[number]))
+                       for number in change.unequal)
+        compiled = patch_compiled(kernel.meta, kernel.by_position(), default_action, changed)
+        slot, inactive_rules = inactive
+        _fw_slots.apply_ruleset(maps, compiled, fresh, {slot: inactive_rules, 1 - slot: kernel.raw})
+    else:
+        compiled = compile_packed(change.packed, default_action, counters, _positions(kernel, change))
+        _fw_slots.apply_ruleset(maps, compiled, fresh, {kernel.active: kernel.raw})
+    return ruleset_digest(compiled.meta, compiled.rules)
+
+
+def _positions(kernel, change):
+    """Where each rule goes in the rules map: a rule equal to one the kernel holds stays where it is, unless
+    it moved past other kept rules (see _fw_compile.place_rules)."""
+    if change.in_place:
+        return kernel.positions
+    kept = [index if equal else None for index, equal in change.pairs]
+    numbers = [number for number, index in enumerate(kept) if index is not None]
+    if not numbers:
+        return range(len(kept))
+    in_order = longest_increasing([kept[number] for number in numbers])
+    anchors = [None] * len(kept)
+    for order, number in enumerate(numbers):
+        if order in in_order:
+            anchors[number] = kernel.positions[kept[number]]
+    return place_rules(anchors)
+
+
+def _counters(kernel, change):
+    """(counter slot of each rule, slots of new rules): a rule equal to one the kernel holds keeps its slot;
+    the others are told apart by their canonical values (hashing those is cheaper than hashing Rule
+    objects), so that a rule renamed or moved keeps its slot too."""
+    current = kernel.counters()
+    paired = set(index for index, equal in change.pairs if equal)
+    left = [index for index in range(len(current)) if index not in paired]
+    before_values = [entry_values(change.before[index]) for index in left]
+    after_values = [entry_values(change.after[number]) for number in change.unequal]
+    counters = [current[index] if equal else None for index, equal in change.pairs]
+    changed, fresh = assign_counters(after_values, before_values, [current[index] for index in left], current)
+    for number, counter in zip(change.unequal, changed):
+        counters[number] = counter
+    return counters, fresh
+
+
+def _keeps_matches(kernel, change):
+    if not change.in_place:
+        return False
+    packed, current = change.packed, kernel.packed
+    return all(same_matches(packed[number], current[number]) for number in change.unequal)
+
+
+def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
+    """One xdp_rules task on this host; returns the module result (raises an XdpfleetError)."""
+    interface = request["interface"]
+    pin_dir = request.get("pin_dir") or _hostfs.default_pin_dir(interface)
+    with _hostfs.host_lock(interface), pinned_maps(pin_dir) as maps:
+        kernel = KernelRuleset(maps)
+        stored = read_state(interface, state_dir)
+        change = plan(request, kernel, stored)
+        if change.ruleset_changed and not request.get("allow_lockout"):
+            check_lockout(change.after, change.packed, change.settings_after["default_action"],
+                          os.environ if environ is None else environ)
+        if change.changed and not check_mode:
+            digest = apply(maps, kernel, change)
+            rules_json = change.after_json or entries_json(change.after)
+            write_state(interface, dict(interface=interface, rules=change.after, digest=digest,
+                                        rules_digest=json_digest(rules_json), **change.settings_after),
+                        state_dir, rules_json)
+    return change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))

@@ -1,0 +1,80 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The desired state of an interface's rules on disk (/etc/xdpfleet/<interface>.json): what xdp_rules last
+applied, which the boot-time restore applies again, and beside it an index of the rules' names for facts."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import entries_json
+
+STATE_DIR = "/etc/xdpfleet"
+STATE_FILE_VERSION = 1
+
+
+class StoreError(_errors.XdpfleetError):
+    pass
+
+
+def state_path(interface, state_dir=STATE_DIR):
+    return os.path.join(state_dir, "%s.json" % interface)
+
+
+def read_state(interface, state_dir=STATE_DIR):
+    """The desired state last written for interface, or None."""
+    try:
+        with open(state_path(interface, state_dir)) as handle:
+            return json.load(handle)
+    except IOError:
+        return None
+    except ValueError as error:
+        raise StoreError("%s is not valid JSON: %s; remove it, and the next xdp_rules run writes it anew"
+                         % (state_path(interface, state_dir), error))
+
+
+def write_state(interface, document, state_dir=STATE_DIR, rules_json=None):
+    """Writes the desired state so that a reader sees the old file or the new one, never a part;
+    rules_json is entries_json(document["rules"]) when that is known.
+
+    Beside it goes a small index of the named rules by position, so that facts can name the
+    rules they report without parsing a desired state of 100,000 rules.
+    """
+    try:
+        _write_state(interface, document, state_dir, rules_json)
+    except OSError as error:
+        raise StoreError("cannot write the desired state of %s into %s: %s" % (interface, state_dir, error))
+
+
+def _write_state(interface, document, state_dir, rules_json):
+    if not os.path.isdir(state_dir):
+        os.makedirs(state_dir, 0o755)
+    names = {str(position): entry["name"] for position, entry in enumerate(document["rules"]) if entry.get("name")}
+    _hostfs.write_atomically(names_path(interface, state_dir), _compact(dict(digest=document["digest"], names=names)))
+    others = _compact(dict((key, value) for key, value in document.items() if key != "rules"),
+                      version=STATE_FILE_VERSION)
+    rules_json = entries_json(document["rules"]) if rules_json is None else rules_json
+    _hostfs.write_atomically(state_path(interface, state_dir), '{"rules":%s,%s' % (rules_json, others[1:]))
+
+
+def _compact(document, **more):
+    return json.dumps(dict(document, **more), separators=(",", ":"))
+
+
+def names_path(interface, state_dir=STATE_DIR):
+    return os.path.join(state_dir, "%s.names" % interface)
+
+
+def read_names(interface, digest, state_dir=STATE_DIR):
+    """{position: name} of the named rules, when the index describes the rule set with this digest."""
+    try:
+        with open(names_path(interface, state_dir)) as handle:
+            index = json.load(handle)
+    except (IOError, ValueError):
+        return {}
+    return dict((int(position), name) for position, name in index["names"].items()) \
+        if index.get("digest") == digest else {}

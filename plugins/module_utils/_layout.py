@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The firewall's map layouts (bpf/xdp_firewall.h), described once.
+
+Each C struct is a Layout: its fields in order with their struct codes, from which come its struct
+format, its size and the offset of every field. tests/unit/test_layout.py checks every Layout against
+the BTF of the compiled object, so C and Python cannot drift.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import struct
+from collections import namedtuple
+
+XF_SCHEMA_VERSION = 1  # bump with bpf/xdp_firewall.h when a layout below changes
+CHAIN_MAX = 16
+MAX_RULES = 131072
+PORTS = 65536
+GEN_TCP, GEN_UDP, GEN_PROTO = 0, PORTS, 2 * PORTS
+GEN_ENTRIES = GEN_PROTO + 256
+NO_RULE = 0xFFFFFFFF
+NO_PREFIX = 0xFF
+HAS_PROTO, HAS_PORT, HAS_DST = 1, 2, 4
+
+XDP_ACTIONS = {"aborted": 0, "drop": 1, "pass": 2, "tx": 3, "redirect": 4}
+ACTION_NAMES = dict((code, name) for name, code in XDP_ACTIONS.items())
+REASONS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")  # xf_stats indexes
+
+# Prefix maps (xf_<side><family><h: hash of full-length addresses | t: LPM trie>_N), in xf_slot_meta order
+PREFIX_MAPS = ("s4h", "s4t", "s6h", "s6t", "d4h", "d4t", "d6h", "d6t")
+RULESET_MAPS = ("rules", "gen") + PREFIX_MAPS  # the maps of one slot: xf_<name>_<slot>
+
+
+class Layout:
+    """A C struct: fields (name, struct code) in order, little-endian without implicit padding."""
+
+    def __init__(self, name, fields):
+        self.name = name
+        self.fields = tuple(fields)
+        self.format = struct.Struct("<" + "".join(code for _name, code in self.fields))
+        self.size = self.format.size
+        self.Values = namedtuple(name, [field for field, _code in self.fields])
+        self.offset, offset = {}, 0
+        for field, code in self.fields:
+            self.offset[field] = offset
+            offset += struct.calcsize("<" + code)
+
+    def unpack(self, raw):
+        return self.Values._make(self.format.unpack(raw))
+
+    def pack(self, *values, **fields):
+        return self.format.pack(*(values or self.Values(**fields)))
+
+
+RULE = Layout("xf_rule", (
+    ("action", "B"), ("flags", "B"), ("proto", "B"), ("family", "B"), ("src_len", "B"), ("dst_len", "B"),
+    ("reserved", "H"), ("port_lo", "H"), ("port_hi", "H"), ("counter", "I"),
+    ("src", "16s"), ("dst", "16s"), ("dst_mask", "16s")))
+CHAIN = Layout("xf_chain", [("len", "I")] + [("pos%d" % index, "I") for index in range(CHAIN_MAX)])
+SLOT_META = Layout("xf_slot_meta", [("default_action", "I"), ("rules", "I"), ("general", "I")]
+                   + [("prefixes_%s" % name, "I") for name in PREFIX_MAPS])
+CONFIG_HEAD = Layout("xf_config_head", (("active", "I"), ("sample_rate", "I")))  # then slot[2]: SLOT_META
+CONFIG_SIZE = CONFIG_HEAD.size + 2 * SLOT_META.size
+DATAREC = Layout("xf_datarec", (("packets", "Q"), ("bytes", "Q")))
+EVENT = Layout("xf_event", (
+    ("timestamp", "Q"), ("ifindex", "I"), ("position", "I"), ("counter", "I"), ("family", "B"), ("proto", "B"),
+    ("action", "B"), ("reason", "B"), ("sport", "H"), ("dport", "H"), ("reserved", "I"), ("src", "16s"),
+    ("dst", "16s")))
+U32 = struct.Struct("<I")  # keys of the array maps, values of xf_gen_N
+ZERO_U32 = U32.pack(0)
+
+EMPTY_RULE = bytes(RULE.size)  # a hole between rule positions: action 0 (no rule has it), never in an index
