@@ -66,14 +66,18 @@ def restore_rules(interface, pin_dir, state_dir=STATE_DIR):
     return run_rules(request, state_dir=state_dir)
 
 
+def rules_restored(interface, pin_dir, state_dir=STATE_DIR):
+    """restore_rules, told in words: how many rules the interface holds now, or that none were stored."""
+    result = restore_rules(interface, pin_dir, state_dir)
+    return "no stored rules" if result is None else "%d rules" % result["rule_count"]["after"]
+
+
 def restore(record):
     interface = record["interface"]
     wait_for_interface(interface)
     program = restore_program(record)
-    rules = restore_rules(interface, program["pin_dir"])
-    count = "no stored rules" if rules is None else "%d rules" % rules["rule_count"]["after"]
     return "%s: program %s (id %s, %s mode), %s" % (interface, program["program"], program["prog_id"],
-                                                    program["mode"], count)
+                                                    program["mode"], rules_restored(interface, program["pin_dir"]))
 
 
 def restore_all(program_dir=PROGRAM_DIR):

@@ -1,6 +1,7 @@
 """xdp_rules' resource logic: identity, the five states, summary and diff, lockout guard, state file,
 and whole runs against the real firewall maps (loaded here, pinned in a private bpffs mount)."""
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from hypothesis import given, strategies as st
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
     _errors, _fw_compile, _fw_diff, _fw_input, _fw_kernel, _fw_lockout, _fw_model, _fw_run, _fw_slots, _fw_states,
-    _fw_store, _layout, _libbpf)
+    _fw_store, _layout, _libbpf, _restore)
 from tests.helpers import reference
 from tests.helpers.slots import compiled_contents, slot_contents
 
@@ -256,6 +257,7 @@ def host(tmp_path, firewall_object):
                 return _fw_run.run(request, check_mode, environ or {}, str(tmp_path / "etc"))
             run.maps = reference.map_fds(bpf_object)
             run.state_file = tmp_path / "etc" / "eth0.json"
+            run.pin_dir = str(bpffs)
             yield run
     finally:
         subprocess.run(["umount", str(bpffs)], check=True)
@@ -542,3 +544,42 @@ def test_the_rules_are_walked_once_when_the_config_is_the_new_list(host, monkeyp
         monkeypatch.setattr(walker, "equal_pairs", lambda *args: walks.append(1) or real_equal_pairs(*args))
     result = host(state="overridden", config=many[1:] + [rule("drop", source="198.18.2.1/32")])
     assert result["summary"] == {"added": 1, "removed": 1, "changed": 0} and len(walks) == 1
+
+
+def test_the_boot_time_restore_brings_back_100000_rules(host, tmp_path):
+    first = int(ipaddress.IPv4Address("198.18.0.0"))
+    many = [rule("drop", source="%s/32" % ipaddress.IPv4Address(first + offset)) for offset in range(100000)]
+    assert host(state="overridden", config=many)["rule_count"]["after"] == 100000
+    assert _restore.rules_restored("eth0", host.pin_dir, str(tmp_path / "etc")) == "100000 rules"
+    assert _restore.rules_restored("eth1", host.pin_dir, str(tmp_path / "etc")) == "no stored rules"
+
+
+@pytest.mark.parametrize("where", ["nohz_full", "unknown architecture"])
+def test_a_rule_switch_waits_for_a_grace_period_where_membarrier_cannot(host, monkeypatch, where):
+    calls = []
+    real_grace_period = _fw_slots.map_in_map_grace_period
+    monkeypatch.setattr(_fw_slots, "map_in_map_grace_period", lambda: calls.append(1) or real_grace_period())
+    if where == "nohz_full":  # the kernel answers EINVAL there, as to a command it does not know
+        monkeypatch.setattr(_fw_slots, "MEMBARRIER_CMD_GLOBAL", 1 << 30)
+    else:
+        monkeypatch.setattr(_fw_slots, "MEMBARRIER_SYSCALL", {})
+    assert host(state="overridden", config=[SSH, BAD])["changed"]
+    assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22), BAD]
+    assert len(calls) == 2  # before writing the inactive slot, and before rewriting the slot left
+
+
+def test_a_rule_switch_uses_membarrier_where_it_can(host, monkeypatch):
+    monkeypatch.setattr(_fw_slots, "map_in_map_grace_period", lambda: pytest.fail("membarrier was not used"))
+    assert host(state="overridden", config=[SSH])["changed"]
+
+
+def test_many_bad_rules_are_reported_by_the_first_few_and_a_count(host):
+    config = [rule("drop", source="198.18.%d.%d/33" % divmod(number, 256)) for number in range(34000)]
+    with pytest.raises(_fw_model.RuleError) as error:
+        host(state="overridden", config=config)
+    assert len(error.value.errors) == 34000
+    message = str(error.value)
+    assert message.startswith("config[0].source: '198.18.0.0/33' is not an IPv4/IPv6 address or CIDR")
+    assert message.count("is not an IPv4/IPv6 address") == _errors.MESSAGES_SHOWN
+    assert message.endswith("; and %d more" % (34000 - _errors.MESSAGES_SHOWN))
+    assert not host.state_file.exists() and kernel_rules(host.maps) == []
