@@ -79,6 +79,15 @@ struct {
 	__uint(max_entries, 1 << 20);
 } xf_events SEC(".maps");
 
+/* Types user space decodes that no map declares (xf_events values, rule flags, the prefix map order): this
+ * constant makes the object's BTF carry them, so that tests/unit/test_layout.py can check
+ * plugins/module_utils/_layout.py against all of the program's layouts. */
+const volatile struct {
+	struct xf_event event;
+	enum xf_rule_flags flags;
+	enum xf_prefix_map prefix_map;
+} xf_btf_anchor = {};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
