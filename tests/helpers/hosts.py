@@ -12,6 +12,7 @@ from pathlib import Path
 import ansible
 import yaml
 
+from ansible_collections.xdpfleet.xdp.plugins.action import xdp_rules as xdp_rules_action
 from tests.lab.layout import REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -46,15 +47,20 @@ def module_command(host, name, python=PYTHON):
     return _nsenter(host) + [python, str(MODULES / ("%s.py" % name))]
 
 
-def module_input(args, check=False):
-    return json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check)})
+def as_sent(name, args):
+    """The arguments as they reach the module on the host: through its action plugin's hands where it has one."""
+    return xdp_rules_action.module_args(args) if name == "xdp_rules" else args
+
+
+def module_input(args, check=False, name=None):
+    return json.dumps({"ANSIBLE_MODULE_ARGS": dict(as_sent(name, args), _ansible_check_mode=check)})
 
 
 def run_module(host, name, args, check=False, env=None, timeout=300, python=PYTHON):
     """Runs plugins/modules/<name>.py in the host's namespaces as ansible would (with the virtualenv's
     interpreter unless `python` is given); returns its result dict."""
-    done = subprocess.run(module_command(host, name, python), input=module_input(args, check), capture_output=True,
-                          text=True, env=env or module_env(python), timeout=timeout, cwd=REPO, check=False)
+    done = subprocess.run(module_command(host, name, python), input=module_input(args, check, name),
+                          capture_output=True, text=True, env=env or module_env(python), timeout=timeout, cwd=REPO, check=False)
     lines = done.stdout.strip().splitlines()
     assert lines, "%s gave no result: rc=%d %s" % (name, done.returncode, done.stderr[-2000:])
     return json.loads(lines[-1])
@@ -69,7 +75,7 @@ class ModuleRunner:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=module_env())
 
     def run(self, name, args, env=None):
-        self.process.stdin.write(json.dumps({"module": name, "args": args, "env": env or {}}) + "\n")
+        self.process.stdin.write(json.dumps({"module": name, "args": as_sent(name, args), "env": env or {}}) + "\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         assert line, "the module runner ended"

@@ -35,7 +35,8 @@ def test_a_held_host_lock_holds_an_update_back(deployed):
         started = time.monotonic()
         update = subprocess.Popen(module_command(host, "xdp_rules"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   env=module_env(), text=True)
-        update.stdin.write(module_input({"interface": "eth0", "state": "overridden", "config": rule_set("held", 7)}))
+        update.stdin.write(module_input({"interface": "eth0", "state": "overridden", "config": rule_set("held", 7)},
+                                        name="xdp_rules"))
         update.stdin.close()
         time.sleep(2)
         assert update.poll() is None, "the update ran while another run held the host lock"

@@ -81,7 +81,7 @@ def kill_while_writing(host, firewall, config):
     started = time.monotonic()
     update = subprocess.Popen(module_command(host, "xdp_rules"), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                               env=module_env(), text=True)
-    update.stdin.write(module_input(overridden(config)))
+    update.stdin.write(module_input(overridden(config), name="xdp_rules"))
     update.stdin.close()
     while firewall.first_rule(inactive) == untouched:
         assert update.poll() is None, "the update ended before it wrote anything"

@@ -510,8 +510,8 @@ def test_the_module_validates_config_itself_naming_position_field_and_fix(host):
             "config": [{"action": "drop", "source": "198.18.0.0/24"}, {"action": "drop", "port": 70000},
                        {"action": "drop", "source": "198.18.0.1/24"}]}
     done = subprocess.run([sys.executable, str(REPO / "plugins" / "modules" / "xdp_rules.py")],
-                          input=json.dumps({"ANSIBLE_MODULE_ARGS": args}), capture_output=True, text=True,
-                          check=False, env=dict(os.environ, PYTHONPATH=str(REPO / ".collections")))
+                          input=json.dumps({"ANSIBLE_MODULE_ARGS": module_args(args)}), capture_output=True,
+                          text=True, check=False, env=dict(os.environ, PYTHONPATH=str(REPO / ".collections")))
     result = json.loads(done.stdout)
     assert result["failed"] and "config[1].port: 70000 is not a port (1-65535" in result["msg"]
     assert "config[2].source: 198.18.0.1/24 has host bits set (did you mean 198.18.0.0/24?)" in result["msg"]
