@@ -11,7 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.plugins.action import ActionBase
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import entries_json
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import entries_json
 
 MODULE = "xdpfleet.xdp.xdp_rules"
 

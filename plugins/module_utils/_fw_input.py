@@ -11,7 +11,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import json
 import operator
 from collections import namedtuple
@@ -19,18 +18,7 @@ from collections import namedtuple
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER, equal_pairs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import (
     ENTRY_KEYS, RULE_KEYS, RuleError, pack_canonical, pack_rule, parse_rule)
-
-
-def entries_json(entries):
-    """A list of rule entries as canonical JSON text (so 1 and true, or 22 and "22", differ); None if not JSON."""
-    try:
-        return json.dumps(entries, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return None
-
-
-def json_digest(text):
-    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import entries_json
 
 
 def config_text(config):

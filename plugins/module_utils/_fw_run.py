@@ -15,13 +15,14 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import (
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
     compare, differing_in_place, longest_increasing, pair_rules, setting_lines)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import (
-    Entries, config_items, config_text, entries_json, entry_values, json_digest)
+    Entries, config_items, config_text, entry_values)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     KernelRuleset, pinned_maps, ruleset_digest)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_lockout import check_lockout
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_state, write_state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
+    STATE_DIR, entries_json, json_digest, read_state, write_state)
 
 FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
 UNCHANGED_BY_SAME_CONFIG = ("merged", "replaced", "overridden")

@@ -7,11 +7,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import json
 import os
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _hostfs
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import entries_json
 
 STATE_DIR = "/etc/xdpfleet"
 STATE_FILE_VERSION = 1
@@ -19,6 +19,18 @@ STATE_FILE_VERSION = 1
 
 class StoreError(_errors.XdpfleetError):
     pass
+
+
+def entries_json(entries):
+    """A list of rule entries as canonical JSON text (so 1 and true, or 22 and "22", differ); None if not JSON."""
+    try:
+        return json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+
+
+def json_digest(text):
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def state_path(interface, state_dir=STATE_DIR):

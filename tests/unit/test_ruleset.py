@@ -374,7 +374,7 @@ def test_the_same_config_again_is_decided_by_digest_without_rule_work(host, monk
     config = [SSH, BAD, WEB]
     host(state="overridden", config=config)
     stored = json.loads(host.state_file.read_text())
-    assert stored["rules_digest"] == _fw_input.json_digest(_fw_input.entries_json(config))
+    assert stored["rules_digest"] == _fw_store.json_digest(_fw_store.entries_json(config))
 
     def no_rule_work(*args):
         raise AssertionError("rules looked at one by one")
@@ -390,7 +390,7 @@ def test_the_action_plugins_text_of_the_stored_rules_is_not_even_parsed(host, mo
     config = [SSH, BAD, WEB]
     host(state="overridden", config=config)
     text = module_args({"config": config})["config"]
-    assert _fw_input.json_digest(text) == json.loads(host.state_file.read_text())["rules_digest"]
+    assert _fw_store.json_digest(text) == json.loads(host.state_file.read_text())["rules_digest"]
 
     def no_parsing(config):
         raise AssertionError("config parsed")
