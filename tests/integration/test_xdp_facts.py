@@ -126,12 +126,40 @@ def test_drop_sampler_returns_the_packets_sent(fleet, firewall_host):
     send_udp(fleet, firewall_host, 5, source_port=40123)
     result = succeeded(ansible(firewall_host.name, "xdpfleet.xdp.xdp_drops",
                                {"interface": "eth0", "count": 5, "timeout": 5}))
-    assert result["changed"] is False and result["sample_rate"] == 1
+    assert result["changed"] is True and result["sample_rate"] == 1
     assert len(result["events"]) == 5
     for event in result["events"]:
         assert (event["source"], event["destination"]) == (fleet.client.address, firewall_host.address)
         assert (event["protocol"], event["source_port"], event["destination_port"]) == ("udp", 40123, UDP_PORT)
         assert (event["rule_id"], event["rule_name"], event["interface"]) == (2, "no-udp-9999", "eth0")
+
+
+def drops(host, check=False, **args):
+    return succeeded(ansible(host.name, "xdpfleet.xdp.xdp_drops", dict(dict(interface="eth0", timeout=0), **args),
+                             check=check))
+
+
+def test_check_mode_shows_the_drops_a_read_would_take_and_leaves_them(fleet, firewall_host):
+    drops(firewall_host)
+    send_udp(fleet, firewall_host, 3, source_port=40124)
+    predicted = drops(firewall_host, check=True, count=3, timeout=5)
+    taken = drops(firewall_host)
+    assert predicted["changed"] is True and taken["changed"] is True
+    assert [event["source_port"] for event in predicted["events"]] == [40124] * 3
+    assert [event["timestamp_ns"] for event in predicted["events"]] == [event["timestamp_ns"]
+                                                                        for event in taken["events"]]
+    emptied = drops(firewall_host)
+    assert emptied["events"] == [] and emptied["changed"] is False
+    assert drops(firewall_host, check=True)["changed"] is False
+
+
+def test_a_read_of_count_events_leaves_the_later_ones_for_the_next_read(fleet, firewall_host):
+    drops(firewall_host)
+    send_udp(fleet, firewall_host, 8, source_port=40125)
+    first = drops(firewall_host, count=5, timeout=5)
+    rest = drops(firewall_host)
+    assert (len(first["events"]), len(rest["events"])) == (5, 3)
+    assert first["events"][-1]["timestamp_ns"] < rest["events"][0]["timestamp_ns"]
 
 
 def test_nothing_attached_is_empty_not_an_error(fleet):
