@@ -22,6 +22,7 @@ RULES = [
     {"name": "no-ping-from-client", "action": "drop", "protocol": "icmp", "source": LAYOUT.client_address + "/32"},
     {"name": "no-udp-9999", "action": "drop", "protocol": "udp", "port": UDP_PORT},
 ]
+JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 ICMP_FRAME_BYTES = 14 + 20 + 8 + 56  # ping's default 56-byte payload in Ethernet + IPv4 + ICMP
 
 
@@ -160,6 +161,14 @@ def test_a_read_of_count_events_leaves_the_later_ones_for_the_next_read(fleet, f
     rest = drops(firewall_host)
     assert (len(first["events"]), len(rest["events"])) == (5, 3)
     assert first["events"][-1]["timestamp_ns"] < rest["events"][0]["timestamp_ns"]
+
+
+def test_jit_is_known_from_the_attached_program_where_the_sysctl_is_absent(fleet, firewall_host):
+    """A lab host is a network namespace, and net.core.bpf_jit_enable exists only in the initial one."""
+    assert firewall_host.run("test -e %s" % JIT_SYSCTL).rc != 0
+    jit_on = Path(JIT_SYSCTL).read_text().strip() != "0"  # this machine's setting, seen from the initial namespace
+    assert facts(firewall_host)["capabilities"]["jit_enabled"] is (True if jit_on else None)
+    assert facts(fleet.hosts[1])["capabilities"]["jit_enabled"] is None  # nothing attached: nothing tells
 
 
 def test_nothing_attached_is_empty_not_an_error(fleet):
