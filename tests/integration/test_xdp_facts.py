@@ -54,10 +54,10 @@ def rule_hits(interface_facts, name):
 @pytest.fixture(scope="module")
 def fleet():
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
-    fleet = Lab.ensure(2, LAYOUT)
-    for host in fleet.hosts:
-        host.run("ip link set dev eth0 xdp off; rm -rf /sys/fs/bpf/xdpfleet /etc/xdpfleet")
-    return fleet
+    with Lab.running(2, LAYOUT) as fleet:
+        for host in fleet.hosts:
+            host.run("ip link set dev eth0 xdp off; rm -rf /sys/fs/bpf/xdpfleet /etc/xdpfleet")
+        yield fleet
 
 
 @pytest.fixture(scope="module")
