@@ -17,7 +17,7 @@ description:
   - The firewall samples one drop in C(sample_rate) (see the C(sampling) option of
     M(xdpfleet.xdp.xdp_rules)); with sampling off no events arrive.
   - Events wait in the ring buffer until read, so the events sampled before the task are returned too.
-    Reading consumes them, as the ring buffer keeps one read position for all its readers: the next read,
+    Reading consumes them, as the ring buffer keeps one read position for all its readers; the next read,
     by this module or any other reader of the map, returns newer events only. So the module reports
     C(changed=true) when it returned (and so consumed) events, and C(changed=false) when there were none.
   - With O(count), the events after the first O(count) stay in the ring buffer for the next read.
