@@ -3,14 +3,17 @@
 """What xdp_drops reports: the sampled drop events of the firewall's xf_events ring buffer.
 
 The ring buffer's consumer position lives in the map, so a read takes the events not read
-before, including those sampled before the read started. Reading consumes them.
+before, including those sampled before the read started. Reading consumes them; a peek (check
+mode) reads the same events and leaves them, and the consumer position, as they were.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import mmap
 import os
+import struct
 import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
@@ -37,16 +40,78 @@ def events_map_id(described, interface):
     return ids[EVENTS_MAP]
 
 
-def read_records(fd, timeout, count):
-    """Raw event records until `count` are read (0: no limit) or `timeout` seconds have passed."""
+class RingPeek(object):
+    """Records of a BPF ring buffer map, read without consuming them: read-only mappings of what libbpf's
+    reader maps (the consumer position's page; the producer position's page, then the data pages twice
+    over, so that no record wraps), and a read position of its own that nobody else sees.
+    Same interface as libbpf.RingBuffer."""
+
+    HEADER = struct.Struct("=II")  # record length with the busy and discard bits, page offset
+    BUSY_BIT = 1 << 31
+    DISCARD_BIT = 1 << 30
+    POSITION = struct.Struct("=Q")
+
+    def __init__(self, map_fd, limit=0):
+        size = libbpf.map_info(map_fd)["max_entries"]
+        self._mask = size - 1
+        self._consumer = mmap.mmap(map_fd, mmap.PAGESIZE, prot=mmap.PROT_READ)
+        self._ring = mmap.mmap(map_fd, mmap.PAGESIZE + 2 * size, prot=mmap.PROT_READ, offset=mmap.PAGESIZE)
+        self._position = self._consumer_position()
+        self._left = limit or None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._consumer.close()
+        self._ring.close()
+
+    def _consumer_position(self):
+        return self.POSITION.unpack_from(self._consumer)[0]
+
+    def _pending(self):
+        return self.POSITION.unpack_from(self._ring)[0] > self._position
+
+    def consume(self):
+        """The committed records after the ones returned before (up to the limit)."""
+        found = []  # (position, record)
+        end = self.POSITION.unpack_from(self._ring)[0]
+        while self._position < end and len(found) != self._left:
+            offset = mmap.PAGESIZE + (self._position & self._mask)
+            length = self.HEADER.unpack_from(self._ring, offset)[0]
+            if length & self.BUSY_BIT:
+                break
+            size = length & ~(self.BUSY_BIT | self.DISCARD_BIT)
+            if not length & self.DISCARD_BIT:
+                start = offset + self.HEADER.size
+                found.append((self._position, self._ring[start:start + size]))
+            self._position += (self.HEADER.size + size + 7) & ~7
+        # Another reader may have consumed records read here meanwhile, and the producer reused their space.
+        consumed = self._consumer_position()
+        self._position = max(self._position, consumed)
+        records = [record for position, record in found if position >= consumed]
+        if self._left is not None:
+            self._left -= len(records)
+        return records
+
+    def poll(self, timeout_ms):
+        """Like consume(), after waiting up to timeout_ms for a record."""
+        if not self._pending():
+            time.sleep(timeout_ms / 1000.0)
+        return self.consume()
+
+
+def read_records(fd, timeout, count, consume=True):
+    """Raw event records until `count` are read (0: no limit) or `timeout` seconds have passed;
+    with consume=False they stay in the ring buffer."""
     records = []
     deadline = time.monotonic() + timeout
-    with libbpf.RingBuffer(fd) as ring:
+    with (libbpf.RingBuffer if consume else RingPeek)(fd, limit=count) as ring:
         records.extend(ring.consume())
         while (not count or len(records) < count) and time.monotonic() < deadline:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             records.extend(ring.poll(max(1, min(POLL_SLICE_MS, remaining_ms))))
-    return records[:count] if count else records
+    return records
 
 
 def _wall_clock_offset():
@@ -84,15 +149,16 @@ def event_facts(record, interface, offset, names, kernel):
     }
 
 
-def read_drops(interface, timeout=1.0, count=0, state_dir=STATE_DIR):
-    """{events, sample_rate} of interface: the drops sampled into its ring buffer."""
+def read_drops(interface, timeout=1.0, count=0, consume=True, state_dir=STATE_DIR):
+    """{events, sample_rate} of interface: the drops sampled into its ring buffer, taken out of it
+    unless consume=False."""
     try:
         described = _program.describe(interface)
     except NetlinkError as error:
         raise DropsError(str(error))
     fd = libbpf.map_fd_by_id(events_map_id(described, interface))
     try:
-        records = read_records(fd, timeout, count)
+        records = read_records(fd, timeout, count, consume)
     finally:
         os.close(fd)
     names, kernel = rule_labels(described, interface, state_dir)

@@ -26,6 +26,7 @@ FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 NETDEV_XDP_ACT_BASIC = 1 << 0
 NETDEV_XDP_ACT_HW_OFFLOAD = 1 << 4
 SYS_NET = "/sys/class/net"
+JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 
 
 class FactsError(Exception):
@@ -42,12 +43,26 @@ def _read_text(path):
         return None
 
 
-def capabilities():
-    jit = _read_text("/proc/sys/net/core/bpf_jit_enable")
+def jit_enabled(interfaces):
+    """The net.core.bpf_jit_enable setting. It exists in the initial network namespace only: elsewhere an
+    attached program that was JIT-compiled tells the JIT is on, and without one it is not known (None)."""
+    setting = _read_text(JIT_SYSCTL)
+    if setting is not None:
+        return setting != "0"
+    for facts in interfaces:
+        if facts["attached"]:
+            with _program.opened(libbpf.prog_fd_by_id(facts["prog_id"])) as fd:
+                if libbpf.prog_info(fd)["jited"]:
+                    return True
+    return None
+
+
+def capabilities(interfaces):
+    """The host's BPF/XDP capabilities; `interfaces` are the gathered interface facts."""
     return {
         "kernel": os.uname()[2],
         "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
-        "jit_enabled": jit is not None and jit != "0",
+        "jit_enabled": jit_enabled(interfaces),
         "bpffs_mounted": _hostfs.bpffs_mounted(),
         "possible_cpus": libbpf.num_possible_cpus(),
         "online_cpus": os.cpu_count(),
@@ -155,8 +170,8 @@ def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=STATE_D
         with ThreadPoolExecutor(max_workers=1) as pool:
             # the query's imports run while this thread waits for the kernel to copy out the maps
             query = pool.submit(_netlink.xdp_features, list(indexes.values())) if modes else None
-            result = {"capabilities": capabilities(),
-                      "interfaces": dict((name, interface_facts(name, per_cpu, top, state_dir)) for name in indexes)}
+            interfaces = dict((name, interface_facts(name, per_cpu, top, state_dir)) for name in indexes)
+            result = {"capabilities": capabilities(interfaces.values()), "interfaces": interfaces}
         features = query.result() if query else None
         for name, index in indexes.items():
             result["interfaces"][name]["xdp_modes"] = xdp_modes(features[index]) if features is not None else None

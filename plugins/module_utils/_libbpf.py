@@ -528,12 +528,15 @@ class _OwnedPointer:
 
 
 class RingBuffer(_OwnedPointer):
-    """Reads records of a BPF_MAP_TYPE_RINGBUF map; use as a context manager."""
+    """Reads, and so consumes, records of a BPF_MAP_TYPE_RINGBUF map; use as a context manager.
+    With a `limit` it takes that many records in all: later records stay in the ring for the next reader."""
 
     _free = "ring_buffer__free"
+    _STOP = -errno.ECANCELED  # the callback's answer at the limit: libbpf stops after that record
 
-    def __init__(self, map_fd):
+    def __init__(self, map_fd, limit=0):
         self._records = []
+        self._left = limit or None
         self._callback = _RING_SAMPLE_CALLBACK(self._collect)
         self._pointer = library().ring_buffer__new(map_fd, self._callback, None, None)
         if not self._pointer:
@@ -541,21 +544,28 @@ class RingBuffer(_OwnedPointer):
 
     def _collect(self, _context, data, size):
         self._records.append(ctypes.string_at(data, size))
-        return 0
+        if self._left is None:
+            return 0
+        self._left -= 1
+        return self._STOP if self._left == 0 else 0
 
-    def _take(self):
+    def _take(self, result, what):
+        if result != self._STOP:
+            _check(result, what)
         records, self._records = self._records, []
         return records
 
     def consume(self):
-        """Every record available now, without waiting."""
-        _check(library().ring_buffer__consume(self._pointer), "cannot consume ring buffer")
-        return self._take()
+        """Every record available now (up to the limit), without waiting."""
+        if self._left == 0:
+            return []
+        return self._take(library().ring_buffer__consume(self._pointer), "cannot consume ring buffer")
 
     def poll(self, timeout_ms):
-        """Records available within timeout_ms."""
-        _check(library().ring_buffer__poll(self._pointer, timeout_ms), "cannot poll ring buffer")
-        return self._take()
+        """Records available within timeout_ms (up to the limit)."""
+        if self._left == 0:
+            return []
+        return self._take(library().ring_buffer__poll(self._pointer, timeout_ms), "cannot poll ring buffer")
 
 
 # --- ELF objects --------------------------------------------------------------------------

@@ -17,8 +17,10 @@ description:
   - The firewall samples one drop in C(sample_rate) (see the C(sampling) option of
     M(xdpfleet.xdp.xdp_rules)); with sampling off no events arrive.
   - Events wait in the ring buffer until read, so the events sampled before the task are returned too.
-    Reading consumes them (the next read returns newer events only); the module reports C(changed=false)
-    because neither the program nor its rules or counters change.
+    Reading consumes them, as the ring buffer keeps one read position for all its readers; the next read,
+    by this module or any other reader of the map, returns newer events only. So the module reports
+    C(changed=true) when it returned (and so consumed) events, and C(changed=false) when there were none.
+  - With O(count), the events after the first O(count) stay in the ring buffer for the next read.
 author:
   - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
@@ -26,9 +28,13 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: In check mode the events are read (and consumed) too, as nothing else changes.
+    details:
+      - In check mode the module returns the events a read would return, waiting as a read would, but
+        leaves them in the ring buffer (it reads them through read-only mappings of the ring and does not
+        move its read position); C(changed) says whether a read would have consumed events.
   diff_mode:
     support: none
+    details: The events are the result; there is nothing to compare before and after.
 options:
   interface:
     description: Interface whose firewall's sampled drops are read.
@@ -59,7 +65,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 events:
-  description: The sampled drops, oldest first.
+  description:
+    - The sampled drops, oldest first, taken out of the ring buffer (C(changed=true) when there are any).
+    - In check mode, the events a read would take; they stay in the ring buffer.
   returned: always
   type: list
   elements: dict
@@ -141,10 +149,11 @@ def main():
     if module.params["timeout"] < 0 or module.params["count"] < 0:
         module.fail_json(msg="timeout and count must not be negative")
     try:
-        result = _drops.read_drops(module.params["interface"], module.params["timeout"], module.params["count"])
+        result = _drops.read_drops(module.params["interface"], module.params["timeout"], module.params["count"],
+                                   consume=not module.check_mode)
     except (_drops.DropsError, LibbpfError) as error:
         module.fail_json(msg=str(error))
-    module.exit_json(changed=False, **result)
+    module.exit_json(changed=bool(result["events"]), **result)
 
 
 if __name__ == "__main__":

@@ -85,9 +85,12 @@ ansible_facts:
       type: dict
       contains:
         capabilities:
-          description: >-
-            C(kernel) release, C(btf) (kernel BTF present), C(jit_enabled), C(bpffs_mounted),
-            C(possible_cpus) and C(online_cpus).
+          description:
+            - C(kernel) release, C(btf) (kernel BTF present), C(jit_enabled), C(bpffs_mounted),
+              C(possible_cpus) and C(online_cpus).
+            - C(jit_enabled) is the C(net.core.bpf_jit_enable) setting. That setting exists in the initial
+              network namespace only; in another one (a container) C(jit_enabled) is true when a program
+              attached to one of the gathered interfaces was JIT-compiled, and null (not known) otherwise.
           type: dict
           sample: {"kernel": "6.18.44", "btf": true, "jit_enabled": true, "bpffs_mounted": true,
                    "possible_cpus": 2, "online_cpus": 2}

@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pyroute2 import IPRoute
 
+from tests.helpers import leftovers
 from tests.lab import Layout
-from tests.lab import links, processes
 from tests.lab.layout import REPO
 
 MOLECULE = Path(sys.executable).parent / "molecule"
 SCENARIOS = ("default", "rolling", "vm")
 SCENARIO_FILES = [REPO / "molecule" / name / "molecule.yml" for name in SCENARIOS]
 TIMEOUT = 1800
-VM_STATE_ROOT = Path("/var/lib/xdpfleet-vm")
 
 
 def scenario_lab(scenario_file: Path) -> Layout:
@@ -39,26 +37,10 @@ def molecule_test(scenario: str) -> subprocess.CompletedProcess:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT, check=False)
 
 
-def leftovers(layout: Layout) -> dict[str, list]:
-    """Namespaces, root-namespace links, state and processes of this lab that still exist."""
-    mine = "%s-" % layout.prefix
-    with IPRoute() as ipr:
-        link_names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
-    anchors = [pid for pid in (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
-               if str(layout.state_dir) in processes.cmdline(pid)
-               or str(VM_STATE_ROOT / layout.prefix) in processes.cmdline(pid)]
-    found = {
-        "namespaces": [name for name in links.namespaces() if name.startswith(mine)],
-        "links": [name for name in link_names if name.startswith(mine)],
-        "state": [str(path) for path in (layout.state_dir, VM_STATE_ROOT / layout.prefix) if path.exists()],
-        "processes": anchors,
-    }
-    return {kind: items for kind, items in found.items() if items}
-
-
 @pytest.mark.parametrize("scenario_file", SCENARIO_FILES, ids=[path.parent.name for path in SCENARIO_FILES])
 def test_molecule_scenario_passes_and_leaves_no_lab_behind(scenario_file, record_property):
     scenario = scenario_file.parent.name
+    lab = scenario_lab(scenario_file)  # named before the run: the run's leftover check covers this lab too
     started = time.monotonic()
     run = molecule_test(scenario)
     wall = time.monotonic() - started
@@ -66,4 +48,4 @@ def test_molecule_scenario_passes_and_leaves_no_lab_behind(scenario_file, record
     print("molecule scenario %s: rc %d in %.0f s" % (scenario, run.returncode, wall))
     assert run.returncode == 0, "molecule test -s %s: rc %d after %.0f s\n%s" % (
         scenario, run.returncode, wall, run.stdout[-6000:])
-    assert leftovers(scenario_lab(scenario_file)) == {}
+    assert leftovers.of_lab(lab.prefix) == {}

@@ -25,9 +25,8 @@ RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+fai
 
 @pytest.fixture(scope="module")
 def fleet():
-    lab = Lab.up(HOSTS, LAYOUT)
-    yield lab
-    lab.down()
+    with Lab.running(HOSTS, LAYOUT) as lab:
+        yield lab
 
 
 def environment(**extra):

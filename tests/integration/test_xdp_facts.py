@@ -22,6 +22,7 @@ RULES = [
     {"name": "no-ping-from-client", "action": "drop", "protocol": "icmp", "source": LAYOUT.client_address + "/32"},
     {"name": "no-udp-9999", "action": "drop", "protocol": "udp", "port": UDP_PORT},
 ]
+JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 ICMP_FRAME_BYTES = 14 + 20 + 8 + 56  # ping's default 56-byte payload in Ethernet + IPv4 + ICMP
 
 
@@ -53,10 +54,10 @@ def rule_hits(interface_facts, name):
 @pytest.fixture(scope="module")
 def fleet():
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
-    fleet = Lab.ensure(2, LAYOUT)
-    for host in fleet.hosts:
-        host.run("ip link set dev eth0 xdp off; rm -rf /sys/fs/bpf/xdpfleet /etc/xdpfleet")
-    return fleet
+    with Lab.running(2, LAYOUT) as fleet:
+        for host in fleet.hosts:
+            host.run("ip link set dev eth0 xdp off; rm -rf /sys/fs/bpf/xdpfleet /etc/xdpfleet")
+        yield fleet
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +127,48 @@ def test_drop_sampler_returns_the_packets_sent(fleet, firewall_host):
     send_udp(fleet, firewall_host, 5, source_port=40123)
     result = succeeded(ansible(firewall_host.name, "xdpfleet.xdp.xdp_drops",
                                {"interface": "eth0", "count": 5, "timeout": 5}))
-    assert result["changed"] is False and result["sample_rate"] == 1
+    assert result["changed"] is True and result["sample_rate"] == 1
     assert len(result["events"]) == 5
     for event in result["events"]:
         assert (event["source"], event["destination"]) == (fleet.client.address, firewall_host.address)
         assert (event["protocol"], event["source_port"], event["destination_port"]) == ("udp", 40123, UDP_PORT)
         assert (event["rule_id"], event["rule_name"], event["interface"]) == (2, "no-udp-9999", "eth0")
+
+
+def drops(host, check=False, **args):
+    return succeeded(ansible(host.name, "xdpfleet.xdp.xdp_drops", dict(dict(interface="eth0", timeout=0), **args),
+                             check=check))
+
+
+def test_check_mode_shows_the_drops_a_read_would_take_and_leaves_them(fleet, firewall_host):
+    drops(firewall_host)
+    send_udp(fleet, firewall_host, 3, source_port=40124)
+    predicted = drops(firewall_host, check=True, count=3, timeout=5)
+    taken = drops(firewall_host)
+    assert predicted["changed"] is True and taken["changed"] is True
+    assert [event["source_port"] for event in predicted["events"]] == [40124] * 3
+    assert [event["timestamp_ns"] for event in predicted["events"]] == [event["timestamp_ns"]
+                                                                        for event in taken["events"]]
+    emptied = drops(firewall_host)
+    assert emptied["events"] == [] and emptied["changed"] is False
+    assert drops(firewall_host, check=True)["changed"] is False
+
+
+def test_a_read_of_count_events_leaves_the_later_ones_for_the_next_read(fleet, firewall_host):
+    drops(firewall_host)
+    send_udp(fleet, firewall_host, 8, source_port=40125)
+    first = drops(firewall_host, count=5, timeout=5)
+    rest = drops(firewall_host)
+    assert (len(first["events"]), len(rest["events"])) == (5, 3)
+    assert first["events"][-1]["timestamp_ns"] < rest["events"][0]["timestamp_ns"]
+
+
+def test_jit_is_known_from_the_attached_program_where_the_sysctl_is_absent(fleet, firewall_host):
+    """A lab host is a network namespace, and net.core.bpf_jit_enable exists only in the initial one."""
+    assert firewall_host.run("test -e %s" % JIT_SYSCTL).rc != 0
+    jit_on = Path(JIT_SYSCTL).read_text().strip() != "0"  # this machine's setting, seen from the initial namespace
+    assert facts(firewall_host)["capabilities"]["jit_enabled"] is (True if jit_on else None)
+    assert facts(fleet.hosts[1])["capabilities"]["jit_enabled"] is None  # nothing attached: nothing tells
 
 
 def test_nothing_attached_is_empty_not_an_error(fleet):

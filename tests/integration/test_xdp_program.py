@@ -31,7 +31,8 @@ TEST_PIN_DIR = "/sys/fs/bpf/xdpfleet/eth0-itest"
 
 @pytest.fixture(scope="module")
 def fleet():
-    return Lab.ensure(1, LAYOUT)
+    with Lab.running(1, LAYOUT) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ SSH_PASS = {"name": "ssh", "action": "pass", "source": CONTROLLER + "/32", "prot
 
 @pytest.fixture(scope="module")
 def fleet():
-    return Lab.ensure(1, LAYOUT)
+    with Lab.running(1, LAYOUT) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")

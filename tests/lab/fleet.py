@@ -13,7 +13,7 @@ from pathlib import Path
 import paramiko
 
 from . import inventory, links, processes, sshd
-from .layout import HOST_IFNAME, MAX_HOSTS, Layout
+from .layout import HOST_IFNAME, MAX_HOSTS, Layout, users_path
 
 Result = namedtuple("Result", "rc out err")
 SSH_WAIT = 30.0
@@ -133,6 +133,24 @@ def _locked(layout: Layout):
         yield
 
 
+def _lock_alone(lock_file) -> bool:
+    """Exclusive hold of a users file, if no one else holds it."""
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def in_use(prefix: str) -> bool:
+    """Whether a test, in any process, is using the lab of this prefix through `Lab.running`."""
+    path = users_path(prefix)
+    if not path.exists():
+        return False
+    with open(path, "a") as users:
+        return not _lock_alone(users)
+
+
 def _remove_nodes(layout: Layout, names) -> None:
     """End every process in these namespaces, then delete their veths and namespaces."""
     names = set(names)
@@ -206,13 +224,36 @@ class Lab:
             return cls._up(count, layout)
 
     @classmethod
-    def ensure(cls, minimum: int, layout: Layout = Layout()) -> "Lab":
-        """The running lab if it has at least `minimum` healthy hosts, else `up(minimum)`."""
+    @contextmanager
+    def running(cls, minimum: int, layout: Layout = Layout()):
+        """The lab with at least `minimum` healthy hosts for the length of a with block (a test fixture's life).
+        A lab that was running before is used as it is and left running; one that tests built, or had to
+        rebuild, is taken down by the last with block using it, in whatever process, also when the block or
+        the build failed."""
+        users_path(layout.prefix).parent.mkdir(parents=True, exist_ok=True)
+        with open(users_path(layout.prefix), "a") as users:
+            fcntl.flock(users, fcntl.LOCK_SH)
+            lab = None
+            try:
+                lab = cls._ensure(minimum, layout)
+                yield lab
+            finally:
+                for host in lab.hosts if lab else []:
+                    host.close()
+                fcntl.flock(users, fcntl.LOCK_UN)
+                if layout.built_by_tests.exists() and _lock_alone(users):
+                    cls.load(layout).down()
+
+    @classmethod
+    def _ensure(cls, minimum: int, layout: Layout) -> "Lab":
+        """The running lab if it has at least `minimum` healthy hosts, else `_up(minimum)`, marked as built by tests."""
         with _locked(layout):
             lab = cls.load(layout)
             if lab.client and len(lab.hosts) >= minimum and all(host.is_running() for host in lab.hosts):
                 inventory.write(layout.inventory, lab.hosts, layout)  # this checkout may not have it yet
                 return lab
+            layout.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            layout.built_by_tests.touch()
             return cls._up(minimum, layout)
 
     @classmethod

@@ -10,6 +10,13 @@ DEFAULT_INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
 HOST_IFNAME = "eth0"
 FIRST_HOST_OCTET = 11
 MAX_HOSTS = 254 - FIRST_HOST_OCTET
+# Every lab prefix this process named: a test run checks at its end that it left nothing of these labs.
+NAMED_PREFIXES = set()
+
+
+def users_path(prefix: str) -> Path:
+    """Each test fixture using the lab holds a shared lock on this file; the last to leave may take the lab down."""
+    return STATE_ROOT / f"{prefix}.users"
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class Layout:
             raise ValueError(f"lab prefix must be 1-3 lowercase letters/digits: {self.prefix!r}")
         if not 0 <= self.subnet <= 255:
             raise ValueError(f"subnet must be 0..255: {self.subnet}")
+        NAMED_PREFIXES.add(self.prefix)
 
     def address(self, last_octet: int) -> str:
         return f"198.18.{self.subnet}.{last_octet}"
@@ -68,6 +76,11 @@ class Layout:
     @property
     def lock_path(self) -> Path:
         return STATE_ROOT / f"{self.prefix}.lock"
+
+    @property
+    def built_by_tests(self) -> Path:
+        """Present while the lab is one that tests built (or rebuilt), so tests take it down again."""
+        return self.state_dir / "built-by-tests"
 
     @property
     def inventory(self) -> Path:

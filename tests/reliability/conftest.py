@@ -13,7 +13,8 @@ from tests.reliability.common import HOSTS, LAYOUT, LOST_STATE_HOST, SECOND_INTE
 
 @pytest.fixture(scope="session")
 def fleet():
-    return Lab.ensure(HOSTS, LAYOUT)
+    with Lab.running(HOSTS, LAYOUT) as lab:
+        yield lab
 
 
 def add_second_interface(lab):
