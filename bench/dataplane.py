@@ -29,7 +29,7 @@ from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _state  # noqa: E402
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _libbpf, _rules  # noqa: E402
 
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 FIREWALL_SOURCE = os.path.join(ROOT, "bpf", "xdp_firewall.bpf.c")
@@ -149,8 +149,8 @@ def loaded_firewalls(stack, with_bcc):
     load_ruleset(_rules.map_fds(ours), firewall_rules(ADDRESS_RULES))
     fds = {"ours": ours.program("xdpfleet_fw").fd}
     if with_bcc:
-        _state.mount_bpffs()
-        pin_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="xfbench-bcc-", dir=_state.BPFFS_ROOT))
+        _hostfs.mount_bpffs()
+        pin_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="xfbench-bcc-", dir=_hostfs.BPFFS_ROOT))
         fds["ours (bcc)"], maps = bcc_firewall(pin_dir)
         load_ruleset(maps, firewall_rules(ADDRESS_RULES))
     return fds

@@ -30,8 +30,9 @@ import shutil
 import sys
 import tempfile
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 BCC_PACKAGES = "Debian/Ubuntu: apt-get install python3-bpfcc; RHEL/Fedora: dnf install python3-bcc"
 MAP_TYPES = {
@@ -53,7 +54,7 @@ DESIGNATED_LOCAL = re.compile(r'^([ \t]+(?:const\s+)?struct\s+\w+\s+)(\w+)\s*=\s
 RINGBUF_RESERVE = re.compile(r'bpf_ringbuf_reserve\(\s*\(?&(\w+)\)?\s*,\s*([^,()]+(?:\([^()]*\))?)\s*,\s*0\s*\)')
 
 
-class BccError(Exception):
+class BccError(XdpfleetError):
     pass
 
 
@@ -215,8 +216,9 @@ __attribute__((section("maps/" _section))) struct _name##_table_t _name = { .max
 """
 
 
-def file_sha256(path, cflags):
-    """Identity of a bcc program: its bundled source and the flags (nothing is compiled to compute it)."""
+def source_sha256(path, cflags):
+    """Identity of a bcc program: its bundled source (local includes inlined, so not the file's digest) and
+    the flags; nothing is compiled to compute it."""
     digest = hashlib.sha256(bundle(path).encode())
     digest.update("\0".join(cflags).encode())
     return digest.hexdigest()
@@ -343,8 +345,8 @@ class BccObject:
         check_kernel_headers()
         stage = None
         if fds:
-            state.mount_bpffs()
-            stage = tempfile.mkdtemp(prefix="xdpfleet-bcc-", dir=state.BPFFS_ROOT)
+            _hostfs.mount_bpffs()
+            stage = tempfile.mkdtemp(prefix="xdpfleet-bcc-", dir=_hostfs.BPFFS_ROOT)
         try:
             pins = {}
             for name, fd in fds.items():

@@ -18,7 +18,7 @@ from array import array
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _netlink, _program, _rules, _ruleset, _state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _netlink, _program, _rules, _ruleset
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 NETDEV_XDP_ACT_BASIC = 1 << 0
@@ -46,7 +46,7 @@ def capabilities():
         "kernel": os.uname()[2],
         "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
         "jit_enabled": jit is not None and jit != "0",
-        "bpffs_mounted": _state.bpffs_mounted(),
+        "bpffs_mounted": _hostfs.bpffs_mounted(),
         "possible_cpus": libbpf.num_possible_cpus(),
         "online_cpus": os.cpu_count(),
     }

@@ -16,14 +16,12 @@ import base64
 import binascii
 import contextlib
 import errno
-import hashlib
 import os
 import struct
 import tempfile
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _state as state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import Link, NetlinkError, ifindex
 
 META_MAP_NAME = "xdpfleet_meta"
@@ -53,15 +51,11 @@ class ProgramError(Exception):
 
 # --- identity ----------------------------------------------------------------------------
 
-def file_sha256(path):
-    digest = hashlib.sha256()
+def object_file_sha256(path):
     try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except IOError as error:
+        return _hostfs.file_sha256(path)
+    except OSError as error:
         raise ProgramError("cannot read BPF object %s: %s" % (path, error.strerror))
-    return digest.hexdigest()
 
 
 def check_kernel(release):
@@ -154,7 +148,7 @@ def pinned_map_id(path):
 def missing_pins(described, pin_dir):
     """The program's maps that are not pinned (as themselves) in pin_dir."""
     return [item for item in described["maps"]
-            if pinned_map_id(state.pin_path(pin_dir, item["name"])) != item["id"]]
+            if pinned_map_id(_hostfs.pin_path(pin_dir, item["name"])) != item["id"]]
 
 
 # --- decisions ---------------------------------------------------------------------------
@@ -248,7 +242,7 @@ def _live_map_fd(name, live_ids, pin_dir):
         return None
     if name in live_ids:
         return libbpf.map_fd_by_id(live_ids[name])
-    path = state.pin_path(pin_dir, name)
+    path = _hostfs.pin_path(pin_dir, name)
     if pinned_map_id(path) is None:
         return None
     return libbpf.obj_get(path)
@@ -327,8 +321,8 @@ def _attach_any_mode(link, prog_fd, mode, described, force):
 
 
 def _pin(fd, pin_dir, name):
-    path = state.pin_path(pin_dir, name)
-    state.unpin(pin_dir, name)
+    path = _hostfs.pin_path(pin_dir, name)
+    _hostfs.unpin(pin_dir, name)
     libbpf.obj_pin(fd, path)
 
 
@@ -340,7 +334,7 @@ def _pin_by_id(items, pin_dir):
 
 def _pin_object_maps(bpf_object, pin_dir):
     for bpf_map in bpf_object.maps:
-        if not is_internal_map(bpf_map.name) and pinned_map_id(state.pin_path(pin_dir, bpf_map.name)) != \
+        if not is_internal_map(bpf_map.name) and pinned_map_id(_hostfs.pin_path(pin_dir, bpf_map.name)) != \
                 libbpf.map_info(bpf_map.fd)["id"]:
             _pin(bpf_map.fd, pin_dir, bpf_map.name)
 
@@ -352,16 +346,16 @@ def _unpin_stale(described, keep, pin_dir):
         return
     for item in described["maps"]:
         if old_dir != pin_dir or item["name"] not in keep:
-            if pinned_map_id(state.pin_path(old_dir, item["name"])) == item["id"]:
-                state.unpin(old_dir, item["name"])
+            if pinned_map_id(_hostfs.pin_path(old_dir, item["name"])) == item["id"]:
+                _hostfs.unpin(old_dir, item["name"])
     if old_dir != pin_dir:
-        state.remove_pin_dir_if_empty(old_dir)
+        _hostfs.remove_pin_dir_if_empty(old_dir)
 
 
 def _prepare_pin_dir(pin_dir):
-    state.mount_bpffs()
+    _hostfs.mount_bpffs()
     existed = os.path.isdir(pin_dir)
-    state.make_pin_dir(pin_dir)
+    _hostfs.make_pin_dir(pin_dir)
     return existed
 
 
@@ -378,7 +372,7 @@ def _load_and_attach(link, bpf_object, program, request, described, sha256):
         _attach_any_mode(link, program.fd, mode, described, request["force"])
     except NetlinkError as error:
         if not existed:
-            state.remove_pin_dir_if_empty(pin_dir)
+            _hostfs.remove_pin_dir_if_empty(pin_dir)
         if mode == "hw" and error.errno in UNSUPPORTED:
             raise ProgramError("interface %s does not support XDP hardware offload (mode hw): %s"
                                % (link.interface, error))
@@ -406,8 +400,8 @@ def _object_sha256(request):
     expected = (request.get("object_sha256") or "").lower()
     if not request.get("object"):
         return expected
-    sha256 = _bcc.file_sha256(request["object"], request["cflags"]) if _uses_bcc(request) \
-        else file_sha256(request["object"])
+    sha256 = _bcc.source_sha256(request["object"], request["cflags"]) if _uses_bcc(request) \
+        else object_file_sha256(request["object"])
     if expected and expected != sha256:
         raise ProgramError("object %s has sha256 %s, but object_sha256 expects %s"
                            % (request["object"], sha256, expected))
@@ -422,7 +416,7 @@ def ensure_attached(request, check_mode):
     """
     sha256 = _object_sha256(request)
     interface, pin_dir = request["interface"], request["pin_dir"]
-    with state.host_lock(interface), Link(interface) as link:
+    with _hostfs.host_lock(interface), Link(interface) as link:
         before = describe_link(link)
         _check_owner(before, interface, request["force"])
         if _is_current(before, sha256, request["program"], request["mode"], pin_dir):
@@ -467,15 +461,15 @@ def _pins_to_remove(described, pin_dir):
     pins = set()
     if described["owner"] == OWNER_XDPFLEET and described["pin_dir"]:
         pins.update((described["pin_dir"], item["name"]) for item in described["maps"]
-                    if pinned_map_id(state.pin_path(described["pin_dir"], item["name"])) == item["id"])
-    if state.bpffs_mounted() and pin_dir.startswith(state.PIN_ROOT + "/"):
-        pins.update((pin_dir, name) for name in state.pinned_names(pin_dir))
+                    if pinned_map_id(_hostfs.pin_path(described["pin_dir"], item["name"])) == item["id"])
+    if _hostfs.bpffs_mounted() and pin_dir.startswith(_hostfs.PIN_ROOT + "/"):
+        pins.update((pin_dir, name) for name in _hostfs.pinned_names(pin_dir))
     return sorted(pins)
 
 
 def ensure_detached(request, check_mode):
     interface = request["interface"]
-    with state.host_lock(interface), Link(interface) as link:
+    with _hostfs.host_lock(interface), Link(interface) as link:
         before = describe_link(link)
         if before["attached"]:
             _check_owner(before, interface, request["force"])
@@ -486,12 +480,12 @@ def ensure_detached(request, check_mode):
                 with opened(libbpf.prog_fd_by_id(before["prog_id"])) as old_fd:
                     link.detach(before["mode"], old_fd)
             for directory, name in pins:
-                state.unpin(directory, name)
+                _hostfs.unpin(directory, name)
             for directory in set(directory for directory, _name in pins):
-                state.remove_pin_dir_if_empty(directory)
+                _hostfs.remove_pin_dir_if_empty(directory)
         after = dict(NOT_ATTACHED) if changed else before
         result = _result(changed, interface, before, after)
-        result["pins_removed"] = [state.pin_path(directory, name) for directory, name in pins]
+        result["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
         return result
 
 
@@ -528,15 +522,15 @@ def run(params, check_mode):
     request = dict(params)
     if _uses_bcc(request):
         request["object"] = _bcc_source(request)
-    request["pin_dir"] = (request.get("pin_dir") or state.default_pin_dir(request["interface"])).rstrip("/")
+    request["pin_dir"] = (request.get("pin_dir") or _hostfs.default_pin_dir(request["interface"])).rstrip("/")
     try:
         ifindex(request["interface"])  # before the lock, whose file names the interface
-        state.check_pin_dir(request["pin_dir"])
+        _hostfs.check_pin_dir(request["pin_dir"])
         if request["state"] == "detached":
             return ensure_detached(request, check_mode)
         with _inline_object(request) as inline_request:
             return ensure_attached(inline_request, check_mode)
-    except state.StateError as error:
+    except _hostfs.HostfsError as error:
         raise ProgramError(str(error))
     except (NetlinkError, _bcc.BccError) as error:
         raise ProgramError(str(error))

@@ -25,7 +25,7 @@ CLANG_OBJECT = REPO / "build" / "bpf" / "xdp_firewall.o"
 
 
 def bcc_sha256():
-    return _bcc.file_sha256(str(SOURCE), [])
+    return _bcc.source_sha256(str(SOURCE), [])
 
 
 @pytest.fixture(scope="module")

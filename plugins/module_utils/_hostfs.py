@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Host-side state of xdpfleet: the bpf filesystem, pin directories and the host lock.
+"""The host's filesystem side of xdpfleet: bpffs, pin directories, the host lock, atomic file writes, file digests.
 
 Nothing here needs Ansible; every function works on plain paths.
 """
@@ -13,7 +13,11 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
+import tempfile
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 BPFFS_ROOT = "/sys/fs/bpf"
 BPFFS_TYPE = "bpf"
@@ -22,7 +26,7 @@ LOCK_DIR = "/run/xdpfleet"
 PIN_DIR_MODE = 0o700
 
 
-class StateError(Exception):
+class HostfsError(XdpfleetError):
     pass
 
 
@@ -65,19 +69,19 @@ def mount_bpffs():
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"bpf", BPFFS_ROOT.encode(), b"bpf", 0, b"mode=0700") != 0:
         error = ctypes.get_errno()
-        raise StateError("cannot mount the bpf filesystem at %s: %s" % (BPFFS_ROOT, os.strerror(error)))
+        raise HostfsError("cannot mount the bpf filesystem at %s: %s" % (BPFFS_ROOT, os.strerror(error)))
     return True
 
 
 def check_pin_dir(pin_dir):
     """Refuses a pin directory that is not (or would not be, once bpffs is mounted) on bpffs."""
     if not os.path.isabs(pin_dir):
-        raise StateError("pin_dir %s must be an absolute path" % pin_dir)
+        raise HostfsError("pin_dir %s must be an absolute path" % pin_dir)
     if filesystem_of(pin_dir) == BPFFS_TYPE:
         return
     if (pin_dir + "/").startswith(BPFFS_ROOT + "/") and not bpffs_mounted():
         return  # bpffs is mounted there before anything is pinned
-    raise StateError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
+    raise HostfsError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
                      % (pin_dir, BPFFS_ROOT))
 
 
@@ -138,3 +142,34 @@ def host_lock(interface, lock_dir=LOCK_DIR):
         yield
     finally:
         os.close(descriptor)
+
+
+def write_atomically(path, text, mode=0o644):
+    """Writes text to path through a temporary file in the same directory, renamed over path: readers see
+    the old file or the new one, and after a crash the old one or the new one (file and directory synced)."""
+    directory = os.path.dirname(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.rename(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    directory_descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_descriptor)
+    finally:
+        os.close(directory_descriptor)
+
+
+def file_sha256(path):
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
