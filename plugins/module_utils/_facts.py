@@ -18,7 +18,7 @@ from array import array
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _netlink, _program, _rules, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link, _program, _rules, _ruleset
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 NETDEV_XDP_ACT_BASIC = 1 << 0
@@ -192,16 +192,16 @@ def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=_rulese
         raise FactsError("top_rules must be 0 or more, not %d" % top)
     libbpf.library()
     try:
-        indexes = dict((name, _netlink.ifindex(name)) for name in
+        indexes = dict((name, _link.ifindex(name)) for name in
                        interfaces or [name for name in interface_names() if name != "lo"])
         with ThreadPoolExecutor(max_workers=1) as pool:
             # the query's imports run while this thread waits for the kernel to copy out the maps
-            query = pool.submit(_netlink.xdp_features, list(indexes.values())) if modes else None
+            query = pool.submit(_link.xdp_features, list(indexes.values())) if modes else None
             result = {"capabilities": capabilities(),
                       "interfaces": dict((name, interface_facts(name, per_cpu, top, state_dir)) for name in indexes)}
         features = query.result() if query else None
         for name, index in indexes.items():
             result["interfaces"][name]["xdp_modes"] = xdp_modes(features[index]) if features is not None else None
-    except _netlink.NetlinkError as error:
+    except _link.LinkError as error:
         raise FactsError(str(error))
     return result

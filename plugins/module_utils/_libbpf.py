@@ -25,6 +25,7 @@ OBJ_NAME_LEN = 16
 TAG_SIZE = 8
 LOG_BUFFER_SIZE = 1 << 22
 LOG_TAIL_LINES = 30
+KERNEL_MESSAGE = "libbpf: Kernel error message: "  # how libbpf passes on a netlink extended ack
 
 LIBBPF_INFO = 1
 BPF_PROG_TYPE_XDP = 6
@@ -94,6 +95,10 @@ class _XdpQueryOpts(ctypes.Structure):
         ("skb_prog_id", c_u32),
         ("attach_mode", c_u8),
     ]
+
+
+class _XdpAttachOpts(ctypes.Structure):
+    _fields_ = [("sz", c_size_t), ("old_prog_fd", c_int)]
 
 
 class _BatchOpts(ctypes.Structure):
@@ -180,6 +185,8 @@ _SIGNATURES = {
     "bpf_obj_pin": (c_int, [c_int, c_str]),
     "bpf_prog_get_fd_by_id": (c_int, [c_u32]),
     "bpf_map_get_fd_by_id": (c_int, [c_u32]),
+    "bpf_xdp_query": (c_int, [c_int, c_int, ctypes.POINTER(_XdpQueryOpts)]),
+    "bpf_xdp_attach": (c_int, [c_int, c_int, c_u32, ctypes.POINTER(_XdpAttachOpts)]),
     "bpf_prog_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
     "bpf_map_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_ptr, ctypes.POINTER(c_u32)]),
@@ -297,6 +304,25 @@ def xdp_query(ifindex):
     opts = _XdpQueryOpts(sz=ctypes.sizeof(_XdpQueryOpts))
     _check(library().bpf_xdp_query(ifindex, 0, ctypes.byref(opts)), "cannot query XDP on ifindex %d" % ifindex)
     return {name: getattr(opts, name) for name, _type in _XdpQueryOpts._fields_[1:]}
+
+
+def xdp_attach(ifindex, prog_fd, flags, old_prog_fd=0):
+    """Sets the XDP hook of ifindex to prog_fd (-1: no program) through rtnetlink (bpf_xdp_attach).
+
+    With XDP_FLAGS_REPLACE and old_prog_fd, the kernel swaps only when old_prog_fd's program is the one attached.
+    """
+    opts = _XdpAttachOpts(sz=ctypes.sizeof(_XdpAttachOpts), old_prog_fd=old_prog_fd)
+    del _messages[:]
+    _check(library().bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)),
+           "cannot set the XDP program of ifindex %d" % ifindex)
+
+
+def kernel_message():
+    """The kernel's own reason (netlink extended ack) for refusing libbpf's last netlink request, or None."""
+    for line in reversed(_messages):
+        if line.startswith(KERNEL_MESSAGE):
+            return line[len(KERNEL_MESSAGE):]
+    return None
 
 
 def _ids(next_id_function):

@@ -22,7 +22,7 @@ import tempfile
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import Link, NetlinkError, ifindex
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link, LinkError, ifindex
 
 META_MAP_NAME = "xdpfleet_meta"
 META_MAGIC = b"xdpfleet"
@@ -128,8 +128,7 @@ def describe_link(link):
 
 def describe(interface):
     """The XDP program attached to interface, described from the kernel alone (used by xdp_facts too)."""
-    with Link(interface) as link:
-        return describe_link(link)
+    return describe_link(Link(interface))
 
 
 def pinned_map_id(path):
@@ -290,7 +289,7 @@ def _attach(link, prog_fd, mode, described, force):
         try:
             _swap(link, prog_fd, mode, described)
             return
-        except (NetlinkError, libbpf.LibbpfError) as error:
+        except (LinkError, libbpf.LibbpfError) as error:
             if error.errno not in RACED or attempt == 2:
                 raise
             described = describe_link(link)
@@ -313,7 +312,7 @@ def _attach_any_mode(link, prog_fd, mode, described, force):
     try:
         _attach(link, prog_fd, "native", described, force)
         return "native"
-    except NetlinkError as error:
+    except LinkError as error:
         if error.errno not in UNSUPPORTED:
             raise
     _attach(link, prog_fd, "skb", described, force)
@@ -370,7 +369,7 @@ def _load_and_attach(link, bpf_object, program, request, described, sha256):
     existed = _prepare_pin_dir(pin_dir)
     try:
         _attach_any_mode(link, program.fd, mode, described, request["force"])
-    except NetlinkError as error:
+    except LinkError as error:
         if not existed:
             _hostfs.remove_pin_dir_if_empty(pin_dir)
         if mode == "hw" and error.errno in UNSUPPORTED:
@@ -416,7 +415,8 @@ def ensure_attached(request, check_mode):
     """
     sha256 = _object_sha256(request)
     interface, pin_dir = request["interface"], request["pin_dir"]
-    with _hostfs.host_lock(interface), Link(interface) as link:
+    with _hostfs.host_lock(interface):
+        link = Link(interface)
         before = describe_link(link)
         _check_owner(before, interface, request["force"])
         if _is_current(before, sha256, request["program"], request["mode"], pin_dir):
@@ -469,7 +469,8 @@ def _pins_to_remove(described, pin_dir):
 
 def ensure_detached(request, check_mode):
     interface = request["interface"]
-    with _hostfs.host_lock(interface), Link(interface) as link:
+    with _hostfs.host_lock(interface):
+        link = Link(interface)
         before = describe_link(link)
         if before["attached"]:
             _check_owner(before, interface, request["force"])
@@ -532,5 +533,5 @@ def run(params, check_mode):
             return ensure_attached(inline_request, check_mode)
     except _hostfs.HostfsError as error:
         raise ProgramError(str(error))
-    except (NetlinkError, _bcc.BccError) as error:
+    except (LinkError, _bcc.BccError) as error:
         raise ProgramError(str(error))
