@@ -14,7 +14,7 @@ import os
 import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _program, _rules, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _ownership, _rules, _ruleset
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import LinkError
 
 EVENTS_MAP = "xf_events"
@@ -84,7 +84,7 @@ def event_facts(record, interface, offset, names, kernel):
 def read_drops(interface, timeout=1.0, count=0, state_dir=_ruleset.STATE_DIR):
     """{events, sample_rate} of interface: the drops sampled into its ring buffer."""
     try:
-        described = _program.describe(interface)
+        described = _ownership.describe(interface)
     except LinkError as error:
         raise DropsError(str(error))
     fd = libbpf.map_fd_by_id(events_map_id(described, interface))

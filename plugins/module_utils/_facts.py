@@ -18,7 +18,7 @@ from array import array
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link, _program, _rules, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link, _ownership, _rules, _ruleset
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 NETDEV_XDP_ACT_BASIC = 1 << 0
@@ -168,7 +168,7 @@ EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None,
 
 
 def interface_facts(interface, per_cpu=False, top=10, state_dir=_ruleset.STATE_DIR):
-    described = _program.describe(interface)
+    described = _ownership.describe(interface)
     facts = dict((key, described[key]) for key in
                  ("attached", "prog_id", "name", "tag", "mode", "owner", "object_sha256", "program", "pin_dir"))
     facts["maps"] = [{"name": item["name"], "id": item["id"]} for item in described["maps"]]

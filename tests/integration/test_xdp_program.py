@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._program import META_MAP_NAME, decode_meta
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._ownership import META_MAP_NAME, decode_meta
 from tests.helpers.hosts import ad_hoc
 from tests.lab import Lab, Layout
 
