@@ -15,13 +15,14 @@ import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _ownership, _rules, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import LinkError
 
 EVENTS_MAP = "xf_events"
 POLL_SLICE_MS = 100
 
 
-class DropsError(Exception):
+class DropsError(XdpfleetError):
     pass
 
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link, _ownership, _rules, _ruleset
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 NETDEV_XDP_ACT_BASIC = 1 << 0
@@ -26,7 +27,7 @@ NETDEV_XDP_ACT_HW_OFFLOAD = 1 << 4
 SYS_NET = "/sys/class/net"
 
 
-class FactsError(Exception):
+class FactsError(XdpfleetError):
     pass
 
 

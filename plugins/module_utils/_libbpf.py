@@ -16,6 +16,8 @@ import ctypes
 import errno
 import os
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
+
 LIBRARY_NAME = "libbpf.so.1"
 MISSING_LIBRARY_HINT = (
     "libbpf.so.1 was not found on this host: install the 'libbpf1' package "
@@ -30,13 +32,11 @@ KERNEL_MESSAGE = "libbpf: Kernel error message: "  # how libbpf passes on a netl
 LIBBPF_INFO = 1
 BPF_PROG_TYPE_XDP = 6
 BPF_NOEXIST = 1
-BPF_EXIST = 2
-BPF_F_LOCK = 4
 
 BATCH_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
 
 
-class LibbpfError(Exception):
+class LibbpfError(XdpfleetError):
     """A libbpf or bpf() failure; `errno` is the kernel's error, `log` the verifier's."""
 
     def __init__(self, message, err=None, log=""):
@@ -176,7 +176,6 @@ _SIGNATURES = {
     "bpf_map__value_size": (c_u32, [c_ptr]),
     "bpf_map__max_entries": (c_u32, [c_ptr]),
     "bpf_map__map_flags": (c_u32, [c_ptr]),
-    "bpf_map__set_max_entries": (c_int, [c_ptr, c_u32]),
     "bpf_map__set_ifindex": (None, [c_ptr, c_u32]),
     "bpf_map__reuse_fd": (c_int, [c_ptr, c_int]),
     "bpf_map__pin": (c_int, [c_ptr, c_str]),
@@ -187,7 +186,6 @@ _SIGNATURES = {
     "bpf_map_get_fd_by_id": (c_int, [c_u32]),
     "bpf_xdp_query": (c_int, [c_int, c_int, ctypes.POINTER(_XdpQueryOpts)]),
     "bpf_xdp_attach": (c_int, [c_int, c_int, c_u32, ctypes.POINTER(_XdpAttachOpts)]),
-    "bpf_prog_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
     "bpf_map_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_ptr, ctypes.POINTER(c_u32)]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_ptr, c_ptr]),
@@ -330,10 +328,6 @@ def _ids(next_id_function):
     while next_id_function(current, ctypes.byref(following)) == 0:
         current = following.value
         yield current
-
-
-def prog_ids():
-    return list(_ids(library().bpf_prog_get_next_id))
 
 
 def map_ids():
@@ -632,10 +626,6 @@ class BpfMap:
         """The layout declared in the ELF object, comparable with map_info()."""
         return {attribute: self._get(attribute)
                 for attribute in ("type", "key_size", "value_size", "max_entries", "map_flags")}
-
-    def set_max_entries(self, max_entries):
-        _check(library().bpf_map__set_max_entries(self._pointer, max_entries),
-               "cannot resize map %s" % self.name)
 
     def set_ifindex(self, ifindex):
         """Creates the map on a device for hardware offload."""

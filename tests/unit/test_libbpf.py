@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership as ownership
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 XDP_PASS = 2
@@ -54,7 +55,8 @@ def test_prog_and_map_info_come_from_the_kernel(counter):
     assert info["name"] == "count_and_pass" and len(info["tag"]) == 16
     map_names = {libbpf.map_info(counter.map(name).fd)["id"]: name for name in ("packets", "prefixes")}
     assert set(info["map_ids"]) == {next(i for i, n in map_names.items() if n == "packets")}
-    assert info["id"] in libbpf.prog_ids()
+    with ownership.opened(libbpf.prog_fd_by_id(info["id"])) as fd:
+        assert libbpf.prog_info(fd)["tag"] == info["tag"]
 
 
 def test_batch_update_delete_and_dump_of_a_trie(counter):
