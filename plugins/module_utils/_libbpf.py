@@ -15,6 +15,7 @@ __metaclass__ = type
 import ctypes
 import errno
 import os
+import sys
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
@@ -31,6 +32,8 @@ KERNEL_MESSAGE = "libbpf: Kernel error message: "  # how libbpf passes on a netl
 
 LIBBPF_INFO = 1
 BPF_PROG_TYPE_XDP = 6
+BTF_KIND_DATASEC = 15
+READ_ONLY_SECTION = ".rodata"  # where clang places `const volatile` globals, and libbpf's map of them
 BPF_NOEXIST = 1
 
 BATCH_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
@@ -152,6 +155,32 @@ class _MapInfo(ctypes.Structure):
     ]
 
 
+class BtfType(ctypes.Structure):
+    """struct btf_type: name, then kind and vlen packed in info, then size or type; kind-specific data follows."""
+    _fields_ = [("name_off", c_u32), ("info", c_u32), ("size_or_type", c_u32)]
+
+    @property
+    def kind(self):
+        return (self.info >> 24) & 0x1f
+
+    @property
+    def vlen(self):
+        return self.info & 0xffff
+
+    @property
+    def kind_flag(self):
+        return bool(self.info >> 31)
+
+    def following(self, element_type, count=None):
+        """The elements of element_type that follow this type in the BTF data (count, or vlen of them)."""
+        count = self.vlen if count is None else count
+        return (element_type * count).from_address(ctypes.addressof(self) + ctypes.sizeof(BtfType))
+
+
+class _BtfVarSecinfo(ctypes.Structure):
+    _fields_ = [("type", c_u32), ("offset", c_u32), ("size", c_u32)]
+
+
 _PRINT_CALLBACK = ctypes.CFUNCTYPE(c_int, c_int, c_str, c_ptr)
 _RING_SAMPLE_CALLBACK = ctypes.CFUNCTYPE(c_int, c_ptr, c_ptr, c_size_t)
 
@@ -163,6 +192,7 @@ _SIGNATURES = {
     "bpf_object__close": (None, [c_ptr]),
     "bpf_object__next_program": (c_ptr, [c_ptr, c_ptr]),
     "bpf_object__next_map": (c_ptr, [c_ptr, c_ptr]),
+    "bpf_object__btf": (c_ptr, [c_ptr]),
     "bpf_program__name": (c_str, [c_ptr]),
     "bpf_program__section_name": (c_str, [c_ptr]),
     "bpf_program__fd": (c_int, [c_ptr]),
@@ -180,6 +210,14 @@ _SIGNATURES = {
     "bpf_map__reuse_fd": (c_int, [c_ptr, c_int]),
     "bpf_map__pin": (c_int, [c_ptr, c_str]),
     "bpf_map__is_internal": (ctypes.c_bool, [c_ptr]),
+    "bpf_map__initial_value": (c_ptr, [c_ptr, ctypes.POINTER(c_size_t)]),
+    "btf__load_from_kernel_by_id": (c_ptr, [c_u32]),
+    "btf__free": (None, [c_ptr]),
+    "btf__type_by_id": (ctypes.POINTER(BtfType), [c_ptr, c_u32]),
+    "btf__name_by_offset": (c_str, [c_ptr, c_u32]),
+    "btf__resolve_size": (ctypes.c_int64, [c_ptr, c_u32]),
+    "btf__resolve_type": (c_int, [c_ptr, c_u32]),
+    "btf__find_by_name_kind": (c_int, [c_ptr, c_str, c_u32]),
     "bpf_obj_get": (c_int, [c_str]),
     "bpf_obj_pin": (c_int, [c_int, c_str]),
     "bpf_prog_get_fd_by_id": (c_int, [c_u32]),
@@ -606,8 +644,8 @@ class BpfMap:
     def __init__(self, pointer):
         self._pointer = pointer
 
-    def _get(self, attribute):
-        return getattr(library(), "bpf_map__" + attribute)(self._pointer)
+    def _get(self, attribute, *args):
+        return getattr(library(), "bpf_map__" + attribute)(self._pointer, *args)
 
     @property
     def name(self):
@@ -630,6 +668,14 @@ class BpfMap:
     def set_ifindex(self, ifindex):
         """Creates the map on a device for hardware offload."""
         library().bpf_map__set_ifindex(self._pointer, ifindex)
+
+    def initial_value(self):
+        """The bytes the map is created with (for .data/.rodata: the globals' initial values)."""
+        size = c_size_t()
+        data = self._get("initial_value", ctypes.byref(size))
+        if not data:
+            raise LibbpfError("map %s has no initial value" % self.name)
+        return ctypes.string_at(data, size.value)
 
     def reuse_fd(self, fd):
         """Makes the object use an existing kernel map instead of creating one."""
@@ -677,6 +723,28 @@ class BpfObject(_OwnedPointer):
 
     def program(self, name):
         return self._find(self.programs, name, "program")
+
+    def read_only_constant(self, name):
+        """The initial value of the unsigned integer `const volatile` global `name`, read where the object's
+        BTF places it in .rodata (before load too); None when the object has no such global."""
+        placed = self._read_only_variable(name)
+        if placed is None:
+            return None
+        offset, size = placed
+        rodata = next(bpf_map for bpf_map in self.maps if bpf_map.name.endswith(READ_ONLY_SECTION))
+        return int.from_bytes(rodata.initial_value()[offset:offset + size], sys.byteorder)
+
+    def _read_only_variable(self, name):
+        """(offset, size) of the global `name` in the .rodata section, from the object's BTF, or None."""
+        lib = library()
+        btf = lib.bpf_object__btf(self._pointer)
+        section_id = lib.btf__find_by_name_kind(btf, READ_ONLY_SECTION.encode(), BTF_KIND_DATASEC) if btf else -1
+        if section_id < 0:
+            return None
+        for variable in lib.btf__type_by_id(btf, section_id).contents.following(_BtfVarSecinfo):
+            if lib.btf__name_by_offset(btf, lib.btf__type_by_id(btf, variable.type).contents.name_off) == name.encode():
+                return variable.offset, variable.size
+        return None
 
     def map(self, name):
         return self._find(self.maps, name, "map")
