@@ -170,8 +170,8 @@ EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None,
 
 def interface_facts(interface, per_cpu=False, top=10, state_dir=_ruleset.STATE_DIR):
     described = _ownership.describe(interface)
-    facts = dict((key, described[key]) for key in
-                 ("attached", "prog_id", "name", "tag", "mode", "owner", "object_sha256", "program", "pin_dir"))
+    facts = dict((key, described[key]) for key in ("attached", "prog_id", "name", "tag", "mode", "owner",
+                                                   "object_sha256", "program", "pin_dir", "map_schema_version"))
     facts["maps"] = [{"name": item["name"], "id": item["id"]} for item in described["maps"]]
     facts.update(EMPTY_FIREWALL)
     with firewall_maps(described) as maps:

@@ -23,16 +23,17 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link
 META_MAP_NAME = "xdpfleet_meta"
 META_MAGIC = b"xdpfleet"
 META_SCHEMA = 1
-META_FORMAT = "<8sII32s64s256s"  # magic, schema, reserved, sha256, program name, pin_dir
+META_FORMAT = "<8sII32s64s256s"  # magic, schema, maps' schema version, sha256, program name, pin_dir
 META_KEY = struct.pack("<I", 0)
 OWNER_XDPFLEET, OWNER_FOREIGN = "xdpfleet", "foreign"
 MAP_LAYOUT = ("type", "key_size", "value_size", "max_entries", "map_flags")
 NOT_ATTACHED = {"attached": False, "prog_id": None, "name": None, "tag": None, "mode": None, "owner": None,
-                "object_sha256": None, "program": None, "pin_dir": None, "maps": []}
+                "object_sha256": None, "program": None, "pin_dir": None, "map_schema_version": None, "maps": []}
 
 
-def encode_meta(sha256_hex, program, pin_dir):
-    return struct.pack(META_FORMAT, META_MAGIC, META_SCHEMA, 0, bytes.fromhex(sha256_hex),
+def encode_meta(sha256_hex, program, pin_dir, map_schema_version):
+    """The record of a program xdpfleet loads; map_schema_version is its object's (0: unversioned)."""
+    return struct.pack(META_FORMAT, META_MAGIC, META_SCHEMA, map_schema_version, bytes.fromhex(sha256_hex),
                        program.encode(), pin_dir.encode())
 
 
@@ -40,11 +41,11 @@ def decode_meta(value):
     """The identity stored by xdpfleet, or None when value is not an xdpfleet record."""
     if value is None or len(value) < struct.calcsize(META_FORMAT):
         return None
-    magic, schema, _reserved, digest, program, pin_dir = struct.unpack_from(META_FORMAT, value)
+    magic, schema, map_schema_version, digest, program, pin_dir = struct.unpack_from(META_FORMAT, value)
     if magic != META_MAGIC:
         return None
-    return {"schema": schema, "object_sha256": digest.hex(),
-            "program": program.rstrip(b"\0").decode(), "pin_dir": pin_dir.rstrip(b"\0").decode()}
+    return {"schema": schema, "object_sha256": digest.hex(), "program": program.rstrip(b"\0").decode(),
+            "pin_dir": pin_dir.rstrip(b"\0").decode(), "map_schema_version": map_schema_version}
 
 
 @contextlib.contextmanager
@@ -74,14 +75,15 @@ def _read_maps(map_ids):
 
 
 def describe_program(prog_id, mode):
-    """What the kernel says about an attached program: name, tag, owner, object hash, maps."""
+    """What the kernel says about an attached program: name, tag, owner, object hash, maps and their schema."""
     with opened(libbpf.prog_fd_by_id(prog_id)) as fd:
         info = libbpf.prog_info(fd)
     maps, meta = _read_maps(info["map_ids"])
     meta = meta or {}
     return {"attached": True, "prog_id": prog_id, "name": info["name"], "tag": info["tag"], "mode": mode,
             "owner": OWNER_XDPFLEET if meta else OWNER_FOREIGN, "object_sha256": meta.get("object_sha256"),
-            "program": meta.get("program"), "pin_dir": meta.get("pin_dir"), "maps": maps}
+            "program": meta.get("program"), "pin_dir": meta.get("pin_dir"),
+            "map_schema_version": meta.get("map_schema_version"), "maps": maps}
 
 
 def describe_link(link):

@@ -20,7 +20,7 @@ import tempfile
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError, listed
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link, LinkError, ifindex
 
 BPF_MAP_TYPE_ARRAY = 2
@@ -29,6 +29,7 @@ UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, 524)  # 524: ENOTSUPP inside the 
 RACED = (errno.EEXIST, errno.EBUSY, errno.ENOENT)
 VERIFIER_LINES_IN_MESSAGE = 12
 INLINE_OBJECT_NAME = "xdp_program.o"  # libbpf names internal maps after the object's file name
+SCHEMA_VARIABLE = "xdpfleet_schema_version"  # an object's `const volatile __u32`: its maps' schema version
 
 
 class ProgramError(XdpfleetError):
@@ -50,7 +51,8 @@ def check_kernel(release):
 # --- decisions ---------------------------------------------------------------------------
 
 def _summary(described):
-    return dict((key, described[key]) for key in ("prog_id", "name", "tag", "mode", "object_sha256"))
+    return dict((key, described[key]) for key in ("prog_id", "name", "tag", "mode", "object_sha256",
+                                                  "map_schema_version"))
 
 
 def _check_owner(described, interface, force):
@@ -95,36 +97,52 @@ def select_program(bpf_object, name):
     return xdp_programs[0]
 
 
+def declared_schema_version(bpf_object):
+    """The schema version of an object's maps: its xdpfleet_schema_version, 0 (unversioned) without one."""
+    return bpf_object.read_only_constant(SCHEMA_VARIABLE) or 0
+
+
 def _layout_difference(declared, existing):
     return ", ".join("%s %s -> %s" % (key, existing[key], declared[key])
                      for key in _ownership.MAP_LAYOUT if declared[key] != existing[key])
 
 
-def _reusable_map_fds(bpf_object, described, pin_dir, migration):
-    """{map name: fd of the live map to carry over}; refuses a changed layout unless migration is reset.
+def _why_not_reusable(bpf_map, fd, live, described, schema_version):
+    """Why the live map behind fd cannot be carried over to bpf_map, or None when it can."""
+    if bpf_map.name in live and described["map_schema_version"] != schema_version:
+        return "map %s has schema version %d, the new object %d" % (
+            bpf_map.name, described["map_schema_version"], schema_version)
+    difference = _layout_difference(bpf_map.definition(), libbpf.map_info(fd))
+    return "the layout of map %s changed (%s)" % (bpf_map.name, difference) if difference else None
 
-    Live maps come from the attached xdpfleet program first (by id), then from pins in pin_dir.
+
+def _reusable_map_fds(bpf_object, described, pin_dir, migration, schema_version):
+    """{map name: fd of the live map to carry over}; refuses a changed layout or map schema version unless
+    migration is reset, which starts those maps empty.
+
+    Live maps come from the attached xdpfleet program first (by id), then from pins in pin_dir. The
+    attached program's maps carry the schema version it recorded; pinned maps alone carry none.
     """
     live = _live_ids(described)
-    fds, changed = {}, []
+    fds, refused = {}, []
     try:
         for bpf_map in bpf_object.maps:
             fd = _live_map_fd(bpf_map.name, live, pin_dir)
             if fd is None:
                 continue
-            difference = _layout_difference(bpf_map.definition(), libbpf.map_info(fd))
-            if difference:
+            why = _why_not_reusable(bpf_map, fd, live, described, schema_version)
+            if why:
                 os.close(fd)
-                changed.append("%s (%s)" % (bpf_map.name, difference))
+                refused.append(why)
             else:
                 fds[bpf_map.name] = fd
     except Exception:
         _close_all(fds)
         raise
-    if changed and migration != "reset":
+    if refused and migration != "reset":
         _close_all(fds)
-        raise ProgramError("the layout of map %s changed; its entries cannot be carried over. Set "
-                           "map_migration: reset to start these maps empty" % "; ".join(changed))
+        raise ProgramError("%s: the entries cannot be carried over. Set map_migration: reset to start these "
+                           "maps empty" % listed(refused))
     return fds
 
 
@@ -172,8 +190,8 @@ def _load(bpf_object, program, reuse_fds, hw_ifindex):
                               "\n".join(tail[-VERIFIER_LINES_IN_MESSAGE:])), verifier_log=tail)
 
 
-def _bind_meta(prog_fd, sha256, program_name, pin_dir):
-    key, value = _ownership.META_KEY, _ownership.encode_meta(sha256, program_name, pin_dir)
+def _bind_meta(prog_fd, sha256, program_name, pin_dir, schema_version):
+    key, value = _ownership.META_KEY, _ownership.encode_meta(sha256, program_name, pin_dir, schema_version)
     meta_fd = libbpf.map_create(BPF_MAP_TYPE_ARRAY, _ownership.META_MAP_NAME, len(key), len(value), 1)
     with _ownership.opened(meta_fd) as fd:
         libbpf.map_update(fd, key, value)
@@ -264,12 +282,13 @@ def _prepare_pin_dir(pin_dir):
 
 def _load_and_attach(link, bpf_object, program, request, described, sha256):
     pin_dir, mode = request["pin_dir"], _attach_mode(described, request["mode"])
-    reuse_fds = _reusable_map_fds(bpf_object, described, pin_dir, request["map_migration"])
+    schema_version = declared_schema_version(bpf_object)
+    reuse_fds = _reusable_map_fds(bpf_object, described, pin_dir, request["map_migration"], schema_version)
     try:
         _load(bpf_object, program, reuse_fds, link.index if mode == "hw" else 0)
     finally:
         _close_all(reuse_fds)
-    _bind_meta(program.fd, sha256, program.name, pin_dir)
+    _bind_meta(program.fd, sha256, program.name, pin_dir, schema_version)
     existed = _prepare_pin_dir(pin_dir)
     try:
         _attach_any_mode(link, program.fd, mode, described, request["force"])
@@ -284,15 +303,15 @@ def _load_and_attach(link, bpf_object, program, request, described, sha256):
     _unpin_stale(described, set(m.name for m in bpf_object.maps), pin_dir)
 
 
-def _predicted(described, program_name, mode, sha256):
+def _predicted(described, bpf_object, program_name, mode, sha256):
     return {"prog_id": None, "name": program_name[:libbpf.OBJ_NAME_LEN - 1], "tag": None,
             "mode": described["mode"] if described["attached"] and mode == "auto" else mode,
-            "object_sha256": sha256}
+            "object_sha256": sha256, "map_schema_version": declared_schema_version(bpf_object)}
 
 
 def _result(changed, interface, before, after_described, after=None):
-    result = dict((key, after_described[key]) for key in
-                  ("prog_id", "tag", "mode", "object_sha256", "program", "owner", "pin_dir", "maps"))
+    result = dict((key, after_described[key]) for key in ("prog_id", "tag", "mode", "object_sha256", "program",
+                                                          "owner", "pin_dir", "map_schema_version", "maps"))
     result.update(changed=changed, interface=interface,
                   diff={"before": _summary(before), "after": after or _summary(after_described)})
     return result
@@ -338,7 +357,7 @@ def ensure_attached(request, check_mode):
             if check_mode:
                 _attach_mode(before, request["mode"])
                 return _result(True, interface, before, before,
-                               _predicted(before, program.name, request["mode"], sha256))
+                               _predicted(before, bpf_object, program.name, request["mode"], sha256))
             _load_and_attach(link, bpf_object, program, request, before, sha256)
         return _result(True, interface, before, _ownership.describe_link(link))
 
