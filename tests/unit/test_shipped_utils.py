@@ -24,15 +24,19 @@ from ansible._internal._ansiballz._builder import ExtensionManager
 from ansible.executor.module_common import recursive_finder
 from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
-repo = pathlib.Path(sys.argv[1])
+repo = pathlib.Path(sys.argv[1]).resolve()
 _AnsibleCollectionFinder(paths=[str(repo / ".collections")])._install()
 prefix = "ansible_collections/xdpfleet/xdp/plugins/module_utils/"
 shipped = {}
 for path in sorted((repo / "plugins" / "modules").glob("*.py")):
     payload = io.BytesIO()
     with zipfile.ZipFile(payload, "w") as archive:
-        recursive_finder(path.stem, "ansible_collections.xdpfleet.xdp.plugins.modules." + path.stem,
-                         path.read_bytes(), archive, datetime.datetime(2020, 1, 1), ExtensionManager())
+        try:
+            recursive_finder(path.stem, "ansible_collections.xdpfleet.xdp.plugins.modules." + path.stem,
+                             path.read_bytes(), archive, datetime.datetime(2020, 1, 1), ExtensionManager())
+        except Exception as error:  # an import the finder cannot resolve: reported by the tests
+            shipped[path.stem] = "cannot be packed: %s" % error
+            continue
         shipped[path.stem] = sorted(name[len(prefix):-3] for name in archive.namelist()
                                     if name.startswith(prefix) and name != prefix + "__init__.py")
 print(json.dumps(shipped))
@@ -47,15 +51,20 @@ def shipped():
     return json.loads(done.stdout)
 
 
+def packed(shipped, module):
+    assert isinstance(shipped[module], list), shipped[module]
+    return set(shipped[module])
+
+
 def test_every_module_is_scanned(shipped):
     assert set(READ_ONLY_MODULES) | {"xdp_program"} <= set(shipped)
-    assert "_libbpf" in shipped["xdp_facts"]
+    assert {"_libbpf", "_ownership"} <= packed(shipped, "xdp_facts")
 
 
 @pytest.mark.parametrize("module", READ_ONLY_MODULES)
 def test_read_only_modules_ship_neither_the_loader_nor_bcc_nor_the_rule_writer(shipped, module):
-    assert sorted(set(shipped[module]) & set(WRITING_SIDE)) == []
+    assert sorted(packed(shipped, module) & set(WRITING_SIDE)) == []
 
 
 def test_the_loader_ships_bcc_for_compiler_bcc(shipped):
-    assert {"_program", "_bcc"} <= set(shipped["xdp_program"])
+    assert {"_program", "_bcc"} <= packed(shipped, "xdp_program")
