@@ -19,7 +19,7 @@ __metaclass__ = type
 
 import ctypes
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import BtfType, LibbpfError, library
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError, library
 
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
 KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG, KIND_ENUM64 = 8, 9, 10, 11, 18, 19

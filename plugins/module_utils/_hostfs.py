@@ -82,7 +82,7 @@ def check_pin_dir(pin_dir):
     if (pin_dir + "/").startswith(BPFFS_ROOT + "/") and not bpffs_mounted():
         return  # bpffs is mounted there before anything is pinned
     raise HostfsError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
-                     % (pin_dir, BPFFS_ROOT))
+                      % (pin_dir, BPFFS_ROOT))
 
 
 def make_pin_dir(pin_dir):

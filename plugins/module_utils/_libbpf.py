@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The subset of libbpf (libbpf.so.1, through ctypes) that xdpfleet needs.
 
-Two layers: BpfObject/BpfProgram/BpfMap wrap libbpf's ELF object API (open, load,
-pin), and plain functions wrap the bpf() syscall helpers that work on file
-descriptors (info, map elements and batches, test runs). Every failure raises
-LibbpfError with a message that says what was attempted; nothing here prints.
+Two layers: BpfObject/BpfProgram/BpfMap wrap libbpf's ELF object API (open, read-only
+globals, load, pin), and plain functions wrap the bpf() syscall helpers that work on file
+descriptors (info, map elements and batches, test runs) and the XDP hook of an interface.
+The BTF functions are declared here too, for _btf. Every failure raises LibbpfError with a
+message that says what was attempted; nothing here prints.
 """
 
 from __future__ import absolute_import, division, print_function

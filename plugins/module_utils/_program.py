@@ -378,7 +378,7 @@ def _open_object(request, described):
         return libbpf.BpfObject(request["object"])
     live = _live_ids(described)
     return _bcc_backend().BccObject(request["object"], request["cflags"],
-                          lambda name: _live_map_fd(name, live, request["pin_dir"]))
+                                    lambda name: _live_map_fd(name, live, request["pin_dir"]))
 
 
 def _restore_pins(described, interface, pin_dir, check_mode):

@@ -59,7 +59,9 @@ def test_translation_covers_every_map_and_leaves_no_btf_definition():
     assert 'SEC(".maps")' not in text and "__uint(" not in text and "bpf_map_lookup_elem(&" not in text
 
 
-@pytest.mark.parametrize("cflags, version", [([], 1), (["-DXF_SCHEMA_VERSION=2"], 2), (["-D", "XF_SCHEMA_VERSION=3"], 3)])
+@pytest.mark.parametrize("cflags, version", [
+    ([], 1), (["-DXF_SCHEMA_VERSION=2"], 2), (["-D", "XF_SCHEMA_VERSION=3"], 3),
+])
 def test_bcc_reads_the_map_schema_version_the_clang_object_declares(tmp_path, cflags, version):
     clang_object = str(tmp_path / "firewall.o")
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % os.uname().machine,

@@ -140,7 +140,7 @@ const volatile __u8 last = 9;
 SEC("xdp")
 int pass(struct xdp_md *ctx)
 {
-	return XDP_PASS;
+    return XDP_PASS;
 }
 """
 

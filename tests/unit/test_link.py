@@ -71,8 +71,7 @@ def counter_object(tmp_path_factory):
 
 
 @pytest.mark.parametrize("python", PYTHONS)
-def test_attach_replace_and_detach_go_through_libbpf_alone_and_touch_only_the_expected_program(python,
-                                                                                             counter_object):
+def test_attach_replace_and_detach_need_libbpf_alone_and_touch_only_the_expected_program(python, counter_object):
     seen = _in_fresh_namespace(python, HOOK_LIFE_CYCLE, counter_object)
     first, second = seen["ids"]
     assert seen["before"] == [0, None]
