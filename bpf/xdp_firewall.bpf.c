@@ -20,6 +20,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Not used by the program: the loader (plugins/module_utils/_program.py) reads it from .rodata. */
+const volatile __u32 xdpfleet_schema_version = XF_SCHEMA_VERSION;
+
 enum parse_result { PARSED_IP, ALWAYS_PASS, NOT_IP, MALFORMED };
 
 struct packet {
@@ -35,7 +38,7 @@ struct packet {
 /* The per-packet working state lives in a per-CPU map value, not on the stack: the verifier
  * does not track what a map value holds, so the states that parsing leaves (IPv4 or IPv6,
  * ports or none, ...) meet again before classification instead of each being verified
- * through it (a stack copy made loading take 234,527 instructions and 0.39 s). */
+ * through it (docs/PERFORMANCE.md has what a stack copy cost the verifier). */
 struct scratch {
 	struct packet pkt;
 	__u32 position;         /* smallest matching rule position so far */

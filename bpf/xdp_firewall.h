@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Map layouts shared by xdp_firewall.bpf.c and plugins/module_utils/_rules.py
- * (which mirrors them with struct formats: change both together, and bump
- * XF_SCHEMA_VERSION so pinned maps of the old layout are not reused). */
+/* Map layouts shared by xdp_firewall.bpf.c and plugins/module_utils/_layout.py
+ * (which describes them with named offsets: change both together, and bump
+ * XF_SCHEMA_VERSION. The loader records the version of the maps it attaches, and
+ * carries live maps over to an object of another version only when told to start
+ * them empty: map_migration: reset). */
 #ifndef XDP_FIREWALL_H
 #define XDP_FIREWALL_H
 
 #include <linux/types.h>
 
+#ifndef XF_SCHEMA_VERSION /* -D sets it only where tests build objects of two versions */
 #define XF_SCHEMA_VERSION 1
+#endif
 #define XF_CHAIN_MAX 16          /* positions per prefix entry */
 #define XF_MAX_RULES 131072      /* rule positions and hit-counter slots */
 #define XF_MAX_PREFIXES 131072   /* entries per prefix hash or trie */

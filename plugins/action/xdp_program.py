@@ -16,7 +16,7 @@ import tempfile
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.action import ActionBase
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _hostfs
 
 MODULE = "xdpfleet.xdp.xdp_program"
 BASE_CFLAGS = ["-O2", "-g", "-target", "bpf"]
@@ -82,14 +82,6 @@ def compile_source(source, cflags):
     return cached
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_base64(path):
     with open(path, "rb") as handle:
         return to_text(base64.b64encode(handle.read()))
@@ -125,8 +117,8 @@ class ActionModule(ActionBase):
         try:
             local_object = self._local_object(self._task.args)
             if local_object:
-                self._expect_hash(module_args, _bcc.file_sha256(local_object, module_args.get("cflags") or [])
-                                  if uses_bcc(module_args) else file_sha256(local_object))
+                self._expect_hash(module_args, _bcc.source_sha256(local_object, module_args.get("cflags") or [])
+                                  if uses_bcc(module_args) else _hostfs.file_sha256(local_object))
                 module_args.pop("object", None)
                 module_args["object_content"] = file_base64(local_object)
             result.update(self._execute_module(MODULE, module_args=module_args, task_vars=task_vars))

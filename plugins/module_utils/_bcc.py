@@ -30,8 +30,9 @@ import shutil
 import sys
 import tempfile
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 BCC_PACKAGES = "Debian/Ubuntu: apt-get install python3-bpfcc; RHEL/Fedora: dnf install python3-bcc"
 MAP_TYPES = {
@@ -50,10 +51,11 @@ COMMENT = re.compile(r'/\*.*?\*/|//[^\n]*', re.S)
 INLINE_FUNCTION = re.compile(r'static\s+__always_inline\s+[\w\s\*]*?\b(\w+)\s*\(\s*(?:const\s+)?void\s*\*\s*(\w+)\s*,')
 MAP_LOOKUP = re.compile(r'bpf_map_lookup_elem\(\s*\(?&(\w+)\)?\s*,')
 DESIGNATED_LOCAL = re.compile(r'^([ \t]+(?:const\s+)?struct\s+\w+\s+)(\w+)\s*=\s*\{\s*(\.\w+\s*=[^{};]*?)\s*\};', re.M)
+OBJECT_MACRO = re.compile(r'^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+(\w+)[ \t]*$', re.M)
 RINGBUF_RESERVE = re.compile(r'bpf_ringbuf_reserve\(\s*\(?&(\w+)\)?\s*,\s*([^,()]+(?:\([^()]*\))?)\s*,\s*0\s*\)')
 
 
-class BccError(Exception):
+class BccError(XdpfleetError):
     pass
 
 
@@ -215,8 +217,41 @@ __attribute__((section("maps/" _section))) struct _name##_table_t _name = { .max
 """
 
 
-def file_sha256(path, cflags):
-    """Identity of a bcc program: its bundled source and the flags (nothing is compiled to compute it)."""
+def read_only_constant(text, cflags, name):
+    """The value of the `const volatile` integer global `name` of a source (bcc keeps no global data to read it
+    from): a number, or an object-like macro for one, which a -D flag overrides as the sources' #ifndef-guarded
+    defaults expect. None when the source has no such global."""
+    text = COMMENT.sub("", text)
+    found = re.search(r'\bconst\s+volatile\s+\w+\s+%s\s*=\s*(\w+)\s*;' % re.escape(name), text)
+    if not found:
+        return None
+    macros = dict(OBJECT_MACRO.findall(text))
+    macros.update(_defined_by_flags(cflags))
+    value, seen = found.group(1), set()
+    while value in macros and value not in seen:
+        seen.add(value)
+        value = macros[value]
+    try:
+        return int(value.rstrip("uUlL"), 0)
+    except ValueError:
+        raise BccError("the value of %s (%s) is not a number the bcc backend can read from the source" % (name, value))
+
+
+def _defined_by_flags(cflags):
+    """{macro: value} of the -D flags among cflags (-DNAME=VALUE, -DNAME, -D NAME=VALUE)."""
+    defined, flags = {}, iter(cflags)
+    for flag in flags:
+        if flag == "-D":
+            flag += next(flags, "")
+        if flag.startswith("-D"):
+            macro, _equals, value = flag[2:].partition("=")
+            defined[macro] = value or "1"
+    return defined
+
+
+def source_sha256(path, cflags):
+    """Identity of a bcc program: its bundled source (local includes inlined, so not the file's digest) and
+    the flags; nothing is compiled to compute it."""
     digest = hashlib.sha256(bundle(path).encode())
     digest.update("\0".join(cflags).encode())
     return digest.hexdigest()
@@ -343,8 +378,8 @@ class BccObject:
         check_kernel_headers()
         stage = None
         if fds:
-            state.mount_bpffs()
-            stage = tempfile.mkdtemp(prefix="xdpfleet-bcc-", dir=state.BPFFS_ROOT)
+            _hostfs.mount_bpffs()
+            stage = tempfile.mkdtemp(prefix="xdpfleet-bcc-", dir=_hostfs.BPFFS_ROOT)
         try:
             pins = {}
             for name, fd in fds.items():
@@ -408,3 +443,6 @@ class BccObject:
 
     def program_fd(self, name):
         return self._loaded[name].fd
+
+    def read_only_constant(self, name):
+        return read_only_constant(self._text, self._cflags, name)

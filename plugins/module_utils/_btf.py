@@ -28,10 +28,6 @@ INT_SIGNED, INT_CHAR = 1, 2
 MAX_DEPTH = 32
 
 
-class _Type(ctypes.Structure):
-    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size_or_type", ctypes.c_uint32)]
-
-
 class _Array(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("index_type", ctypes.c_uint32), ("nelems", ctypes.c_uint32)]
 
@@ -48,29 +44,11 @@ class _Enum64(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("val_lo32", ctypes.c_uint32), ("val_hi32", ctypes.c_uint32)]
 
 
-_SIGNATURES = {
-    "btf__load_from_kernel_by_id": (ctypes.c_void_p, [ctypes.c_uint32]),
-    "btf__free": (None, [ctypes.c_void_p]),
-    "btf__type_by_id": (ctypes.POINTER(_Type), [ctypes.c_void_p, ctypes.c_uint32]),
-    "btf__name_by_offset": (ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_uint32]),
-    "btf__resolve_size": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_uint32]),
-    "btf__resolve_type": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint32]),
-}
-
-
-def _btf_library():
-    loaded = library()
-    for name, (restype, argtypes) in _SIGNATURES.items():
-        function = getattr(loaded, name)
-        function.restype, function.argtypes = restype, argtypes
-    return loaded
-
-
 class KernelBtf:
     """One BTF object of the kernel, by id; use as a context manager so libbpf frees it."""
 
     def __init__(self, btf_id):
-        self._lib = _btf_library()
+        self._lib = library()
         self._pointer = self._lib.btf__load_from_kernel_by_id(btf_id)
         if not self._pointer:
             raise LibbpfError("cannot load BTF id %d from the kernel" % btf_id, ctypes.get_errno())
@@ -87,24 +65,22 @@ class KernelBtf:
             raise LibbpfError("BTF type %d nests deeper than %d levels" % (type_id, MAX_DEPTH))
         type_id = self._resolve(type_id)
         btf_type = self._lib.btf__type_by_id(self._pointer, type_id).contents
-        kind, vlen = (btf_type.info >> 24) & 0x1f, btf_type.info & 0xffff
-        size = self._size(type_id)
-        body = ctypes.addressof(btf_type) + ctypes.sizeof(_Type)
+        kind, size = btf_type.kind, self._size(type_id)
         if kind == KIND_INT:
-            encoding = ctypes.c_uint32.from_address(body).value >> 24
+            encoding = btf_type.following(ctypes.c_uint32, 1)[0] >> 24
             return {"kind": "int", "size": size, "signed": bool(encoding & INT_SIGNED),
                     "char": bool(encoding & INT_CHAR) or self._name(btf_type.name_off) == "char"}
         if kind == KIND_PTR:
             return {"kind": "int", "size": size, "signed": False, "char": False}
         if kind in (KIND_ENUM, KIND_ENUM64):
-            return self._enum(btf_type, kind, vlen, size, body)
+            return self._enum(btf_type, size)
         if kind == KIND_ARRAY:
-            array = _Array.from_address(body)
+            array = btf_type.following(_Array, 1)[0]
             return {"kind": "array", "size": size, "count": array.nelems,
                     "element": self.type_tree(array.type, depth + 1)}
         if kind == KIND_STRUCT:
             return {"kind": "struct", "name": self._name(btf_type.name_off), "size": size,
-                    "members": self._members(btf_type, vlen, body, depth)}
+                    "members": self._members(btf_type, depth)}
         return {"kind": "bytes", "size": size}
 
     def _resolve(self, type_id):
@@ -123,22 +99,19 @@ class KernelBtf:
         name = self._lib.btf__name_by_offset(self._pointer, offset)
         return name.decode() if name else ""
 
-    def _enum(self, btf_type, kind, vlen, size, body):
-        signed = bool(btf_type.info >> 31)
-        if kind == KIND_ENUM:
-            values = (_Enum * vlen).from_address(body)
-            names = {value.val: self._name(value.name_off) for value in values}
+    def _enum(self, btf_type, size):
+        if btf_type.kind == KIND_ENUM:
+            names = {value.val: self._name(value.name_off) for value in btf_type.following(_Enum)}
         else:
-            values = (_Enum64 * vlen).from_address(body)
-            names = {value.val_hi32 << 32 | value.val_lo32: self._name(value.name_off) for value in values}
-        return {"kind": "enum", "size": size, "signed": signed, "names": names}
+            names = {value.val_hi32 << 32 | value.val_lo32: self._name(value.name_off)
+                     for value in btf_type.following(_Enum64)}
+        return {"kind": "enum", "size": size, "signed": btf_type.kind_flag, "names": names}
 
-    def _members(self, btf_type, vlen, body, depth):
-        has_bitfields = bool(btf_type.info >> 31)
+    def _members(self, btf_type, depth):
         members = []
-        for member in (_Member * vlen).from_address(body):
+        for member in btf_type.following(_Member):
             bit_offset, bit_size = member.offset, 0
-            if has_bitfields:
+            if btf_type.kind_flag:  # the struct has bitfields
                 bit_offset, bit_size = member.offset & 0xffffff, member.offset >> 24
             members.append({"name": self._name(member.name_off), "bit_offset": bit_offset, "bit_size": bit_size,
                             "type": self.type_tree(member.type, depth + 1)})

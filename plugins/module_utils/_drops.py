@@ -17,17 +17,17 @@ import struct
 import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, decode_event
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOL_NAMES, rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import NetlinkError
 
 EVENTS_MAP = "xf_events"
 POLL_SLICE_MS = 100
 
 
-class DropsError(Exception):
+class DropsError(XdpfleetError):
     pass
 
 
@@ -152,10 +152,7 @@ def event_facts(record, interface, offset, names, kernel):
 def read_drops(interface, timeout=1.0, count=0, consume=True, state_dir=STATE_DIR):
     """{events, sample_rate} of interface: the drops sampled into its ring buffer, taken out of it
     unless consume=False."""
-    try:
-        described = _program.describe(interface)
-    except NetlinkError as error:
-        raise DropsError(str(error))
+    described = _ownership.describe(interface)
     fd = libbpf.map_fd_by_id(events_map_id(described, interface))
     try:
         records = read_records(fd, timeout, count, consume)

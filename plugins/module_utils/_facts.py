@@ -17,7 +17,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _netlink, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, PerCpuRecords, action_stats
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names
@@ -29,7 +30,7 @@ SYS_NET = "/sys/class/net"
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 
 
-class FactsError(Exception):
+class FactsError(XdpfleetError):
     pass
 
 
@@ -51,7 +52,7 @@ def jit_enabled(interfaces):
         return setting != "0"
     for facts in interfaces:
         if facts["attached"]:
-            with _program.opened(libbpf.prog_fd_by_id(facts["prog_id"])) as fd:
+            with _ownership.opened(libbpf.prog_fd_by_id(facts["prog_id"])) as fd:
                 if libbpf.prog_info(fd)["jited"]:
                     return True
     return None
@@ -141,9 +142,9 @@ EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None,
 
 
 def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):
-    described = _program.describe(interface)
-    facts = dict((key, described[key]) for key in
-                 ("attached", "prog_id", "name", "tag", "mode", "owner", "object_sha256", "program", "pin_dir"))
+    described = _ownership.describe(interface)
+    facts = dict((key, described[key]) for key in ("attached", "prog_id", "name", "tag", "mode", "owner",
+                                                   "object_sha256", "program", "pin_dir", "map_schema_version"))
     facts["maps"] = [{"name": item["name"], "id": item["id"]} for item in described["maps"]]
     facts.update(EMPTY_FIREWALL)
     with firewall_maps(described) as maps:
@@ -164,17 +165,14 @@ def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=STATE_D
     if top < 0:
         raise FactsError("top_rules must be 0 or more, not %d" % top)
     libbpf.library()
-    try:
-        indexes = dict((name, _netlink.ifindex(name)) for name in
-                       interfaces or [name for name in interface_names() if name != "lo"])
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # the query's imports run while this thread waits for the kernel to copy out the maps
-            query = pool.submit(_netlink.xdp_features, list(indexes.values())) if modes else None
-            interfaces = dict((name, interface_facts(name, per_cpu, top, state_dir)) for name in indexes)
-            result = {"capabilities": capabilities(interfaces.values()), "interfaces": interfaces}
-        features = query.result() if query else None
-        for name, index in indexes.items():
-            result["interfaces"][name]["xdp_modes"] = xdp_modes(features[index]) if features is not None else None
-    except _netlink.NetlinkError as error:
-        raise FactsError(str(error))
+    indexes = dict((name, _link.ifindex(name)) for name in
+                   interfaces or [name for name in interface_names() if name != "lo"])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the query's imports run while this thread waits for the kernel to copy out the maps
+        query = pool.submit(_link.xdp_features, list(indexes.values())) if modes else None
+        interfaces = dict((name, interface_facts(name, per_cpu, top, state_dir)) for name in indexes)
+        result = {"capabilities": capabilities(interfaces.values()), "interfaces": interfaces}
+    features = query.result() if query else None
+    for name, index in indexes.items():
+        result["interfaces"][name]["xdp_modes"] = xdp_modes(features[index]) if features is not None else None
     return result

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Host-side state of xdpfleet: the bpf filesystem, pin directories and the host lock.
+"""The host's filesystem side of xdpfleet: bpffs, pin directories, the host lock, atomic file writes, file digests.
 
 Nothing here needs Ansible; every function works on plain paths.
 """
@@ -13,10 +13,11 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import tempfile
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 BPFFS_ROOT = "/sys/fs/bpf"
 BPFFS_TYPE = "bpf"
@@ -25,7 +26,7 @@ LOCK_DIR = "/run/xdpfleet"
 PIN_DIR_MODE = 0o700
 
 
-class HostfsError(_errors.XdpfleetError):
+class HostfsError(XdpfleetError):
     pass
 
 
@@ -81,7 +82,7 @@ def check_pin_dir(pin_dir):
     if (pin_dir + "/").startswith(BPFFS_ROOT + "/") and not bpffs_mounted():
         return  # bpffs is mounted there before anything is pinned
     raise HostfsError("pin_dir %s is not on a bpf filesystem (bpffs); use a directory under %s"
-                     % (pin_dir, BPFFS_ROOT))
+                      % (pin_dir, BPFFS_ROOT))
 
 
 def make_pin_dir(pin_dir):
@@ -144,10 +145,10 @@ def host_lock(interface, lock_dir=LOCK_DIR):
 
 
 def write_atomically(path, text, mode=0o644):
-    """Writes text to path through a temporary file renamed over it, with both synced to disk: a reader sees
-    the old file or the new one, never a part, also after a crash."""
+    """Writes text to path through a temporary file in the same directory, renamed over path: readers see
+    the old file or the new one, and after a crash the old one or the new one (file and directory synced)."""
     directory = os.path.dirname(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(text)
@@ -158,8 +159,17 @@ def write_atomically(path, text, mode=0o644):
     except BaseException:
         os.unlink(temporary)
         raise
-    fd = os.open(directory, os.O_RDONLY)
+    directory_descriptor = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        os.fsync(directory_descriptor)
     finally:
-        os.close(fd)
+        os.close(directory_descriptor)
+
+
+def file_sha256(path):
+    """The hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The subset of libbpf (libbpf.so.1, through ctypes) that xdpfleet needs.
 
-Two layers: BpfObject/BpfProgram/BpfMap wrap libbpf's ELF object API (open, load,
-pin), and plain functions wrap the bpf() syscall helpers that work on file
-descriptors (info, map elements and batches, test runs). Every failure raises
-LibbpfError with a message that says what was attempted; nothing here prints.
+Two layers: BpfObject/BpfProgram/BpfMap wrap libbpf's ELF object API (open, read-only
+globals, load, pin), and plain functions wrap the bpf() syscall helpers that work on file
+descriptors (info, map elements and batches, test runs) and the XDP hook of an interface.
+The BTF functions are declared here too, for _btf. Every failure raises LibbpfError with a
+message that says what was attempted; nothing here prints.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,6 +16,9 @@ __metaclass__ = type
 import ctypes
 import errno
 import os
+import sys
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 LIBRARY_NAME = "libbpf.so.1"
 MISSING_LIBRARY_HINT = (
@@ -25,17 +29,18 @@ OBJ_NAME_LEN = 16
 TAG_SIZE = 8
 LOG_BUFFER_SIZE = 1 << 22
 LOG_TAIL_LINES = 30
+KERNEL_MESSAGE = "libbpf: Kernel error message: "  # how libbpf passes on a netlink extended ack
 
 LIBBPF_INFO = 1
 BPF_PROG_TYPE_XDP = 6
+BTF_KIND_DATASEC = 15
+READ_ONLY_SECTION = ".rodata"  # where clang places `const volatile` globals, and libbpf's map of them
 BPF_NOEXIST = 1
-BPF_EXIST = 2
-BPF_F_LOCK = 4
 
 BATCH_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
 
 
-class LibbpfError(Exception):
+class LibbpfError(XdpfleetError):
     """A libbpf or bpf() failure; `errno` is the kernel's error, `log` the verifier's."""
 
     def __init__(self, message, err=None, log=""):
@@ -103,6 +108,10 @@ class _MapCreateOpts(ctypes.Structure):
                 ("map_extra", c_u64), ("numa_node", c_u32), ("map_ifindex", c_u32)]
 
 
+class _XdpAttachOpts(ctypes.Structure):
+    _fields_ = [("sz", c_size_t), ("old_prog_fd", c_int)]
+
+
 class _BatchOpts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("elem_flags", c_u64), ("flags", c_u64)]
 
@@ -154,6 +163,32 @@ class _MapInfo(ctypes.Structure):
     ]
 
 
+class BtfType(ctypes.Structure):
+    """struct btf_type: name, then kind and vlen packed in info, then size or type; kind-specific data follows."""
+    _fields_ = [("name_off", c_u32), ("info", c_u32), ("size_or_type", c_u32)]
+
+    @property
+    def kind(self):
+        return (self.info >> 24) & 0x1f
+
+    @property
+    def vlen(self):
+        return self.info & 0xffff
+
+    @property
+    def kind_flag(self):
+        return bool(self.info >> 31)
+
+    def following(self, element_type, count=None):
+        """The elements of element_type that follow this type in the BTF data (count, or vlen of them)."""
+        count = self.vlen if count is None else count
+        return (element_type * count).from_address(ctypes.addressof(self) + ctypes.sizeof(BtfType))
+
+
+class _BtfVarSecinfo(ctypes.Structure):
+    _fields_ = [("type", c_u32), ("offset", c_u32), ("size", c_u32)]
+
+
 _PRINT_CALLBACK = ctypes.CFUNCTYPE(c_int, c_int, c_str, c_ptr)
 _RING_SAMPLE_CALLBACK = ctypes.CFUNCTYPE(c_int, c_ptr, c_ptr, c_size_t)
 
@@ -165,6 +200,7 @@ _SIGNATURES = {
     "bpf_object__close": (None, [c_ptr]),
     "bpf_object__next_program": (c_ptr, [c_ptr, c_ptr]),
     "bpf_object__next_map": (c_ptr, [c_ptr, c_ptr]),
+    "bpf_object__btf": (c_ptr, [c_ptr]),
     "bpf_program__name": (c_str, [c_ptr]),
     "bpf_program__section_name": (c_str, [c_ptr]),
     "bpf_program__fd": (c_int, [c_ptr]),
@@ -178,16 +214,24 @@ _SIGNATURES = {
     "bpf_map__value_size": (c_u32, [c_ptr]),
     "bpf_map__max_entries": (c_u32, [c_ptr]),
     "bpf_map__map_flags": (c_u32, [c_ptr]),
-    "bpf_map__set_max_entries": (c_int, [c_ptr, c_u32]),
     "bpf_map__set_ifindex": (None, [c_ptr, c_u32]),
     "bpf_map__reuse_fd": (c_int, [c_ptr, c_int]),
     "bpf_map__pin": (c_int, [c_ptr, c_str]),
     "bpf_map__is_internal": (ctypes.c_bool, [c_ptr]),
+    "bpf_map__initial_value": (c_ptr, [c_ptr, ctypes.POINTER(c_size_t)]),
+    "btf__load_from_kernel_by_id": (c_ptr, [c_u32]),
+    "btf__free": (None, [c_ptr]),
+    "btf__type_by_id": (ctypes.POINTER(BtfType), [c_ptr, c_u32]),
+    "btf__name_by_offset": (c_str, [c_ptr, c_u32]),
+    "btf__resolve_size": (ctypes.c_int64, [c_ptr, c_u32]),
+    "btf__resolve_type": (c_int, [c_ptr, c_u32]),
+    "btf__find_by_name_kind": (c_int, [c_ptr, c_str, c_u32]),
     "bpf_obj_get": (c_int, [c_str]),
     "bpf_obj_pin": (c_int, [c_int, c_str]),
     "bpf_prog_get_fd_by_id": (c_int, [c_u32]),
     "bpf_map_get_fd_by_id": (c_int, [c_u32]),
-    "bpf_prog_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
+    "bpf_xdp_query": (c_int, [c_int, c_int, ctypes.POINTER(_XdpQueryOpts)]),
+    "bpf_xdp_attach": (c_int, [c_int, c_int, c_u32, ctypes.POINTER(_XdpAttachOpts)]),
     "bpf_map_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_ptr, ctypes.POINTER(c_u32)]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_ptr, c_ptr]),
@@ -309,15 +353,30 @@ def xdp_query(ifindex):
     return {name: getattr(opts, name) for name, _type in _XdpQueryOpts._fields_[1:]}
 
 
+def xdp_attach(ifindex, prog_fd, flags, old_prog_fd=0):
+    """Sets the XDP hook of ifindex to prog_fd (-1: no program) through rtnetlink (bpf_xdp_attach).
+
+    With XDP_FLAGS_REPLACE and old_prog_fd, the kernel swaps only when old_prog_fd's program is the one attached.
+    """
+    opts = _XdpAttachOpts(sz=ctypes.sizeof(_XdpAttachOpts), old_prog_fd=old_prog_fd)
+    del _messages[:]
+    _check(library().bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)),
+           "cannot set the XDP program of ifindex %d" % ifindex)
+
+
+def kernel_message():
+    """The kernel's own reason (netlink extended ack) for refusing libbpf's last netlink request, or None."""
+    for line in reversed(_messages):
+        if line.startswith(KERNEL_MESSAGE):
+            return line[len(KERNEL_MESSAGE):]
+    return None
+
+
 def _ids(next_id_function):
     current, following = 0, c_u32()
     while next_id_function(current, ctypes.byref(following)) == 0:
         current = following.value
         yield current
-
-
-def prog_ids():
-    return list(_ids(library().bpf_prog_get_next_id))
 
 
 def map_ids():
@@ -606,8 +665,8 @@ class BpfMap:
     def __init__(self, pointer):
         self._pointer = pointer
 
-    def _get(self, attribute):
-        return getattr(library(), "bpf_map__" + attribute)(self._pointer)
+    def _get(self, attribute, *args):
+        return getattr(library(), "bpf_map__" + attribute)(self._pointer, *args)
 
     @property
     def name(self):
@@ -627,13 +686,17 @@ class BpfMap:
         return {attribute: self._get(attribute)
                 for attribute in ("type", "key_size", "value_size", "max_entries", "map_flags")}
 
-    def set_max_entries(self, max_entries):
-        _check(library().bpf_map__set_max_entries(self._pointer, max_entries),
-               "cannot resize map %s" % self.name)
-
     def set_ifindex(self, ifindex):
         """Creates the map on a device for hardware offload."""
         library().bpf_map__set_ifindex(self._pointer, ifindex)
+
+    def initial_value(self):
+        """The bytes the map is created with (for .data/.rodata: the globals' initial values)."""
+        size = c_size_t()
+        data = self._get("initial_value", ctypes.byref(size))
+        if not data:
+            raise LibbpfError("map %s has no initial value" % self.name)
+        return ctypes.string_at(data, size.value)
 
     def reuse_fd(self, fd):
         """Makes the object use an existing kernel map instead of creating one."""
@@ -681,6 +744,28 @@ class BpfObject(_OwnedPointer):
 
     def program(self, name):
         return self._find(self.programs, name, "program")
+
+    def read_only_constant(self, name):
+        """The initial value of the unsigned integer `const volatile` global `name`, read where the object's
+        BTF places it in .rodata (before load too); None when the object has no such global."""
+        placed = self._read_only_variable(name)
+        if placed is None:
+            return None
+        offset, size = placed
+        rodata = next(bpf_map for bpf_map in self.maps if bpf_map.name.endswith(READ_ONLY_SECTION))
+        return int.from_bytes(rodata.initial_value()[offset:offset + size], sys.byteorder)
+
+    def _read_only_variable(self, name):
+        """(offset, size) of the global `name` in the .rodata section, from the object's BTF, or None."""
+        lib = library()
+        btf = lib.bpf_object__btf(self._pointer)
+        section_id = lib.btf__find_by_name_kind(btf, READ_ONLY_SECTION.encode(), BTF_KIND_DATASEC) if btf else -1
+        if section_id < 0:
+            return None
+        for variable in lib.btf__type_by_id(btf, section_id).contents.following(_BtfVarSecinfo):
+            if lib.btf__name_by_offset(btf, lib.btf__type_by_id(btf, variable.type).contents.name_off) == name.encode():
+                return variable.offset, variable.size
+        return None
 
     def map(self, name):
         return self._find(self.maps, name, "map")

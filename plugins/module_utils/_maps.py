@@ -30,10 +30,11 @@ import os
 import struct
 import sys
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._btf import map_type_trees
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
-PIN_ROOT = "/sys/fs/bpf/xdpfleet"
 STATES = ("merged", "replaced", "overridden", "deleted", "gathered")
 
 MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
@@ -43,7 +44,7 @@ ARRAY_TYPES = (2, 6)
 EVICTING_TYPES = (9, 10)
 
 
-class MapError(Exception):
+class MapError(XdpfleetError):
     """The map cannot be managed as asked; nothing was changed."""
 
 
@@ -588,7 +589,7 @@ def map_path(name, interface=None, pin_dir=None):
         return name
     if "/" in name or name in ("", ".", ".."):
         raise InputError("map", "%r is neither a map name nor an absolute path" % name)
-    directory = pin_dir or (interface and "%s/%s" % (PIN_ROOT, interface))
+    directory = pin_dir or (interface and _hostfs.default_pin_dir(interface))
     if not directory:
         raise InputError("map", "%r is a name, so pin_dir or interface is needed to find it" % name)
     return os.path.join(directory, name)

@@ -2,10 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Load, attach, upgrade and detach an XDP program on one interface, idempotently.
 
-Everything the module decides is read from the kernel: the attached program
-(IFLA_XDP), its maps (prog_info.map_ids) and its identity, which xdpfleet keeps
-in a small frozen ARRAY map named xdpfleet_meta bound to the program
-(BPF_PROG_BIND_MAP). So ownership and the object hash survive lost pins.
+Everything the module decides is read from the kernel (see _ownership): the attached program,
+its maps and the identity record xdpfleet binds to each program it loads. The bcc backend is
+imported only when compiler: bcc is asked for.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,52 +15,29 @@ import base64
 import binascii
 import contextlib
 import errno
-import hashlib
 import os
-import struct
 import tempfile
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._netlink import Link, NetlinkError, ifindex
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError, listed
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link, LinkError, ifindex
 
-META_MAP_NAME = "xdpfleet_meta"
-META_MAGIC = b"xdpfleet"
-META_SCHEMA = 1
-META_FORMAT = "<8sII32s64s256s"  # magic, schema, reserved, sha256, program name, pin_dir
-META_KEY = struct.pack("<I", 0)
 BPF_MAP_TYPE_ARRAY = 2
 MIN_KERNEL = (5, 10)  # BPF_PROG_BIND_MAP; XDP_FLAGS_REPLACE needs 5.7
-OWNER_XDPFLEET, OWNER_FOREIGN = "xdpfleet", "foreign"
-MAP_LAYOUT = ("type", "key_size", "value_size", "max_entries", "map_flags")
 UNSUPPORTED = (errno.EOPNOTSUPP, errno.EINVAL, 524)  # 524: ENOTSUPP inside the kernel
 RACED = (errno.EEXIST, errno.EBUSY, errno.ENOENT)
 VERIFIER_LINES_IN_MESSAGE = 12
 INLINE_OBJECT_NAME = "xdp_program.o"  # libbpf names internal maps after the object's file name
-NOT_ATTACHED = {"attached": False, "prog_id": None, "name": None, "tag": None, "mode": None, "owner": None,
-                "object_sha256": None, "program": None, "pin_dir": None, "maps": []}
+SCHEMA_VARIABLE = "xdpfleet_schema_version"  # an object's `const volatile __u32`: its maps' schema version
 
 
-class ProgramError(Exception):
+class ProgramError(XdpfleetError):
     """A refused request; nothing was changed on the host. `details` go into the module result."""
 
     def __init__(self, message, **details):
         super(ProgramError, self).__init__(message)
         self.details = details
-
-
-# --- identity ----------------------------------------------------------------------------
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except IOError as error:
-        raise ProgramError("cannot read BPF object %s: %s" % (path, error.strerror))
-    return digest.hexdigest()
 
 
 def check_kernel(release):
@@ -72,99 +48,15 @@ def check_kernel(release):
                            "(atomic XDP replace and BPF_PROG_BIND_MAP)" % ((release,) + MIN_KERNEL))
 
 
-def encode_meta(sha256_hex, program, pin_dir):
-    return struct.pack(META_FORMAT, META_MAGIC, META_SCHEMA, 0, bytes.fromhex(sha256_hex),
-                       program.encode(), pin_dir.encode())
-
-
-def decode_meta(value):
-    """The identity stored by xdpfleet, or None when value is not an xdpfleet record."""
-    if value is None or len(value) < struct.calcsize(META_FORMAT):
-        return None
-    magic, schema, _reserved, digest, program, pin_dir = struct.unpack_from(META_FORMAT, value)
-    if magic != META_MAGIC:
-        return None
-    return {"schema": schema, "object_sha256": digest.hex(),
-            "program": program.rstrip(b"\0").decode(), "pin_dir": pin_dir.rstrip(b"\0").decode()}
-
-
-# --- reading the kernel --------------------------------------------------------------------
-
-@contextlib.contextmanager
-def opened(fd):
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def is_internal_map(name):
-    """libbpf names its global-variable maps <object>.data/.bss/.rodata; C map names have no dot."""
-    return "." in name
-
-
-def _read_maps(map_ids):
-    """(user maps, xdpfleet meta record) of a program's map ids."""
-    maps, meta = [], None
-    for map_id in map_ids:
-        with opened(libbpf.map_fd_by_id(map_id)) as fd:
-            info = libbpf.map_info(fd)
-            if info["name"] == META_MAP_NAME:
-                meta = decode_meta(libbpf.map_lookup(fd, META_KEY, info["value_size"]))
-            elif not is_internal_map(info["name"]):
-                maps.append(dict((key, info[key]) for key in ("name", "id") + MAP_LAYOUT))
-    return maps, meta
-
-
-def describe_program(prog_id, mode):
-    """What the kernel says about an attached program: name, tag, owner, object hash, maps."""
-    with opened(libbpf.prog_fd_by_id(prog_id)) as fd:
-        info = libbpf.prog_info(fd)
-    maps, meta = _read_maps(info["map_ids"])
-    meta = meta or {}
-    return {"attached": True, "prog_id": prog_id, "name": info["name"], "tag": info["tag"], "mode": mode,
-            "owner": OWNER_XDPFLEET if meta else OWNER_FOREIGN, "object_sha256": meta.get("object_sha256"),
-            "program": meta.get("program"), "pin_dir": meta.get("pin_dir"), "maps": maps}
-
-
-def describe_link(link):
-    prog_id, mode = link.attached()
-    return describe_program(prog_id, mode) if prog_id else dict(NOT_ATTACHED)
-
-
-def describe(interface):
-    """The XDP program attached to interface, described from the kernel alone (used by xdp_facts too)."""
-    with Link(interface) as link:
-        return describe_link(link)
-
-
-def pinned_map_id(path):
-    """The id of the map pinned at path, or None when nothing (or no map) is pinned there."""
-    try:
-        fd = libbpf.obj_get(path)
-    except libbpf.LibbpfError:
-        return None
-    with opened(fd):
-        try:
-            return libbpf.map_info(fd)["id"]
-        except libbpf.LibbpfError:
-            return None
-
-
-def missing_pins(described, pin_dir):
-    """The program's maps that are not pinned (as themselves) in pin_dir."""
-    return [item for item in described["maps"]
-            if pinned_map_id(state.pin_path(pin_dir, item["name"])) != item["id"]]
-
-
 # --- decisions ---------------------------------------------------------------------------
 
 def _summary(described):
-    return dict((key, described[key]) for key in ("prog_id", "name", "tag", "mode", "object_sha256"))
+    return dict((key, described[key]) for key in ("prog_id", "name", "tag", "mode", "object_sha256",
+                                                  "map_schema_version"))
 
 
 def _check_owner(described, interface, force):
-    if described["owner"] == OWNER_FOREIGN and not force:
+    if described["owner"] == _ownership.OWNER_FOREIGN and not force:
         raise ProgramError("interface %s has an XDP program that xdpfleet did not attach (id %d, name %s); "
                            "set force: true to replace it" % (interface, described["prog_id"], described["name"]))
 
@@ -174,7 +66,7 @@ def _mode_matches(requested, attached):
 
 
 def _is_current(described, sha256, program, mode, pin_dir):
-    return (described["owner"] == OWNER_XDPFLEET and described["object_sha256"] == sha256
+    return (described["owner"] == _ownership.OWNER_XDPFLEET and described["object_sha256"] == sha256
             and program in (None, described["program"]) and _mode_matches(mode, described["mode"])
             and described["pin_dir"] == pin_dir)
 
@@ -205,51 +97,67 @@ def select_program(bpf_object, name):
     return xdp_programs[0]
 
 
+def declared_schema_version(bpf_object):
+    """The schema version of an object's maps: its xdpfleet_schema_version, 0 (unversioned) without one."""
+    return bpf_object.read_only_constant(SCHEMA_VARIABLE) or 0
+
+
 def _layout_difference(declared, existing):
     return ", ".join("%s %s -> %s" % (key, existing[key], declared[key])
-                     for key in MAP_LAYOUT if declared[key] != existing[key])
+                     for key in _ownership.MAP_LAYOUT if declared[key] != existing[key])
 
 
-def _reusable_map_fds(bpf_object, described, pin_dir, migration):
-    """{map name: fd of the live map to carry over}; refuses a changed layout unless migration is reset.
+def _why_not_reusable(bpf_map, fd, live, described, schema_version):
+    """Why the live map behind fd cannot be carried over to bpf_map, or None when it can."""
+    if bpf_map.name in live and described["map_schema_version"] != schema_version:
+        return "map %s has schema version %d, the new object %d" % (
+            bpf_map.name, described["map_schema_version"], schema_version)
+    difference = _layout_difference(bpf_map.definition(), libbpf.map_info(fd))
+    return "the layout of map %s changed (%s)" % (bpf_map.name, difference) if difference else None
 
-    Live maps come from the attached xdpfleet program first (by id), then from pins in pin_dir.
+
+def _reusable_map_fds(bpf_object, described, pin_dir, migration, schema_version):
+    """{map name: fd of the live map to carry over}; refuses a changed layout or map schema version unless
+    migration is reset, which starts those maps empty.
+
+    Live maps come from the attached xdpfleet program first (by id), then from pins in pin_dir. The
+    attached program's maps carry the schema version it recorded; pinned maps alone carry none.
     """
     live = _live_ids(described)
-    fds, changed = {}, []
+    fds, refused = {}, []
     try:
         for bpf_map in bpf_object.maps:
             fd = _live_map_fd(bpf_map.name, live, pin_dir)
             if fd is None:
                 continue
-            difference = _layout_difference(bpf_map.definition(), libbpf.map_info(fd))
-            if difference:
+            why = _why_not_reusable(bpf_map, fd, live, described, schema_version)
+            if why:
                 os.close(fd)
-                changed.append("%s (%s)" % (bpf_map.name, difference))
+                refused.append(why)
             else:
                 fds[bpf_map.name] = fd
     except Exception:
         _close_all(fds)
         raise
-    if changed and migration != "reset":
+    if refused and migration != "reset":
         _close_all(fds)
-        raise ProgramError("the layout of map %s changed; its entries cannot be carried over. Set "
-                           "map_migration: reset to start these maps empty" % "; ".join(changed))
+        raise ProgramError("%s: the entries cannot be carried over. Set map_migration: reset to start these "
+                           "maps empty" % listed(refused))
     return fds
 
 
 def _live_ids(described):
     return dict((item["name"], item["id"]) for item in described["maps"]) \
-        if described["owner"] == OWNER_XDPFLEET else {}
+        if described["owner"] == _ownership.OWNER_XDPFLEET else {}
 
 
 def _live_map_fd(name, live_ids, pin_dir):
-    if is_internal_map(name):
+    if _ownership.is_internal_map(name):
         return None
     if name in live_ids:
         return libbpf.map_fd_by_id(live_ids[name])
-    path = state.pin_path(pin_dir, name)
-    if pinned_map_id(path) is None:
+    path = _hostfs.pin_path(pin_dir, name)
+    if _ownership.pinned_map_id(path) is None:
         return None
     return libbpf.obj_get(path)
 
@@ -282,10 +190,11 @@ def _load(bpf_object, program, reuse_fds, hw_ifindex):
                               "\n".join(tail[-VERIFIER_LINES_IN_MESSAGE:])), verifier_log=tail)
 
 
-def _bind_meta(prog_fd, sha256, program_name, pin_dir):
-    value = encode_meta(sha256, program_name, pin_dir)
-    with opened(libbpf.map_create(BPF_MAP_TYPE_ARRAY, META_MAP_NAME, len(META_KEY), len(value), 1)) as fd:
-        libbpf.map_update(fd, META_KEY, value)
+def _bind_meta(prog_fd, sha256, program_name, pin_dir, schema_version):
+    key, value = _ownership.META_KEY, _ownership.encode_meta(sha256, program_name, pin_dir, schema_version)
+    meta_fd = libbpf.map_create(BPF_MAP_TYPE_ARRAY, _ownership.META_MAP_NAME, len(key), len(value), 1)
+    with _ownership.opened(meta_fd) as fd:
+        libbpf.map_update(fd, key, value)
         libbpf.map_freeze(fd)
         libbpf.prog_bind_map(prog_fd, fd)
 
@@ -296,10 +205,10 @@ def _attach(link, prog_fd, mode, described, force):
         try:
             _swap(link, prog_fd, mode, described)
             return
-        except (NetlinkError, libbpf.LibbpfError) as error:
+        except (LinkError, libbpf.LibbpfError) as error:
             if error.errno not in RACED or attempt == 2:
                 raise
-            described = describe_link(link)
+            described = _ownership.describe_link(link)
             _check_owner(described, link.interface, force)
 
 
@@ -307,7 +216,7 @@ def _swap(link, prog_fd, mode, described):
     if not described["attached"]:
         link.attach(prog_fd, mode)
         return
-    with opened(libbpf.prog_fd_by_id(described["prog_id"])) as old_fd:
+    with _ownership.opened(libbpf.prog_fd_by_id(described["prog_id"])) as old_fd:
         link.attach(prog_fd, mode, old_fd)
 
 
@@ -319,7 +228,7 @@ def _attach_any_mode(link, prog_fd, mode, described, force):
     try:
         _attach(link, prog_fd, "native", described, force)
         return "native"
-    except NetlinkError as error:
+    except LinkError as error:
         if error.errno not in UNSUPPORTED:
             raise
     _attach(link, prog_fd, "skb", described, force)
@@ -327,75 +236,82 @@ def _attach_any_mode(link, prog_fd, mode, described, force):
 
 
 def _pin(fd, pin_dir, name):
-    path = state.pin_path(pin_dir, name)
-    state.unpin(pin_dir, name)
+    path = _hostfs.pin_path(pin_dir, name)
+    _hostfs.unpin(pin_dir, name)
     libbpf.obj_pin(fd, path)
 
 
 def _pin_by_id(items, pin_dir):
     for item in items:
-        with opened(libbpf.map_fd_by_id(item["id"])) as fd:
+        with _ownership.opened(libbpf.map_fd_by_id(item["id"])) as fd:
             _pin(fd, pin_dir, item["name"])
 
 
 def _pin_object_maps(bpf_object, pin_dir):
     for bpf_map in bpf_object.maps:
-        if not is_internal_map(bpf_map.name) and pinned_map_id(state.pin_path(pin_dir, bpf_map.name)) != \
-                libbpf.map_info(bpf_map.fd)["id"]:
+        if _ownership.is_internal_map(bpf_map.name):
+            continue
+        if _ownership.pinned_map_id(_hostfs.pin_path(pin_dir, bpf_map.name)) != libbpf.map_info(bpf_map.fd)["id"]:
             _pin(bpf_map.fd, pin_dir, bpf_map.name)
 
 
 def _unpin_stale(described, keep, pin_dir):
     """Unpins the old program's maps that the new one does not use (or that moved to another pin_dir)."""
     old_dir = described["pin_dir"]
-    if described["owner"] != OWNER_XDPFLEET or not old_dir:
+    if described["owner"] != _ownership.OWNER_XDPFLEET or not old_dir:
         return
     for item in described["maps"]:
         if old_dir != pin_dir or item["name"] not in keep:
-            if pinned_map_id(state.pin_path(old_dir, item["name"])) == item["id"]:
-                state.unpin(old_dir, item["name"])
+            if _is_pinned(old_dir, item):
+                _hostfs.unpin(old_dir, item["name"])
     if old_dir != pin_dir:
-        state.remove_pin_dir_if_empty(old_dir)
+        _hostfs.remove_pin_dir_if_empty(old_dir)
+
+
+def _is_pinned(pin_dir, item):
+    """Whether the map described by item ({name, id}) is pinned in pin_dir as itself."""
+    return _ownership.pinned_map_id(_hostfs.pin_path(pin_dir, item["name"])) == item["id"]
 
 
 def _prepare_pin_dir(pin_dir):
-    state.mount_bpffs()
+    _hostfs.mount_bpffs()
     existed = os.path.isdir(pin_dir)
-    state.make_pin_dir(pin_dir)
+    _hostfs.make_pin_dir(pin_dir)
     return existed
 
 
 def _load_and_attach(link, bpf_object, program, request, described, sha256):
     pin_dir, mode = request["pin_dir"], _attach_mode(described, request["mode"])
-    reuse_fds = _reusable_map_fds(bpf_object, described, pin_dir, request["map_migration"])
+    schema_version = declared_schema_version(bpf_object)
+    reuse_fds = _reusable_map_fds(bpf_object, described, pin_dir, request["map_migration"], schema_version)
     try:
         _load(bpf_object, program, reuse_fds, link.index if mode == "hw" else 0)
     finally:
         _close_all(reuse_fds)
-    _bind_meta(program.fd, sha256, program.name, pin_dir)
+    _bind_meta(program.fd, sha256, program.name, pin_dir, schema_version)
     existed = _prepare_pin_dir(pin_dir)
     try:
         _attach_any_mode(link, program.fd, mode, described, request["force"])
-    except NetlinkError as error:
+    except LinkError as error:
         if not existed:
-            state.remove_pin_dir_if_empty(pin_dir)
+            _hostfs.remove_pin_dir_if_empty(pin_dir)
         if mode == "hw" and error.errno in UNSUPPORTED:
             raise ProgramError("interface %s does not support XDP hardware offload (mode hw): %s"
                                % (link.interface, error))
-        raise ProgramError(str(error))
+        raise
     _pin_object_maps(bpf_object, pin_dir)
     _unpin_stale(described, set(m.name for m in bpf_object.maps), pin_dir)
 
 
-def _predicted(described, program_name, mode, sha256):
+def _predicted(described, bpf_object, program_name, mode, sha256):
     return {"prog_id": None, "name": program_name[:libbpf.OBJ_NAME_LEN - 1], "tag": None,
             "mode": described["mode"] if described["attached"] and mode == "auto" else mode,
-            "object_sha256": sha256}
+            "object_sha256": sha256, "map_schema_version": declared_schema_version(bpf_object)}
 
 
 def _result(changed, interface, before, after_described, after=None):
-    result = dict((key, after_described[key]) for key in
-                  ("prog_id", "tag", "mode", "object_sha256", "program", "owner", "pin_dir", "maps"))
+    result = dict((key, after_described[key]) for key in ("prog_id", "tag", "mode", "object_sha256", "program",
+                                                          "owner", "pin_dir", "map_schema_version", "maps"))
     result.update(changed=changed, interface=interface,
                   diff={"before": _summary(before), "after": after or _summary(after_described)})
     return result
@@ -406,8 +322,13 @@ def _object_sha256(request):
     expected = (request.get("object_sha256") or "").lower()
     if not request.get("object"):
         return expected
-    sha256 = _bcc.file_sha256(request["object"], request["cflags"]) if _uses_bcc(request) \
-        else file_sha256(request["object"])
+    if _uses_bcc(request):
+        sha256 = _bcc_backend().source_sha256(request["object"], request["cflags"])
+    else:
+        try:
+            sha256 = _hostfs.file_sha256(request["object"])
+        except OSError as error:
+            raise ProgramError("cannot read BPF object %s: %s" % (request["object"], error.strerror))
     if expected and expected != sha256:
         raise ProgramError("object %s has sha256 %s, but object_sha256 expects %s"
                            % (request["object"], sha256, expected))
@@ -422,8 +343,9 @@ def ensure_attached(request, check_mode):
     """
     sha256 = _object_sha256(request)
     interface, pin_dir = request["interface"], request["pin_dir"]
-    with state.host_lock(interface), Link(interface) as link:
-        before = describe_link(link)
+    with _hostfs.host_lock(interface):
+        link = Link(interface)
+        before = _ownership.describe_link(link)
         _check_owner(before, interface, request["force"])
         if _is_current(before, sha256, request["program"], request["mode"], pin_dir):
             return _restore_pins(before, interface, pin_dir, check_mode)
@@ -435,13 +357,19 @@ def ensure_attached(request, check_mode):
             if check_mode:
                 _attach_mode(before, request["mode"])
                 return _result(True, interface, before, before,
-                               _predicted(before, program.name, request["mode"], sha256))
+                               _predicted(before, bpf_object, program.name, request["mode"], sha256))
             _load_and_attach(link, bpf_object, program, request, before, sha256)
-        return _result(True, interface, before, describe_link(link))
+        return _result(True, interface, before, _ownership.describe_link(link))
 
 
 def _uses_bcc(request):
     return request.get("compiler") == "bcc"
+
+
+def _bcc_backend():
+    """The bcc backend; imported here, for compiler: bcc alone, as it is the largest module_util."""
+    from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
+    return _bcc
 
 
 def _open_object(request, described):
@@ -449,13 +377,13 @@ def _open_object(request, described):
     if not _uses_bcc(request):
         return libbpf.BpfObject(request["object"])
     live = _live_ids(described)
-    return _bcc.BccObject(request["object"], request["cflags"],
-                          lambda name: _live_map_fd(name, live, request["pin_dir"]))
+    return _bcc_backend().BccObject(request["object"], request["cflags"],
+                                    lambda name: _live_map_fd(name, live, request["pin_dir"]))
 
 
 def _restore_pins(described, interface, pin_dir, check_mode):
     """The right program is attached; pins lost (say, bpffs remounted) are put back from the kernel."""
-    lost = missing_pins(described, pin_dir)
+    lost = _ownership.missing_pins(described, pin_dir)
     if lost and not check_mode:
         _prepare_pin_dir(pin_dir)
         _pin_by_id(lost, pin_dir)
@@ -465,33 +393,34 @@ def _restore_pins(described, interface, pin_dir, check_mode):
 def _pins_to_remove(described, pin_dir):
     """(directory, name) of every pin xdpfleet made for this interface."""
     pins = set()
-    if described["owner"] == OWNER_XDPFLEET and described["pin_dir"]:
+    if described["owner"] == _ownership.OWNER_XDPFLEET and described["pin_dir"]:
         pins.update((described["pin_dir"], item["name"]) for item in described["maps"]
-                    if pinned_map_id(state.pin_path(described["pin_dir"], item["name"])) == item["id"])
-    if state.bpffs_mounted() and pin_dir.startswith(state.PIN_ROOT + "/"):
-        pins.update((pin_dir, name) for name in state.pinned_names(pin_dir))
+                    if _is_pinned(described["pin_dir"], item))
+    if _hostfs.bpffs_mounted() and pin_dir.startswith(_hostfs.PIN_ROOT + "/"):
+        pins.update((pin_dir, name) for name in _hostfs.pinned_names(pin_dir))
     return sorted(pins)
 
 
 def ensure_detached(request, check_mode):
     interface = request["interface"]
-    with state.host_lock(interface), Link(interface) as link:
-        before = describe_link(link)
+    with _hostfs.host_lock(interface):
+        link = Link(interface)
+        before = _ownership.describe_link(link)
         if before["attached"]:
             _check_owner(before, interface, request["force"])
         pins = _pins_to_remove(before, request["pin_dir"])
         changed = before["attached"] or bool(pins)
         if changed and not check_mode:
             if before["attached"]:
-                with opened(libbpf.prog_fd_by_id(before["prog_id"])) as old_fd:
+                with _ownership.opened(libbpf.prog_fd_by_id(before["prog_id"])) as old_fd:
                     link.detach(before["mode"], old_fd)
             for directory, name in pins:
-                state.unpin(directory, name)
+                _hostfs.unpin(directory, name)
             for directory in set(directory for directory, _name in pins):
-                state.remove_pin_dir_if_empty(directory)
-        after = dict(NOT_ATTACHED) if changed else before
+                _hostfs.remove_pin_dir_if_empty(directory)
+        after = dict(_ownership.NOT_ATTACHED) if changed else before
         result = _result(changed, interface, before, after)
-        result["pins_removed"] = [state.pin_path(directory, name) for directory, name in pins]
+        result["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
         return result
 
 
@@ -528,15 +457,10 @@ def run(params, check_mode):
     request = dict(params)
     if _uses_bcc(request):
         request["object"] = _bcc_source(request)
-    request["pin_dir"] = (request.get("pin_dir") or state.default_pin_dir(request["interface"])).rstrip("/")
-    try:
-        ifindex(request["interface"])  # before the lock, whose file names the interface
-        state.check_pin_dir(request["pin_dir"])
-        if request["state"] == "detached":
-            return ensure_detached(request, check_mode)
-        with _inline_object(request) as inline_request:
-            return ensure_attached(inline_request, check_mode)
-    except state.HostfsError as error:
-        raise ProgramError(str(error))
-    except (NetlinkError, _bcc.BccError) as error:
-        raise ProgramError(str(error))
+    request["pin_dir"] = (request.get("pin_dir") or _hostfs.default_pin_dir(request["interface"])).rstrip("/")
+    ifindex(request["interface"])  # before the lock, whose file names the interface
+    _hostfs.check_pin_dir(request["pin_dir"])
+    if request["state"] == "detached":
+        return ensure_detached(request, check_mode)
+    with _inline_object(request) as inline_request:
+        return ensure_attached(inline_request, check_mode)

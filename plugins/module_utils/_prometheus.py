@@ -10,10 +10,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import tempfile
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 
-class TextfileError(Exception):
+class TextfileError(XdpfleetError):
     pass
 
 
@@ -131,21 +133,6 @@ def _make_directory(directory):
         os.chmod(directory, 0o755)
 
 
-def write_atomically(path, text, mode):
-    """A temporary file in the same directory renamed over path: readers see the old or the new file."""
-    directory = os.path.dirname(path)
-    _make_directory(directory)
-    descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.chmod(temporary, mode)
-        os.rename(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def update_textfile(path, text, mode, check_mode=False):
     """(changed, text before or None): writes the file when its content differs, fixes its mode when
     only that differs, and in check mode only tells."""
@@ -154,7 +141,8 @@ def update_textfile(path, text, mode, check_mode=False):
     mode_differs = not content_differs and os.stat(path).st_mode & 0o7777 != mode
     try:
         if content_differs and not check_mode:
-            write_atomically(path, text, mode)
+            _make_directory(os.path.dirname(path))
+            _hostfs.write_atomically(path, text, mode)
         elif mode_differs and not check_mode:
             os.chmod(path, mode)
     except OSError as error:

@@ -134,7 +134,7 @@ sample_rate:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _drops
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 
 def main():
@@ -151,7 +151,7 @@ def main():
     try:
         result = _drops.read_drops(module.params["interface"], module.params["timeout"], module.params["count"],
                                    consume=not module.check_mode)
-    except (_drops.DropsError, LibbpfError) as error:
+    except XdpfleetError as error:
         module.fail_json(msg=str(error))
     module.exit_json(changed=bool(result["events"]), **result)
 

@@ -129,7 +129,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 
 def main():
@@ -145,7 +145,7 @@ def main():
     try:
         facts = _facts.gather(module.params["interfaces"], module.params["per_cpu"],
                               module.params["top_rules"], module.params["xdp_modes"])
-    except (_facts.FactsError, LibbpfError) as error:
+    except XdpfleetError as error:
         module.fail_json(msg=str(error))
     module.exit_json(changed=False, ansible_facts={"xdp": facts})
 

@@ -273,7 +273,7 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _maps
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 TYPES = ["u8", "u16", "u32", "u64", "ipv4", "ipv6", "cidr4", "cidr6", "mac", "hex"]
 
@@ -298,7 +298,7 @@ def main():
     )
     try:
         result = _maps.manage(module.params, check_mode=module.check_mode, diff_mode=module._diff)
-    except (_maps.MapError, LibbpfError) as error:
+    except XdpfleetError as error:
         module.fail_json(msg=str(error))
     module.exit_json(**result)
 

@@ -239,8 +239,8 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible_collections.xdpfleet.xdp.plugins.module_utils._program import ProgramError, run
-    from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError
+    from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
+    from ansible_collections.xdpfleet.xdp.plugins.module_utils._program import run
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()
@@ -277,10 +277,8 @@ def main():
                              "xdpfleet.xdp.xdp_program so the action plugin runs")
     try:
         result = run(module.params, module.check_mode)
-    except ProgramError as error:
-        module.fail_json(msg=str(error), **error.details)
-    except LibbpfError as error:
-        module.fail_json(msg=str(error))
+    except XdpfleetError as error:
+        module.fail_json(msg=str(error), **getattr(error, "details", {}))
     module.exit_json(**result)
 
 

@@ -112,7 +112,7 @@ textfile:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _prometheus
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 
 def write_textfile(path, mode, facts, check_mode):
@@ -140,7 +140,7 @@ def main():
         facts = _facts.gather(module.params["interfaces"], top=module.params["top_rules"], modes=False)
         if path:
             changed, diff = write_textfile(path, mode, facts, module.check_mode)
-    except (_facts.FactsError, _prometheus.TextfileError, LibbpfError) as error:
+    except XdpfleetError as error:
         module.fail_json(msg=str(error))
     result = dict(changed=changed, ansible_facts={"xdp": facts}, stats=facts, textfile=path)
     if module._diff and diff is not None:

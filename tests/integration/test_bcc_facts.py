@@ -2,12 +2,13 @@
 against a firewall that bcc compiled on the host, plus what is particular to bcc (one source, clear errors)."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf, _program
 from tests.integration import test_xdp_facts as clang_suite
 from tests.integration.test_xdp_facts import RULES, ansible, succeeded
 
@@ -25,7 +26,7 @@ CLANG_OBJECT = REPO / "build" / "bpf" / "xdp_firewall.o"
 
 
 def bcc_sha256():
-    return _bcc.file_sha256(str(SOURCE), [])
+    return _bcc.source_sha256(str(SOURCE), [])
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,19 @@ def test_translation_covers_every_map_and_leaves_no_btf_definition():
         assert sorted(maps) == sorted(m.name for m in clang_object.maps if not m.is_internal)
     assert programs == ["xdpfleet_fw"]
     assert 'SEC(".maps")' not in text and "__uint(" not in text and "bpf_map_lookup_elem(&" not in text
+
+
+@pytest.mark.parametrize("cflags, version", [
+    ([], 1), (["-DXF_SCHEMA_VERSION=2"], 2), (["-D", "XF_SCHEMA_VERSION=3"], 3),
+])
+def test_bcc_reads_the_map_schema_version_the_clang_object_declares(tmp_path, cflags, version):
+    clang_object = str(tmp_path / "firewall.o")
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % os.uname().machine,
+                    "-I", str(SOURCE.parent)] + cflags + ["-c", str(SOURCE), "-o", clang_object], check=True)
+    with _libbpf.BpfObject(clang_object) as compiled:
+        assert _program.declared_schema_version(compiled) == version
+    with _bcc.BccObject(str(SOURCE), cflags, lambda name: None) as translated:  # translated, not compiled
+        assert _program.declared_schema_version(translated) == version
 
 
 def test_a_map_used_in_an_unsupported_way_is_named(tmp_path):

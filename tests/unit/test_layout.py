@@ -7,18 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _btf, _layout, _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _btf, _layout, _libbpf, _program
 
 REPO = Path(__file__).resolve().parents[2]
 BTF_KIND_STRUCT, BTF_KIND_ENUM = 4, 6
 
 
 @pytest.fixture(scope="module")
-def firewall_btf(tmp_path_factory):
-    """{struct or enum name: its BTF description} from the loaded firewall object."""
+def firewall_object(tmp_path_factory):
     build = tmp_path_factory.mktemp("bpf")
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf"), "BUILD=%s" % build], check=True)
-    with _libbpf.BpfObject(str(build / "xdp_firewall.o")) as firewall:
+    return str(build / "xdp_firewall.o")
+
+
+@pytest.fixture(scope="module")
+def firewall_btf(firewall_object):
+    """{struct or enum name: its BTF description} from the loaded firewall object."""
+    with _libbpf.BpfObject(firewall_object) as firewall:
         firewall.load()
         btf_id = _libbpf.map_info(next(m.fd for m in firewall.maps if m.name == "xf_rules_0"))["btf_id"]
         with _btf.KernelBtf(btf_id) as btf:
@@ -97,3 +102,9 @@ def test_a_drifted_layout_is_caught(firewall_btf):
     short = _layout.Layout("xf_datarec", [("packets", "Q")])
     with pytest.raises(AssertionError):
         assert_layout_matches(short, firewall_btf["xf_datarec"])
+
+
+def test_the_schema_version_is_the_objects(firewall_object):
+    """Bump both together: the loader records the object's version with the maps (see _program)."""
+    with _libbpf.BpfObject(firewall_object) as firewall:
+        assert _program.declared_schema_version(firewall) == _layout.XF_SCHEMA_VERSION

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership as ownership
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 XDP_PASS = 2
@@ -54,7 +55,8 @@ def test_prog_and_map_info_come_from_the_kernel(counter):
     assert info["name"] == "count_and_pass" and len(info["tag"]) == 16
     map_names = {libbpf.map_info(counter.map(name).fd)["id"]: name for name in ("packets", "prefixes")}
     assert set(info["map_ids"]) == {next(i for i, n in map_names.items() if n == "packets")}
-    assert info["id"] in libbpf.prog_ids()
+    with ownership.opened(libbpf.prog_fd_by_id(info["id"])) as fd:
+        assert libbpf.prog_info(fd)["tag"] == info["tag"]
 
 
 def test_batch_update_delete_and_dump_of_a_trie(counter):
@@ -126,3 +128,33 @@ def test_missing_object_file_is_a_clear_error(tmp_path):
     with pytest.raises(libbpf.LibbpfError) as failure:
         libbpf.BpfObject(str(tmp_path / "absent.o"))
     assert "absent.o" in str(failure.value) and failure.value.errno == 2
+
+
+READ_ONLY_GLOBALS = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+const volatile __u64 first = 0x1122334455;
+const volatile __u32 xdpfleet_schema_version = 7;
+const volatile __u8 last = 9;
+SEC("xdp")
+int pass(struct xdp_md *ctx)
+{
+    return XDP_PASS;
+}
+"""
+
+
+def test_read_only_constants_are_read_where_btf_places_them_before_load(tmp_path):
+    source = tmp_path / "globals.bpf.c"
+    source.write_text(READ_ONLY_GLOBALS)
+    target = str(tmp_path / "globals.o")
+    include = "-I/usr/include/%s-linux-gnu" % os.uname().machine
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", include, "-c", str(source), "-o", target], check=True)
+    with libbpf.BpfObject(target) as bpf_object:
+        assert bpf_object.read_only_constant("xdpfleet_schema_version") == 7
+        assert bpf_object.read_only_constant("first") == 0x1122334455
+        assert bpf_object.read_only_constant("last") == 9
+        assert bpf_object.read_only_constant("absent") is None
+    with libbpf.BpfObject(compile_object(tmp_path, "counter")) as without_globals:
+        assert without_globals.read_only_constant("xdpfleet_schema_version") is None

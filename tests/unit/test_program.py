@@ -1,22 +1,18 @@
-"""xdp_program's decisions without Ansible: identity records, kernel checks, pin dirs, program choice.
+"""xdp_program's decisions without Ansible: kernel checks, modes, ownership, program choice.
 
 Objects are compiled here and opened (not loaded) with libbpf, so no kernel state changes.
 """
 
-import fcntl
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership as ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program as program
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import BpfObject
 
 DATA = Path(__file__).resolve().parents[1] / "integration" / "data"
-COLLECTIONS = str(Path(__file__).resolve().parents[2] / ".collections")
 
 
 def compiled(tmp_path, name, *flags):
@@ -24,18 +20,6 @@ def compiled(tmp_path, name, *flags):
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", *flags,
                     "-c", str(DATA / (name + ".bpf.c")), "-o", str(target)], check=True)
     return str(target)
-
-
-def test_meta_record_round_trip():
-    digest = "ab" * 32
-    value = program.encode_meta(digest, "xdpfleet_fw", "/sys/fs/bpf/xdpfleet/eth0")
-    assert program.decode_meta(value) == {"schema": program.META_SCHEMA, "object_sha256": digest,
-                                          "program": "xdpfleet_fw", "pin_dir": "/sys/fs/bpf/xdpfleet/eth0"}
-
-
-@pytest.mark.parametrize("value", [None, b"", b"x" * 8, b"notxdpfl" + b"\0" * 400])
-def test_anything_else_is_no_meta_record(value):
-    assert program.decode_meta(value) is None
 
 
 @pytest.mark.parametrize("release", ["4.19.0-27-amd64", "5.4.0", "5.9.16"])
@@ -49,12 +33,9 @@ def test_recent_kernels_pass(release):
     program.check_kernel(release)
 
 
-def test_file_hash_and_missing_object(tmp_path):
-    path = tmp_path / "object.o"
-    path.write_bytes(b"abc")
-    assert program.file_sha256(str(path)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+def test_a_missing_object_is_named(tmp_path):
     with pytest.raises(program.ProgramError, match="cannot read BPF object"):
-        program.file_sha256(str(tmp_path / "absent.o"))
+        program._object_sha256({"object": str(tmp_path / "absent.o"), "compiler": "clang"})
 
 
 @pytest.mark.parametrize("requested, attached, matches", [
@@ -66,15 +47,15 @@ def test_mode_matching(requested, attached, matches):
 
 
 def test_a_mode_switch_is_refused():
-    described = dict(program.NOT_ATTACHED, attached=True, mode="skb")
+    described = dict(ownership.NOT_ATTACHED, attached=True, mode="skb")
     assert program._attach_mode(described, "auto") == "skb"
     with pytest.raises(program.ProgramError, match="attached in skb mode; switching to native"):
         program._attach_mode(described, "native")
-    assert program._attach_mode(dict(program.NOT_ATTACHED), "auto") == "auto"
+    assert program._attach_mode(dict(ownership.NOT_ATTACHED), "auto") == "auto"
 
 
 def test_the_same_object_in_the_same_place_is_current():
-    described = dict(program.NOT_ATTACHED, attached=True, owner="xdpfleet", object_sha256="aa", program="fw",
+    described = dict(ownership.NOT_ATTACHED, attached=True, owner="xdpfleet", object_sha256="aa", program="fw",
                      mode="native", pin_dir="/sys/fs/bpf/xdpfleet/eth0")
     assert program._is_current(described, "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth0")
     assert program._is_current(described, "aa", "fw", "native", "/sys/fs/bpf/xdpfleet/eth0")
@@ -86,7 +67,7 @@ def test_the_same_object_in_the_same_place_is_current():
 
 
 def test_foreign_programs_need_force():
-    described = dict(program.NOT_ATTACHED, attached=True, owner="foreign", prog_id=7, name="xdp_dispatcher")
+    described = dict(ownership.NOT_ATTACHED, attached=True, owner="foreign", prog_id=7, name="xdp_dispatcher")
     with pytest.raises(program.ProgramError, match="did not attach \\(id 7, name xdp_dispatcher\\); set force"):
         program._check_owner(described, "eth0", False)
     program._check_owner(described, "eth0", True)
@@ -111,49 +92,3 @@ def test_program_choice(tmp_path):
     with BpfObject(compiled(tmp_path, "xt_no_xdp")) as none:
         with pytest.raises(program.ProgramError, match="has no XDP program"):
             program.select_program(none, None)
-
-
-def test_internal_maps_are_told_apart():
-    assert program.is_internal_map("xt_ports.rodata") and not program.is_internal_map("xt_ports")
-
-
-FILESYSTEM_OF_HIDDEN_MOUNT = """
-import os, subprocess, sys
-sys.path.insert(0, sys.argv[1])
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs as state
-top = sys.argv[2]
-pins = os.path.join(top, "fs", "bpf")
-os.makedirs(pins)
-subprocess.run(["mount", "-t", "bpf", "bpf", pins], check=True)
-print(state.filesystem_of(os.path.join(pins, "xdpfleet", "eth0")))
-subprocess.run(["mount", "-t", "tmpfs", "tmpfs", top], check=True)  # hides the bpffs, as sysfs over /sys does
-os.makedirs(pins)
-print(state.filesystem_of(os.path.join(pins, "xdpfleet", "eth0")))
-"""
-
-
-def test_filesystem_of_sees_the_mount_a_path_lookup_reaches_not_a_hidden_one(tmp_path):
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
-                           FILESYSTEM_OF_HIDDEN_MOUNT, COLLECTIONS, str(tmp_path / "top")],
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["bpf", "tmpfs"]
-    assert state.filesystem_of(str(tmp_path / "not" / "yet")) == state.filesystem_of(str(tmp_path))
-
-
-def test_pin_dirs_off_bpffs_are_refused():
-    with pytest.raises(state.HostfsError, match="pin_dir /tmp/pins is not on a bpf filesystem"):
-        state.check_pin_dir("/tmp/pins")
-    with pytest.raises(state.HostfsError, match="must be an absolute path"):
-        state.check_pin_dir("pins")
-    state.check_pin_dir("/sys/fs/bpf/xdpfleet/eth0")
-
-
-def test_host_lock_is_exclusive(tmp_path):
-    with state.host_lock("eth0", str(tmp_path)):
-        other = os.open(str(tmp_path / "eth0.lock"), os.O_RDWR)
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.close(other)
-    with state.host_lock("eth0", str(tmp_path)):
-        pass
