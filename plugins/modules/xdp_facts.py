@@ -53,8 +53,8 @@ options:
     description:
       - Report which XDP attach modes each interface takes, from the kernel's netdev generic netlink
         family (Linux 6.3 and later; C(null) on older kernels).
-      - Needs the pyroute2 library, whose import costs about half a second; set V(false) where fact
-        gathering must be fast.
+      - Needs the pyroute2 library, whose import is most of the time a gathering takes (docs/PERFORMANCE.md);
+        set V(false) where fact gathering must be fast.
     type: bool
     default: true
 """
@@ -98,7 +98,8 @@ ansible_facts:
           description:
             - One entry per interface, keyed by name, with C(attached), C(prog_id), C(name), C(tag), C(mode)
               (native, skb, hw), C(owner) (xdpfleet or foreign), C(object_sha256), C(program), C(pin_dir),
-              C(maps) (list of C(name) and C(id)) and C(xdp_modes) (modes the interface takes).
+              C(map_schema_version) (of the maps, as recorded at attach), C(maps) (list of C(name) and C(id))
+              and C(xdp_modes) (modes the interface takes).
             - For the xdpfleet firewall (C(firewall=true)) also C(rule_count), C(default_action),
               C(sample_rate), C(active_slot), C(stats) (per reason C(aborted), C(drop), C(pass), C(tx),
               C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request) and
@@ -115,6 +116,7 @@ ansible_facts:
               object_sha256: 9f2c0e5d8a8b4e7f1c3a6b2d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f
               program: xdp_firewall
               pin_dir: /sys/fs/bpf/xdpfleet/eth0
+              map_schema_version: 1
               maps: [{"name": "xf_stats", "id": 77}]
               xdp_modes: [native, skb]
               firewall: true

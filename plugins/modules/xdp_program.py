@@ -104,18 +104,19 @@ options:
     default: false
   map_migration:
     description:
-      - What to do on upgrade with a map whose layout (type, key size, value size, max entries, flags) changed.
-      - V(keep) refuses the upgrade, naming the map and the difference; V(reset) starts that map empty.
+      - What to do on upgrade with a map whose layout (type, key size, value size, max entries, flags) changed,
+        or when the new object declares another map schema version than the attached one recorded (an object
+        declares it as its C(const volatile __u32 xdpfleet_schema_version); without one it is 0).
+      - V(keep) refuses the upgrade, naming each map and the difference; V(reset) starts those maps empty.
       - Maps with an unchanged layout always keep their contents.
     type: str
     choices: [keep, reset]
     default: keep
 notes:
-  - Needs root (CAP_BPF, CAP_NET_ADMIN), libbpf.so.1 (Debian package C(libbpf1)) and pyroute2 on the host,
-    and a kernel >= 5.10.
+  - Needs root (CAP_BPF, CAP_NET_ADMIN), libbpf.so.1 (Debian package C(libbpf1)) on the host, and a kernel
+    >= 5.10.
 requirements:
   - libbpf >= 1.0 on the managed host
-  - pyroute2 on the managed host
   - clang on the controller when O(src) is used with O(compiler=clang)
   - bcc (python3-bpfcc or python3-bcc) and kernel headers on the managed host with O(compiler=bcc)
 seealso:
@@ -185,6 +186,13 @@ owner:
   description: V(xdpfleet) when xdpfleet attached the program, V(foreign) for another tool's, null when none.
   returned: always
   type: str
+map_schema_version:
+  description:
+    - The schema version of the program's maps that xdpfleet recorded at attach (see O(map_migration)); 0 for
+      an unversioned object, null for a foreign program or none.
+  returned: always
+  type: int
+  sample: 1
 pin_dir:
   description: Directory where the program's maps are pinned.
   returned: always
