@@ -29,9 +29,8 @@ from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
-from bench.addresses import host_addresses  # noqa: E402
-
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _rules, _state  # noqa: E402
+from bench.addresses import host_addresses as blocked_sources  # noqa: E402
 
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 FIREWALL_SOURCE = os.path.join(ROOT, "bpf", "xdp_firewall.bpf.c")
@@ -70,7 +69,7 @@ def ns_per_packet(prog_fd, frame, expected, repeat, runs):
 
 def firewall_rules(address_rules):
     rules = [_rules.Rule("drop", ipaddress.ip_network(source), None, None, None)
-             for source in host_addresses(address_rules)]
+             for source in blocked_sources(address_rules)]
     return rules + [_rules.Rule("drop", None, None, None, (port, port)) for port in PORTS]
 
 
@@ -96,7 +95,7 @@ def start_xdp_filter(address_rules):
         "xargs -n1 xdp-filter ip -m src; for port in %s; do xdp-filter port -p tcp,udp -m dst $port; done"
         % (VETH, " ".join(str(port) for port in PORTS)))
     subprocess.run(["ip", "netns", "exec", NAMESPACE, "bash", "-c", script], check=True,
-                   input="\n".join(host_addresses(address_rules)).encode(),
+                   input="\n".join(blocked_sources(address_rules)).encode(),
                    env=dict(os.environ, LIBXDP_SKIP_DISPATCHER="1"))
     with IPRoute(netns=NAMESPACE) as ipr:
         link = ipr.get_links(ipr.link_lookup(ifname=VETH)[0])[0]
@@ -154,7 +153,7 @@ def loaded_firewalls(stack, with_bcc):
 
 
 def compare(args):
-    blocked = host_addresses(ADDRESS_RULES)
+    blocked = blocked_sources(ADDRESS_RULES)
     packets = [(name, bytes(frame), expected) for name, frame, expected in frames(blocked[4999])]
     try:
         with contextlib.ExitStack() as stack:
@@ -182,14 +181,14 @@ def compare(args):
 
 def scale(args):
     """Per-packet cost with 10 rules and with 100,000 rules, plus the time to compile and write them."""
-    blocked = host_addresses(100000)
+    blocked = blocked_sources(100000)
     packets = [(name, bytes(frame)) for name, frame, verdict in frames(blocked[50000])]
     rows = []
     for count in (10, 100000):
         with _libbpf.BpfObject(FIREWALL) as ours:
             ours.load()
             rules = [_rules.Rule("drop", ipaddress.ip_network(source), None, None, None)
-                     for source in host_addresses(count)]
+                     for source in blocked_sources(count)]
             seconds = load_ruleset(_rules.map_fds(ours), rules)
             fd = ours.program("xdpfleet_fw").fd
             rows.append(("%d rules (%.2f s to load)" % (count, seconds),
