@@ -38,7 +38,8 @@ def fragments():
     """xdpfleet.xdp.attributes[.<part>] -> its YAML, from plugins/doc_fragments/attributes.py."""
     tree = ast.parse((REPO / "plugins" / "doc_fragments" / "attributes.py").read_text())
     body = next(node for node in tree.body if isinstance(node, ast.ClassDef)).body
-    return {"xdpfleet.xdp.attributes" + ("" if node.targets[0].id == "DOCUMENTATION" else "." + node.targets[0].id.lower()):
+    names = {"DOCUMENTATION": "xdpfleet.xdp.attributes"}
+    return {names.get(node.targets[0].id, "xdpfleet.xdp.attributes." + node.targets[0].id.lower()):
             yaml.safe_load(node.value.value) for node in body if isinstance(node, ast.Assign)}
 
 
