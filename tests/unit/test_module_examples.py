@@ -26,9 +26,9 @@ USERS_OWN = re.compile(r"\byour own\b", re.I)
 
 def doc_strings(module):
     tree = ast.parse((REPO / "plugins" / "modules" / ("%s.py" % module)).read_text())
+    blocks = ("DOCUMENTATION", "EXAMPLES", "RETURN")
     return {node.targets[0].id: node.value.value for node in tree.body
-            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) in ("DOCUMENTATION", "EXAMPLES",
-                                                                                          "RETURN")}
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) in blocks}
 
 
 DOCS = {module: doc_strings(module) for module in MODULES}
@@ -88,7 +88,7 @@ def test_examples_call_known_modules_by_fqcn_with_documented_options(module):
     for task in examples(module):
         action, arguments = action_of(task)
         assert action.count(".") == 2, "task %r: %s is not a fully qualified collection name" % (task["name"], action)
-        namespace, _, name = action.rpartition(".")
+        namespace, name = action.rsplit(".", 1)
         assert namespace in ("xdpfleet.xdp", "ansible.builtin"), action
         if namespace == "xdpfleet.xdp":
             assert name in MODULES, action
@@ -113,7 +113,7 @@ def test_examples_use_only_variables_they_define_and_results_the_modules_return(
                         "task %r reads %s.%s, which %s does not return" % (task["name"], attribute.node.name,
                                                                            attribute.attr, source)
         if "register" in task:
-            namespace, _, name = action.rpartition(".")
+            namespace, name = action.rsplit(".", 1)
             registered[task["register"]] = name if namespace == "xdpfleet.xdp" else None
 
 

@@ -48,7 +48,7 @@ def readme_lab_invocations():
     usage = re.search(r"^\.venv/bin/python -m tests\.lab (.*)$", README, re.M)
     assert usage, "README.md shows no `.venv/bin/python -m tests.lab ...` usage line"
     first, *others = usage.group(1).split(" | ")
-    options, _, subcommand = first.partition("] ")
+    options, subcommand = first.split("] ", 1)
     invocations = [options + "] " + command for command in [subcommand] + others]
     return [[PLACEHOLDERS.get(word, word) for word in invocation.replace("[", "").replace("]", "").split()]
             for invocation in invocations]
