@@ -25,7 +25,6 @@ private mount namespace holding its own bpffs and /etc/xdpfleet. Addresses: 198.
 
 import argparse
 import gc
-import ipaddress
 import json
 import os
 import resource
@@ -35,9 +34,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTIONS = os.path.join(ROOT, ".collections")
-sys.path.insert(0, COLLECTIONS)
+sys.path[:0] = [ROOT, COLLECTIONS]
 
 from pyroute2 import IPRoute, netns  # noqa: E402
+
+from bench.addresses import host_addresses, host_prefixes  # noqa: E402
 
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 MODULES = os.path.join(ROOT, "plugins", "modules")
@@ -46,21 +47,20 @@ TARGETS = {"from empty": 3.0, "idempotent re-run": 1.0, "1% change": 1.0, "1% re
            "1% removed + added": 1.0}
 
 
-def sources(count, first="198.18.0.1"):
-    start = int(ipaddress.ip_address(first))
-    return [str(ipaddress.ip_address(start + index)) for index in range(count)]
-
-
 def prefix_rules(count, changed_every=0):
-    return [{"action": "pass" if changed_every and index % changed_every == 0 else "drop", "source": address + "/32"}
-            for index, address in enumerate(sources(count))]
+    return [{"action": "pass" if changed_every and index % changed_every == 0 else "drop", "source": prefix}
+            for index, prefix in enumerate(host_prefixes(count))]
+
+
+def other_prefixes(count, extra):
+    """`extra` prefixes that prefix_rules(count) does not have."""
+    return host_prefixes(count + extra)[count:]
 
 
 def replaced_prefixes(count, replaced_every):
-    """prefix_rules(count) with every replaced_every-th source swapped for one above them all (for
-    100,000 rules they end at 198.19.134.160)."""
-    others = iter(sources(count // replaced_every + 1, "198.19.200.1"))
-    return [dict(rule, source=next(others) + "/32") if index % replaced_every == 0 else rule
+    """prefix_rules(count) with every replaced_every-th source swapped for one none of them has."""
+    others = iter(other_prefixes(count, count // replaced_every + 1))
+    return [dict(rule, source=next(others)) if index % replaced_every == 0 else rule
             for index, rule in enumerate(prefix_rules(count))]
 
 
@@ -68,8 +68,7 @@ def removed_and_added(count, every):
     """prefix_rules(count) without every every-th rule, and as many new rules at the end: later rules
     move up, so every position after the first removed one changes."""
     kept = [rule for index, rule in enumerate(prefix_rules(count)) if index % every]
-    return kept + [{"action": "drop", "source": address + "/32"}
-                   for address in sources(count - len(kept), "198.19.200.1")]
+    return kept + [{"action": "drop", "source": prefix} for prefix in other_prefixes(count, count - len(kept))]
 
 
 # --- inside the namespace ---------------------------------------------------------------------------
@@ -140,11 +139,12 @@ def prefix_steps(count, measure):
 def cli_seconds(count):
     subprocess.run(["xdp-filter", "load", "-m", "native", "-p", "allow", THEIRS], check=True)
     started = time.perf_counter()
-    for address in sources(count, "198.19.0.1"):
+    addresses = host_addresses(count, "198.19.0.1")
+    for address in addresses:
         subprocess.run(["xdp-filter", "ip", "-m", "src", address], check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
-    listed = subprocess.run(["xdp-filter", "status"], check=True, capture_output=True, text=True).stdout
-    assert listed.count("198.19.") >= count, "xdp-filter lost rules"
+    listed = subprocess.run(["xdp-filter", "status"], check=True, capture_output=True, text=True).stdout.split()
+    assert set(addresses) <= set(listed), "xdp-filter lost rules"
     return seconds
 
 

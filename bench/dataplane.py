@@ -30,6 +30,7 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_model, _fw_slots, _hostfs, _libbpf  # noqa: E402
+from bench.addresses import host_addresses as blocked_sources  # noqa: E402
 from tests.helpers import reference  # noqa: E402
 
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
@@ -39,11 +40,6 @@ NAMESPACE, VETH, PEER = "xfbench-dp", "xfbench0", "xfbench1"
 ADDRESS_RULES, PORTS = 10000, range(8000, 8050)
 ALLOWED_SOURCE, DESTINATION, ALLOWED_PORT = "198.19.200.1", "198.19.0.1", 443
 XDP_DROP, XDP_PASS = 1, 2
-
-
-def blocked_sources(count):
-    first = int(ipaddress.ip_address("198.18.0.1"))
-    return [str(ipaddress.ip_address(first + index)) for index in range(count)]
 
 
 def mapped(address):

@@ -9,7 +9,7 @@ rules applied with xdp_rules (overridden, as bench/control_plane.py does), packe
 - gather(): _facts.gather in one process on the host, median of --runs;
 each in wall-clock and in CPU seconds (user + system): on a busy machine the CPU seconds show the cost
 of the work better than the wall clock. The first rule drops the client's pings, the others
-drop /32 sources from 198.19.0.1 on (outside the lab's subnet, whose SSH must keep working).
+drop sources from 198.19.0.1/32 on (bench/addresses.py: never in the lab's subnet, whose SSH must keep working).
 Each for xdp_facts' defaults, xdp_facts with xdp_modes=false (what the stats role gathers) and xdp_stats
 writing its Prometheus textfile.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / ".collections")]
 
-from bench.control_plane import sources  # noqa: E402
+from bench.addresses import host_prefixes  # noqa: E402
 from tests.helpers.hosts import HOST_PYTHON, PYTHON, on_host, run_module  # noqa: E402
 from tests.lab import Lab, Layout  # noqa: E402
 
@@ -69,9 +69,11 @@ def succeeded(result):
     return result
 
 
-def rules(lab, count):
-    no_ping = {"action": "drop", "protocol": "icmp", "source": lab.client.address + "/32"}
-    return [no_ping] + [{"action": "drop", "source": address + "/32"} for address in sources(count - 1, "198.19.0.1")]
+def rules(client_address, count):
+    no_ping = {"action": "drop", "protocol": "icmp", "source": client_address + "/32"}
+    lab_subnet = "%s/24" % LAYOUT.address(0)
+    return [no_ping] + [{"action": "drop", "source": prefix}
+                        for prefix in host_prefixes(count - 1, "198.19.0.1", avoid=lab_subnet)]
 
 
 def firewall_with_rules(lab, count):
@@ -80,7 +82,7 @@ def firewall_with_rules(lab, count):
     host.run("ip link set dev eth0 xdp off; rm -rf /sys/fs/bpf/xdpfleet /etc/xdpfleet")
     succeeded(run_module(host, "xdp_program", {"interface": "eth0", "object": str(FIREWALL)}))
     succeeded(run_module(host, "xdp_rules", {"interface": "eth0", "state": "overridden",
-                                             "config": rules(lab, count)}))
+                                             "config": rules(lab.client.address, count)}))
 
 
 def children_cpu():

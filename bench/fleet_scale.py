@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / ".collections")]
 
+from bench.addresses import host_prefixes  # noqa: E402
 from tests.helpers.hosts import playbook  # noqa: E402
 from tests.lab import Lab, Layout  # noqa: E402
 from tests.lab.layout import REPO  # noqa: E402
@@ -27,8 +28,9 @@ FORKS = "20"
 
 
 def rule_set(count, port):
-    return [{"name": "r%d" % index, "action": "drop", "source": "198.19.%d.%d/32" % (index >> 8, index & 255),
-             "protocol": "udp", "port": port} for index in range(count)]
+    sources = host_prefixes(count, "198.19.0.0", avoid="%s/24" % LAYOUT.address(0))
+    return [{"name": "r%d" % index, "action": "drop", "source": source, "protocol": "udp", "port": port}
+            for index, source in enumerate(sources)]
 
 
 def timed(lab, name, directory, variables):

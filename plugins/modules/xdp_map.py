@@ -122,9 +122,28 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Block two prefixes in an LPM trie whose key is a struct (prefix length, address)
+# Maps of the firewall that xdpfleet.xdp.xdp_program (or the xdpfleet.xdp.firewall role) attached, pinned in
+# /sys/fs/bpf/xdpfleet/<interface>. Its rules are xdpfleet.xdp.xdp_rules' business, not this module's.
+- name: Read the firewall's packet and byte counters per XDP action (xf_stats), with the per-CPU breakdown
   xdpfleet.xdp.xdp_map:
     interface: eth0
+    map: xf_stats
+    state: gathered
+    per_cpu: true
+  register: firewall_stats
+
+- name: Zero the firewall's drop counters (xf_stats key 1, XDP_DROP) on every CPU
+  xdpfleet.xdp.xdp_map:
+    interface: eth0
+    map: xf_stats
+    state: deleted
+    entries:
+      - key: 1
+
+# Maps of your own program, pinned where it pins them (here /sys/fs/bpf/myapp).
+- name: Block two prefixes in your own program's LPM trie, whose key is a struct (prefix length, address)
+  xdpfleet.xdp.xdp_map:
+    pin_dir: /sys/fs/bpf/myapp
     map: deny_v4
     key_type: cidr4
     value_type: u32
@@ -134,7 +153,7 @@ EXAMPLES = r"""
       - key: 198.19.128.0/17
         value: 2
 
-- name: Set one field of a struct value, keeping the others
+- name: Set one field of a struct value in your own program's map, keeping the others
   xdpfleet.xdp.xdp_map:
     map: /sys/fs/bpf/myapp/backends
     entries:
@@ -142,9 +161,9 @@ EXAMPLES = r"""
         value:
           weight: 20
 
-- name: Make the allow list exactly this
+- name: Make your own program's allow list exactly this
   xdpfleet.xdp.xdp_map:
-    interface: eth0
+    pin_dir: /sys/fs/bpf/myapp
     map: allow_mac
     key_type: mac
     value_type: u8
@@ -153,28 +172,18 @@ EXAMPLES = r"""
       - key: "02:00:00:00:00:01"
         value: 1
 
-- name: Reset the packet counter of slot 0 of a per-CPU array
+- name: Reset the packet counter of slot 0 of your own program's per-CPU array
   xdpfleet.xdp.xdp_map:
-    interface: eth0
-    map: stats
+    map: /sys/fs/bpf/myapp/stats
     state: replaced
     reset_counters: true
     entries:
       - key: 0
         value: 0
 
-- name: Read a per-CPU counter map, with the per-CPU breakdown
+- name: Remove every entry of your own program's LPM trie
   xdpfleet.xdp.xdp_map:
-    interface: eth0
-    map: stats
-    state: gathered
-    per_cpu: true
-  register: stats
-
-- name: Remove every entry
-  xdpfleet.xdp.xdp_map:
-    interface: eth0
-    map: deny_v4
+    map: /sys/fs/bpf/myapp/deny_v4
     state: deleted
 """
 
@@ -187,7 +196,7 @@ map:
     path:
       description: Its pin on the bpf filesystem.
       type: str
-      sample: /sys/fs/bpf/xdpfleet/eth0/deny_v4
+      sample: /sys/fs/bpf/myapp/deny_v4
     name:
       description: The kernel's name of the map.
       type: str

@@ -65,7 +65,8 @@ options:
     default: false
   cflags:
     description:
-      - Extra compiler flags for O(src), such as C(-DMAX_RULES=4096) or C(-I) directories.
+      - Extra compiler flags for O(src), such as C(-D) definitions of the program's own macros or C(-I)
+        directories.
     type: list
     elements: str
     default: []
@@ -126,24 +127,33 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Compile the firewall on the controller and attach it to eth0
+# The firewall this collection ships is deployed by the xdpfleet.xdp.firewall role (playbook
+# xdpfleet.xdp.deploy_xdp). These examples attach a program of your own, kept in files/ beside the playbook.
+- name: Compile your own program (files/my_filter.bpf.c) on the controller and attach it to eth0
   xdpfleet.xdp.xdp_program:
     interface: eth0
-    src: bpf/xdp_firewall.bpf.c
-    cflags: [-DMAX_RULES=4096]
+    src: my_filter.bpf.c
+    cflags: [-DBLOCKED_PORT=23]
 
-- name: Attach a prebuilt object that is already on the host, refusing any other build
+- name: Hash the build of your own program on the controller
+  ansible.builtin.stat:
+    path: "{{ playbook_dir }}/files/my_filter.o"
+    checksum_algorithm: sha256
+  delegate_to: localhost
+  register: my_filter
+
+- name: Attach your own program's object that your packaging put on the host, refusing any other build
   xdpfleet.xdp.xdp_program:
     interface: eth0
-    object: /usr/lib/xdpfleet/xdp_firewall.o
+    object: /usr/local/lib/my_filter.o
     remote_src: true
-    object_sha256: "{{ firewall_sha256 }}"
+    object_sha256: "{{ my_filter.stat.checksum }}"
     mode: native
 
-- name: Upgrade, starting maps with a changed layout empty
+- name: Upgrade to a new build of your own program (files/my_filter.o), starting maps with a changed layout empty
   xdpfleet.xdp.xdp_program:
     interface: eth0
-    object: build/bpf/xdp_firewall.o
+    object: my_filter.o
     map_migration: reset
 
 - name: Remove the program and its pinned maps
