@@ -14,8 +14,8 @@ description:
   - Resource module for the rules of the firewall that M(xdpfleet.xdp.xdp_program) attached to O(interface).
     Rules are ordered; the first rule that matches a packet decides, the default action decides the rest
     (see C(docs/RULES.md)).
-  - B(Rule identity.) Across runs a rule is identified by its O(config[].name) when it has one, otherwise by
-    its match fields O(config[].source), O(config[].destination), O(config[].protocol) and O(config[].port)
+  - B(Rule identity.) Across runs a rule is identified by its C(name) when it has one, otherwise by
+    its match fields C(source), C(destination), C(protocol) and C(port)
     (in canonical form, so C(22) and C("22-22") or C(TCP) and C(tcp) are the same). The action is never part
     of the identity, it is the value. Two rules of one set may not share an identity.
   - O(state=merged) updates the rules of O(config) that exist (the fields given win, fields left out keep their

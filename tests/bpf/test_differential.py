@@ -76,7 +76,7 @@ def test_random_rules_and_frames(firewall, rule_list, default_action, specs):
 def compiler_leaving_holes(rule_list, default_action):
     """Rules at positions 1, 4, 7...: what a rule set has after rules were removed between kept ones."""
     return _fw_compile.compile_packed([_fw_model.pack_rule(rule) for rule in rule_list], default_action,
-                                 positions=[3 * number + 1 for number in range(len(rule_list))])
+                                      positions=[3 * number + 1 for number in range(len(rule_list))])
 
 
 @settings(max_examples=150, **SETTINGS)

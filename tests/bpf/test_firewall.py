@@ -138,7 +138,7 @@ def test_both_slots_end_with_the_new_set_even_after_an_interrupted_run(firewall)
     active, rate, metas = _fw_kernel.read_config(firewall.maps)
     compiled = reference.compile_rules(second, "drop")
     _fw_slots._write_slot(firewall.maps, 1 - active, compiled,
-                       _fw_slots._slot_edits(firewall.maps, 1 - active, compiled, None), (active, rate, metas))
+                          _fw_slots._slot_edits(firewall.maps, 1 - active, compiled, None), (active, rate, metas))
     _fw_slots.write_config(firewall.maps, 1 - active, rate, metas)
     assert slot_contents(firewall.maps, 0) != slot_contents(firewall.maps, 1)
 
@@ -171,7 +171,7 @@ def _host_rules(count):
 
 def _apply_at(firewall, items, positions):
     compiled = _fw_compile.compile_packed([_fw_model.pack_rule(rule) for rule in parse_rules(items)], "pass",
-                                     counters=positions, positions=positions)  # a kept rule keeps its counter
+                                          counters=positions, positions=positions)  # a kept rule keeps its counter
     _fw_slots.apply_ruleset(firewall.maps, compiled)
     return compiled
 

@@ -15,8 +15,8 @@ from tests.vm.guests import STATE_ROOT as VM_STATE_ROOT
 LAB_NAME = re.compile(r"([a-z][a-z0-9]{0,2})-")  # "<prefix>-...", see Layout
 # A file of one host or guest of a lab ("<root>/<prefix>/<prefix>-h1/sshd_config"), as its anchor sshd or qemu
 # process names one; the controller's ssh clients name only the lab's key, one level up.
-HOST_FILE = re.compile(r"(?:%s)/([a-z][a-z0-9]{0,2})/\1-[^/\s]+/\S*" % "|".join(re.escape(str(root))
-                                                                            for root in (STATE_ROOT, VM_STATE_ROOT)))
+LAB_ROOTS = "|".join(re.escape(str(root)) for root in (STATE_ROOT, VM_STATE_ROOT))
+HOST_FILE = re.compile(r"(?:%s)/([a-z][a-z0-9]{0,2})/\1-[^/\s]+/\S*" % LAB_ROOTS)
 
 Trace = namedtuple("Trace", "kind prefix what")
 

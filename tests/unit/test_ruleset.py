@@ -342,7 +342,7 @@ def test_kept_rules_keep_their_hit_counters(host):
 def test_missing_pins_are_a_clear_error(tmp_path):
     with pytest.raises(_errors.XdpfleetError, match="not attached"):
         _fw_run.run({"interface": "eth0", "pin_dir": str(tmp_path), "state": "gathered"}, False, {},
-                     str(tmp_path))
+                    str(tmp_path))
 
 
 def test_compare_of_rules_changed_in_place_matches_the_general_comparison():
