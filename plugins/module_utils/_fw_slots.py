@@ -17,6 +17,7 @@ from collections import namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import match_digest
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import read_config
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     CONFIG_HEAD, DATAREC, GEN_ENTRIES, NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE, SLOT_META, U32, ZERO_U32)
@@ -125,7 +126,6 @@ def _slot_edits(maps, slot, compiled, rules_now):
 
 
 TRIE_MAPS = tuple(index for index, name in enumerate(PREFIX_MAPS) if name.endswith("t"))
-HOST_EDITS_UP_TO = 8  # 1 in N rules differing at most, for _host_prefix_edits
 
 
 def _host_prefix_edits(current, compiled, differing):
@@ -141,7 +141,7 @@ def _host_prefix_edits(current, compiled, differing):
     changed = [position for position in differing
                if current[position * size:(position + 1) * size] != compiled.rules[position]]
     left_behind = range(len(compiled.rules), len(current) // size)  # past the new span
-    if len(changed) + len(left_behind) > len(compiled.rules) // HOST_EDITS_UP_TO:
+    if len(changed) + len(left_behind) > len(compiled.rules) // FEW_DIFFER:
         return None  # reading the maps back is cheaper than looking at most rules
     positions = itertools.chain(changed, left_behind)
     touched = dict((name, set()) for name in PREFIX_MAPS)

@@ -13,8 +13,6 @@ import operator
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import (
     MATCH_FIELDS, RuleError, describe_key, rule_key)
 
-STATES = ("merged", "replaced", "overridden", "deleted", "gathered")
-
 
 def _identities(rules):
     """[rule_key(rule) for rule in rules], a field at a time."""

@@ -35,7 +35,6 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as lib
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._btf import map_type_trees
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
-STATES = ("merged", "replaced", "overridden", "deleted", "gathered")
 
 MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
              10: "lru_percpu_hash", 11: "lpm_trie"}

@@ -283,6 +283,7 @@ summary:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _maps
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._resource import STATES
 
 TYPES = ["u8", "u16", "u32", "u64", "ipv4", "ipv6", "cidr4", "cidr6", "mac", "hex"]
 
@@ -297,7 +298,7 @@ def main():
                 key=dict(type="raw", required=True, no_log=False),
                 value=dict(type="raw"),
             )),
-            state=dict(type="str", default="merged", choices=list(_maps.STATES)),
+            state=dict(type="str", default="merged", choices=list(STATES)),
             key_type=dict(type="str", choices=TYPES, no_log=False),
             value_type=dict(type="str", choices=TYPES),
             reset_counters=dict(type="bool", default=False),

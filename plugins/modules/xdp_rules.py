@@ -216,7 +216,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_run import run
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import STATES
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._resource import STATES
 
 ARGUMENT_SPEC = dict(
     interface=dict(type="str", required=True),
