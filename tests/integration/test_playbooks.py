@@ -2,14 +2,12 @@
 restore, a rolling update whose health check fails on one host, removal."""
 
 import json
-import os
 import re
 import subprocess
-import sys
 
 import pytest
-import yaml
 
+from tests.helpers.hosts import ansible_env, playbook, recap
 from tests.lab import Lab, Layout
 from tests.lab.layout import REPO
 
@@ -20,7 +18,6 @@ UNHEALTHY = "xr-h3"  # runs no service on HEALTH_PORT, so its health check fails
 RULES_V1 = [{"name": "no-ping", "action": "drop", "protocol": "icmp"},
             {"name": "blocked-net", "action": "drop", "source": "198.18.99.0/24"}]
 RULES_V2 = RULES_V1 + [{"name": "no-dns", "action": "drop", "protocol": "udp", "port": 53}]
-RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -30,28 +27,10 @@ def fleet():
     lab.down()
 
 
-def environment(**extra):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), **extra)
-    env["PATH"] = "%s:%s" % (os.path.dirname(sys.executable), env["PATH"])
-    return env
-
-
-def playbook(lab, name, tmp_path, **variables):
-    extra = tmp_path / ("%s.vars.yml" % name)
-    extra.write_text(yaml.safe_dump(variables))
-    argv = ["ansible-playbook", "-i", str(lab.inventory), str(REPO / "playbooks" / name), "-e", "@%s" % extra]
-    return subprocess.run(argv, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600, check=False)
-
-
-def recap(run):
-    return {host: {"changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
-            for host, changed, unreachable, failed in RECAP.findall(run.stdout)}
-
-
 def module(lab, host, name, args):
     """One module run on one host through `ansible`, its result as a dict."""
     argv = ["ansible", "-i", str(lab.inventory), host, "-o", "-m", name, "-a", json.dumps(args)]
-    run = subprocess.run(argv, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(argv, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
     status, separator, result = run.stdout.partition(" => ")
     assert status in ("%s | SUCCESS" % host, "%s | CHANGED" % host), run.stdout + run.stderr
     return json.loads(result)
@@ -74,7 +53,7 @@ def firewall_identity(lab, host):
 
 @pytest.fixture(scope="module")
 def first_deploy(fleet, tmp_path_factory):
-    return playbook(fleet, "deploy_xdp.yml", tmp_path_factory.mktemp("deploy"), xdp_rules=RULES_V1)
+    return playbook(fleet, "deploy_xdp.yml", tmp_path_factory.mktemp("deploy"), {"xdp_rules": RULES_V1})
 
 
 def test_deploy_attaches_everywhere_and_a_second_run_changes_nothing(fleet, first_deploy, tmp_path):
@@ -82,10 +61,10 @@ def test_deploy_attaches_everywhere_and_a_second_run_changes_nothing(fleet, firs
     attached = fleet.run_parallel("ip -d link show eth0", via="nsenter")
     assert all("prog/xdp" in result.out and "xdpfleet_fw" in result.out for result in attached.values()), attached
 
-    second = playbook(fleet, "deploy_xdp.yml", tmp_path, xdp_rules=RULES_V1)
+    second = playbook(fleet, "deploy_xdp.yml", tmp_path, {"xdp_rules": RULES_V1})
     assert second.returncode == 0, second.stdout[-3000:]
     changed_tasks = re.findall(r"^TASK \[(.*?)\].*\n(?:(?!TASK).*\n)*?changed: ", second.stdout, re.M)
-    assert recap(second) == {host.name: {"changed": 0, "unreachable": 0, "failed": 0} for host in fleet.hosts}, \
+    assert recap(second.stdout) == {host.name: {"changed": 0, "unreachable": 0, "failed": 0} for host in fleet.hosts}, \
         changed_tasks
 
 
@@ -110,9 +89,9 @@ def test_rolling_update_with_a_failing_health_check_restores_that_batch_and_stop
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for host in fleet.hosts if host.name != UNHEALTHY]
     try:
-        run = playbook(fleet, "update_rules.yml", tmp_path, xdp_serial=2, xdp_rules=RULES_V2,
-                       xdp_health_checks=[{"tcp": HEALTH_PORT}], xdp_health_timeout=3,
-                       xdp_health_max_drop_percent=50, xdp_health_window=1)
+        run = playbook(fleet, "update_rules.yml", tmp_path, {
+            "xdp_serial": 2, "xdp_rules": RULES_V2, "xdp_health_checks": [{"tcp": HEALTH_PORT}],
+            "xdp_health_timeout": 3, "xdp_health_max_drop_percent": 50, "xdp_health_window": 1})
     finally:
         for server in servers:
             server.kill()
@@ -128,7 +107,7 @@ def test_rolling_update_with_a_failing_health_check_restores_that_batch_and_stop
 def test_remove_leaves_no_program_pins_maps_or_state(fleet, first_deploy, tmp_path):
     facts = firewall_identity(fleet, fleet.hosts[0].name)[1]
     kernel_objects = [("prog", facts["prog_id"])] + [("map", item["id"]) for item in facts["maps"]]
-    run = playbook(fleet, "remove_xdp.yml", tmp_path)
+    run = playbook(fleet, "remove_xdp.yml", tmp_path, {})
     assert run.returncode == 0, run.stdout[-3000:]
     left = fleet.run_parallel("ip -d link show eth0 | grep prog/xdp; ls /sys/fs/bpf/xdpfleet /etc/xdpfleet/eth0.json "
                               "/etc/xdpfleet/programs/eth0.json /var/lib/xdpfleet/xdp_firewall.o 2>/dev/null",
