@@ -44,6 +44,10 @@ description:
   - B(Speed.) A run whose O(config) is exactly the canonical rule list stored in the desired-state file (and the
     kernel still holds that rule set) is recognised by comparing digests, without looking at single rules. Items
     already in canonical form (as RV(before) shows them) are checked without building address objects.
+  - B(Check mode before the firewall is attached.) In check mode, on an interface whose firewall maps are not
+    pinned in O(pin_dir), the rules are validated and the result is predicted against what attaching the firewall
+    with M(xdpfleet.xdp.xdp_program) gives (no rules, default action V(pass), sampling off), so that a check-mode
+    play that attaches the firewall and then applies rules reports both. Outside check mode that is an error.
   - B(Lockout guard.) When the task runs over SSH (C(SSH_CONNECTION) on the host), the resulting rule set is
     evaluated with the reference classifier on the packet the SSH client sends to the host (TCP from the
     client address and port to the server address and port). If that packet would be dropped the module
@@ -228,9 +232,12 @@ sampling:
   sample: 0
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._ruleset import STATES, errors, run
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._ruleset import STATES, check_lockout, errors, plan, run
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._state import default_pin_dir
 
 ARGUMENT_SPEC = dict(
     interface=dict(type="str", required=True),
@@ -257,11 +264,31 @@ class RulesModule(AnsibleModule):
         self.rule_items = self.params.pop("config", None)
 
 
+class FreshFirewall:
+    """The rule set of a firewall xdp_program has just attached: no rules, default action pass, sampling off."""
+
+    default_action, sampling, digest, packed = "pass", 0, None, []
+
+    @staticmethod
+    def entries():
+        return []
+
+
+def predicted_on_fresh_firewall(request):
+    outcome = plan(request, FreshFirewall, None)
+    check_lockout(outcome, os.environ, request["allow_lockout"])
+    return outcome.result(request["interface"], request["state"], request["diff"], request["return_rules"])
+
+
 def main():
     module = RulesModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     request = dict(module.params, config=module.rule_items, diff=module._diff)
+    pin_dir = request["pin_dir"] or default_pin_dir(request["interface"])
     try:
-        result = run(request, check_mode=module.check_mode)
+        if module.check_mode and not os.path.exists(os.path.join(pin_dir, "xf_config")):
+            result = predicted_on_fresh_firewall(request)
+        else:
+            result = run(request, check_mode=module.check_mode)
     except errors() as error:
         module.fail_json(msg=str(error), interface=request["interface"])
     module.exit_json(**result)
