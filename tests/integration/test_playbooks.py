@@ -1,5 +1,8 @@
-"""The playbooks end to end on a lab of their own (5 hosts, 198.18.70.0/24): deploy twice, a boot-time
-restore, a rolling update whose health check fails on one host, removal."""
+"""The playbooks end to end.
+
+On a lab of their own (5 hosts, 198.18.70.0/24): deploy twice, a boot-time restore, a rolling update whose
+health check fails on one host, removal. On the session lab (xf, 3 hosts): what the playbooks refuse before
+they touch a host, check mode of every playbook, and what removal leaves behind."""
 
 import json
 import re
@@ -115,3 +118,124 @@ def test_remove_leaves_no_program_pins_maps_or_state(fleet, first_deploy, tmp_pa
     assert {name: result.out for name, result in left.items()} == {host.name: "" for host in fleet.hosts}
     for kind, number in kernel_objects:
         assert subprocess.run(["bpftool", kind, "show", "id", str(number)], capture_output=True, check=False).returncode != 0
+
+
+# --- on the session lab: refusals before a host is touched, check mode, what removal leaves ------------------
+
+FOOTPRINT = ("ip -d link show eth0 | grep -o 'prog/xdp id [0-9]*'; "
+             "find /etc/xdpfleet /var/lib/xdpfleet /sys/fs/bpf/xdpfleet -mindepth 1 2>/dev/null | sort; "
+             "find /etc/xdpfleet /var/lib/xdpfleet -type f -exec sha256sum {} + 2>/dev/null | sort; "
+             "bpftool map dump pinned /sys/fs/bpf/xdpfleet/eth0/xf_config 2>/dev/null")
+BAD_ADDRESS = "is not an IPv4/IPv6 address"
+
+
+def footprint(lab):
+    """Per host: the program on eth0, the firewall's files and pins, the digests of its files, its config map."""
+    return {name: result.out for name, result in lab.run_parallel(FOOTPRINT, via="nsenter").items()}
+
+
+def output(run):
+    return run.stdout + run.stderr
+
+
+def unchanged_everywhere(lab):
+    return {host.name: {"changed": 0, "unreachable": 0, "failed": 0} for host in lab.hosts}
+
+
+def deploy(lab, directory, rules):
+    run = playbook(lab, "deploy_xdp.yml", directory, {"xdp_rules": rules})
+    assert run.returncode == 0, output(run)[-3000:]
+    return lab
+
+
+@pytest.fixture(scope="module")
+def bare(lab, tmp_path_factory):
+    """The session lab without the firewall, for tests that change nothing on its hosts."""
+    run = playbook(lab, "remove_xdp.yml", tmp_path_factory.mktemp("remove"), {})
+    assert run.returncode == 0, output(run)[-3000:]
+    assert all("prog/xdp" not in text for text in footprint(lab).values())
+    return lab
+
+
+@pytest.fixture(scope="module")
+def deployed_once(lab, tmp_path_factory):
+    """The session lab with the firewall and RULES_V1, for tests that change nothing on its hosts."""
+    return deploy(lab, tmp_path_factory.mktemp("deploy"), RULES_V1)
+
+
+def test_deploy_with_an_invalid_rule_touches_no_host(bare, tmp_path):
+    before = footprint(bare)
+    bad = RULES_V1 + [{"name": "typo", "action": "drop", "source": "198.18.300.0/24"}]
+    run = playbook(bare, "deploy_xdp.yml", tmp_path, {"xdp_rules": bad})
+    assert run.returncode != 0
+    assert "config[2].source: '198.18.300.0/24' %s" % BAD_ADDRESS in output(run)
+    assert footprint(bare) == before
+
+
+def refused_with_a_few_of_many_problems(lab, name, directory):
+    """Runs a playbook with 1,000 bad rules: it must fail, show only some of the problems, and change nothing."""
+    bad = [{"name": "bad-%d" % index, "action": "drop", "source": "198.18.%d.0/24" % (300 + index)}
+           for index in range(1000)]
+    before = footprint(lab)
+    run = playbook(lab, name, directory, {"xdp_rules": RULES_V1 + bad})
+    assert run.returncode != 0
+    shown = output(run).count(BAD_ADDRESS)
+    assert 0 < shown <= 100 * len(lab.hosts), "%d messages about bad addresses" % shown
+    assert footprint(lab) == before
+
+
+def test_deploy_with_many_invalid_rules_reports_a_few_of_them(bare, tmp_path):
+    refused_with_a_few_of_many_problems(bare, "deploy_xdp.yml", tmp_path)
+
+
+def test_deploy_in_check_mode_reports_the_attach_and_the_rules_and_changes_nothing(bare, tmp_path):
+    before = footprint(bare)
+    run = playbook(bare, "deploy_xdp.yml", tmp_path, {"xdp_rules": RULES_V1}, "--check", "--diff")
+    assert run.returncode == 0, output(run)[-3000:]
+    assert all(counts["changed"] > 0 for counts in recap(run.stdout).values()), run.stdout[-3000:]
+    assert "+ drop icmp from any to any (no-ping) (at 1)" in run.stdout
+    assert footprint(bare) == before
+
+
+def test_deploy_in_check_mode_on_deployed_hosts_reports_only_the_rule_change(deployed_once, tmp_path):
+    before = footprint(deployed_once)
+    same = playbook(deployed_once, "deploy_xdp.yml", tmp_path, {"xdp_rules": RULES_V1}, "--check")
+    assert same.returncode == 0, output(same)[-3000:]
+    assert recap(same.stdout) == unchanged_everywhere(deployed_once)
+    more = playbook(deployed_once, "deploy_xdp.yml", tmp_path, {"xdp_rules": RULES_V2}, "--check", "--diff")
+    assert more.returncode == 0, output(more)[-3000:]
+    assert all(counts["changed"] == 1 for counts in recap(more.stdout).values()), more.stdout[-3000:]
+    assert "+ drop udp from any to any port 53 (no-dns) (at 3)" in more.stdout
+    assert footprint(deployed_once) == before
+
+
+def test_update_rules_in_check_mode_reports_the_change_and_changes_nothing(deployed_once, tmp_path):
+    before = footprint(deployed_once)
+    run = playbook(deployed_once, "update_rules.yml", tmp_path,
+                   {"xdp_rules": RULES_V2, "xdp_health_checks": [{"tcp": 1}]}, "--check", "--diff")
+    assert run.returncode == 0, output(run)[-3000:]
+    assert all(counts["changed"] == 1 for counts in recap(run.stdout).values()), run.stdout[-3000:]
+    assert "+ drop udp from any to any port 53 (no-dns) (at 3)" in run.stdout
+    assert footprint(deployed_once) == before
+
+
+def test_update_rules_with_many_invalid_rules_reports_a_few_of_them(deployed_once, tmp_path):
+    refused_with_a_few_of_many_problems(deployed_once, "update_rules.yml", tmp_path)
+
+
+def test_gather_stats_in_check_mode_writes_no_report_and_no_textfile(deployed_once, tmp_path):
+    before = footprint(deployed_once)
+    reports = tmp_path / "reports"
+    run = playbook(deployed_once, "gather_stats.yml", tmp_path, {"stats_report_dir": str(reports)}, "--check")
+    assert run.returncode == 0, output(run)[-3000:]
+    assert all(counts["changed"] > 0 for counts in recap(run.stdout).values()), run.stdout[-3000:]
+    assert not reports.exists()
+    assert footprint(deployed_once) == before
+
+
+def test_remove_xdp_in_check_mode_reports_the_removal_and_changes_nothing(deployed_once, tmp_path):
+    before = footprint(deployed_once)
+    run = playbook(deployed_once, "remove_xdp.yml", tmp_path, {}, "--check")
+    assert run.returncode == 0, output(run)[-3000:]
+    assert all(counts["changed"] > 0 for counts in recap(run.stdout).values()), run.stdout[-3000:]
+    assert footprint(deployed_once) == before
