@@ -163,6 +163,12 @@ def deployed_once(lab, tmp_path_factory):
     return deploy(lab, tmp_path_factory.mktemp("deploy"), RULES_V1)
 
 
+@pytest.fixture
+def deployed(lab, tmp_path):
+    """The session lab with the firewall and RULES_V1, for a test that changes it."""
+    return deploy(lab, tmp_path, RULES_V1)
+
+
 def test_deploy_with_an_invalid_rule_touches_no_host(bare, tmp_path):
     before = footprint(bare)
     bad = RULES_V1 + [{"name": "typo", "action": "drop", "source": "198.18.300.0/24"}]
@@ -239,3 +245,18 @@ def test_remove_xdp_in_check_mode_reports_the_removal_and_changes_nothing(deploy
     assert run.returncode == 0, output(run)[-3000:]
     assert all(counts["changed"] > 0 for counts in recap(run.stdout).values()), run.stdout[-3000:]
     assert footprint(deployed_once) == before
+
+
+@pytest.mark.parametrize("name", ["deploy_xdp.yml", "update_rules.yml"])
+def test_an_empty_rule_set_over_rules_needs_xdp_allow_empty(deployed, tmp_path, name):
+    before = footprint(deployed)
+    run = playbook(deployed, name, tmp_path, {"xdp_rule": RULES_V2})  # misspelled: xdp_rules keeps its default []
+    assert run.returncode != 0
+    assert "xdp_rules is empty, and eth0 holds 2 rules" in output(run)
+    assert "xdp_allow_empty: true" in output(run)
+    assert footprint(deployed) == before
+
+    allowed = playbook(deployed, name, tmp_path, {"xdp_allow_empty": True})
+    assert allowed.returncode == 0, output(allowed)[-3000:]
+    assert {host.name: gathered_names(deployed, host.name) for host in deployed.hosts} == \
+        {host.name: [] for host in deployed.hosts}
