@@ -9,6 +9,7 @@ import re
 import subprocess
 
 import pytest
+import yaml
 
 from tests.helpers.hosts import ansible_env, playbook, recap
 from tests.lab import Lab, Layout
@@ -260,3 +261,14 @@ def test_an_empty_rule_set_over_rules_needs_xdp_allow_empty(deployed, tmp_path, 
     assert allowed.returncode == 0, output(allowed)[-3000:]
     assert {host.name: gathered_names(deployed, host.name) for host in deployed.hosts} == \
         {host.name: [] for host in deployed.hosts}
+
+
+def test_a_users_inventory_group_named_lab_gets_the_role_defaults(tmp_path):
+    """The collection's playbooks carry no group_vars: a group of a user's inventory named like the lab's gets
+    no lab settings."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"lab": {"hosts": {"edge-1": {}}}}}}))
+    run = subprocess.run(["ansible-inventory", "-i", str(inventory), "--playbook-dir", str(REPO / "playbooks"),
+                          "--host", "edge-1"], cwd=tmp_path, env=ansible_env(), capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert json.loads(run.stdout) == {}

@@ -5,6 +5,7 @@ from pathlib import Path
 import yaml
 
 SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+ROLE_SETTINGS = Path(__file__).with_name("role_settings.yml")
 
 
 def write(path: Path, hosts, layout) -> None:
@@ -23,6 +24,7 @@ def write(path: Path, hosts, layout) -> None:
             "lab_client_netns": layout.client_name,
             "lab_client_address": layout.client_address,
             "lab_controller_address": layout.bridge_address,
+            **yaml.safe_load(ROLE_SETTINGS.read_text()),
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
