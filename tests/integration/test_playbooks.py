@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helpers.hosts import ansible_env, playbook, recap
+from tests.helpers.hosts import ansible_env, playbook, playbook_command, recap, write_variables
 from tests.lab import Lab, Layout
 from tests.lab.layout import REPO
 
@@ -261,6 +261,22 @@ def test_an_empty_rule_set_over_rules_needs_xdp_allow_empty(deployed, tmp_path, 
     assert allowed.returncode == 0, output(allowed)[-3000:]
     assert {host.name: gathered_names(deployed, host.name) for host in deployed.hosts} == \
         {host.name: [] for host in deployed.hosts}
+
+
+def test_gather_stats_without_a_report_dir_writes_nothing_into_the_collection(lab, tmp_path):
+    """The lab inventory names a report directory; an inventory that does not must say where reports go."""
+    inventory = yaml.safe_load(lab.inventory.read_text())
+    inventory["all"]["children"]["lab"]["vars"].pop("stats_report_dir", None)
+    user_inventory = tmp_path / "hosts.yml"
+    user_inventory.write_text(yaml.safe_dump(inventory))
+    collection_before = sorted(str(path) for path in REPO.rglob("report.*") if ".venv" not in path.parts)
+    argv = playbook_command(user_inventory, REPO / "playbooks" / "gather_stats.yml",
+                            write_variables(tmp_path, "gather_stats", {}))
+    run = subprocess.run(argv, cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode != 0
+    assert "stats_report_dir" in output(run)
+    assert sorted(str(path) for path in REPO.rglob("report.*") if ".venv" not in path.parts) == collection_before
 
 
 def test_a_users_inventory_group_named_lab_gets_the_role_defaults(tmp_path):
