@@ -127,6 +127,7 @@ FOOTPRINT = ("ip -d link show eth0 | grep -o 'prog/xdp id [0-9]*'; "
              "find /etc/xdpfleet /var/lib/xdpfleet /sys/fs/bpf/xdpfleet -mindepth 1 2>/dev/null | sort; "
              "find /etc/xdpfleet /var/lib/xdpfleet -type f -exec sha256sum {} + 2>/dev/null | sort; "
              "bpftool map dump pinned /sys/fs/bpf/xdpfleet/eth0/xf_config 2>/dev/null")
+TEXTFILE = "/var/lib/xdpfleet/textfile_collector/xdpfleet.prom"  # stats_textfile_path of the lab inventory
 BAD_ADDRESS = "is not an IPv4/IPv6 address"
 
 
@@ -277,6 +278,19 @@ def test_gather_stats_without_a_report_dir_writes_nothing_into_the_collection(la
     assert run.returncode != 0
     assert "stats_report_dir" in output(run)
     assert sorted(str(path) for path in REPO.rglob("report.*") if ".venv" not in path.parts) == collection_before
+
+
+def test_remove_leaves_no_rule_names_and_no_textfile_that_says_attached(deployed, tmp_path):
+    stats = playbook(deployed, "gather_stats.yml", tmp_path, {"stats_report_dir": str(tmp_path / "reports")})
+    assert stats.returncode == 0, output(stats)[-3000:]
+    assert all("xdpfleet_program_attached{" in deployed_host.run("cat %s" % TEXTFILE).out
+               for deployed_host in deployed.hosts)
+
+    run = playbook(deployed, "remove_xdp.yml", tmp_path, {})
+    assert run.returncode == 0, output(run)[-3000:]
+    left = deployed.run_parallel("ls /etc/xdpfleet/eth0.names 2>/dev/null; grep '^xdpfleet_program_attached{' %s "
+                                 "2>/dev/null | grep -v ' 0$'" % TEXTFILE, via="nsenter")
+    assert {name: result.out for name, result in left.items()} == {host.name: "" for host in deployed.hosts}
 
 
 def test_a_users_inventory_group_named_lab_gets_the_role_defaults(tmp_path):
