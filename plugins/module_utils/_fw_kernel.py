@@ -116,6 +116,21 @@ class KernelRuleset:
         return list(map(words.__getitem__, self.positions))
 
 
+class FreshRuleset:
+    """The rule set of a firewall xdp_program has just attached: no rules, default action pass, sampling off
+    (what check mode plans against where the firewall is not attached yet)."""
+
+    default_action, sampling, digest, packed, positions = "pass", 0, None, [], range(0)
+
+    @staticmethod
+    def entries():
+        return []
+
+
+def firewall_pinned(pin_dir):
+    return all(os.path.exists(os.path.join(pin_dir, name)) for name in MAP_NAMES)
+
+
 # --- counters ------------------------------------------------------------------------------------
 
 

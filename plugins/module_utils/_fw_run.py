@@ -17,7 +17,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import (
     Entries, config_items, config_text, entry_values)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
-    KernelRuleset, pinned_maps, ruleset_digest)
+    FreshRuleset, KernelRuleset, firewall_pinned, pinned_maps, ruleset_digest)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_lockout import check_lockout
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
@@ -210,16 +210,17 @@ def _keeps_matches(kernel, change):
 
 
 def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
-    """One xdp_rules task on this host; returns the module result (raises an XdpfleetError)."""
+    """One xdp_rules task on this host; returns the module result (raises an XdpfleetError). In check mode on an
+    interface whose firewall is not attached yet, the change is planned against a freshly attached one."""
     interface = request["interface"]
     pin_dir = request.get("pin_dir") or _hostfs.default_pin_dir(interface)
+    environ = os.environ if environ is None else environ
+    if check_mode and not firewall_pinned(pin_dir):
+        return _checked(request, FreshRuleset, None, environ).result(
+            interface, request["state"], request.get("diff"), request.get("return_rules"))
     with _hostfs.host_lock(interface), pinned_maps(pin_dir) as maps:
         kernel = KernelRuleset(maps)
-        stored = read_state(interface, state_dir)
-        change = plan(request, kernel, stored)
-        if change.ruleset_changed and not request.get("allow_lockout"):
-            check_lockout(change.after, change.packed, change.settings_after["default_action"],
-                          os.environ if environ is None else environ)
+        change = _checked(request, kernel, read_state(interface, state_dir), environ)
         if change.changed and not check_mode:
             digest = apply(maps, kernel, change)
             rules_json = change.after_json or entries_json(change.after)
@@ -227,3 +228,11 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
                                         rules_digest=json_digest(rules_json), **change.settings_after),
                         state_dir, rules_json)
     return change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
+
+
+def _checked(request, kernel, stored, environ):
+    """The planned Change, once the lockout guard has let it through."""
+    change = plan(request, kernel, stored)
+    if change.ruleset_changed and not request.get("allow_lockout"):
+        check_lockout(change.after, change.packed, change.settings_after["default_action"], environ)
+    return change

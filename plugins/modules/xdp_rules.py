@@ -44,6 +44,10 @@ description:
   - B(Speed.) A run whose O(config) is exactly the canonical rule list stored in the desired-state file (and the
     kernel still holds that rule set) is recognised by comparing digests, without looking at single rules. Items
     already in canonical form (as RV(before) shows them) are checked without building address objects.
+  - B(Check mode before the firewall is attached.) In check mode, on an interface whose firewall maps are not
+    pinned in O(pin_dir), the rules are validated and the result is predicted against what attaching the firewall
+    with M(xdpfleet.xdp.xdp_program) gives (no rules, default action V(pass), sampling off), so that a check-mode
+    play that attaches the firewall and then applies rules reports both. Outside check mode that is an error.
   - B(Lockout guard.) When the task runs over SSH (C(SSH_CONNECTION) on the host), the resulting rule set is
     evaluated, in rule order, on the packet the SSH client sends to the host (TCP from the
     client address and port to the server address and port). If that packet would be dropped the module

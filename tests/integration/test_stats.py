@@ -11,7 +11,7 @@ from PIL import Image
 from tests.integration import test_xdp_facts as facts_suite
 from tests.integration.test_xdp_facts import LAYOUT, REPO, ping
 
-PROM_PATH = "/var/lib/xdpfleet/textfile_collector/xdpfleet.prom"  # per host in the lab: playbooks/group_vars/lab.yml
+PROM_PATH = "/var/lib/xdpfleet/textfile_collector/xdpfleet.prom"  # per host: tests/lab/role_settings.yml
 DROP_RED = (0xC0, 0x39, 0x2B)
 
 # pytest finds fixtures by module attribute: the facts suite's lab and firewall host, set up again here.

@@ -2,7 +2,8 @@
 the client namespace.
 
 The suite runs on a lab of its own (prefix xw, 198.18.90.0/24): the controller is 198.18.90.1 (the
-bridge), the client 198.18.90.2, the host 198.18.90.11.
+bridge), the client 198.18.90.2, the host 198.18.90.11; check mode where the firewall is not attached, on a
+host of the session lab.
 """
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.hosts import PYTHON, ad_hoc, on_host
+from tests.helpers.hosts import PYTHON, ad_hoc, module_env, on_host, run_module
 from tests.helpers.traffic import Stream
 from tests.lab import Lab, Layout
 
@@ -154,6 +155,32 @@ def test_lockout_guard_fires_over_ssh_and_not_when_a_rule_spares_it(rules_host):
     assert rules(rules_host, state="gathered")["gathered"] == []
     spared = succeeded(rules(rules_host, state="overridden", default_action="drop", config=[SSH_PASS, WEB]))
     assert spared["changed"] and spared["default_action"] == "drop"
+
+
+# --- check mode before the firewall is attached ---------------------------------------------------------------
+
+
+def test_check_mode_without_the_firewall_plans_against_what_attaching_it_gives(lab):
+    """A check-mode play that would attach the firewall and then apply rules can report (and check) both."""
+    host = lab.hosts[-1]
+    succeeded(run_module(host, "xdp_program", {"interface": "eth0", "state": "detached"}))
+    ssh = module_env(SSH_CONNECTION="%s 40000 %s 22" % (lab.layout.bridge_address, host.address))
+
+    def planned(check=True, env=None, **args):
+        return run_module(host, "xdp_rules", dict(dict(interface="eth0", state="overridden"), **args), check=check,
+                          env=env)
+
+    plan = succeeded(planned(config=[SSH_PASS, WEB], sampling=8, env=ssh))
+    assert plan["changed"] and plan["before"] == [] and plan["after"] == [SSH_PASS, WEB]
+    assert (plan["default_action"], plan["sampling"]) == ("pass", 8)
+    empty = succeeded(planned(config=[]))
+    assert not empty["changed"] and empty["rule_count"] == {"before": 0, "after": 0}
+    bad = planned(config=[WEB, {"action": "drop", "source": "198.18.300.0/24"}])
+    assert bad["failed"] and bad["msg"].startswith("config[1].source: '198.18.300.0/24' is not an IPv4/IPv6")
+    locked = planned(config=[WEB], default_action="drop", env=ssh)
+    assert locked["failed"] and "the default action drop would drop this SSH connection" in locked["msg"]
+    applied = planned(check=False, config=[WEB])
+    assert applied["failed"] and "the xdpfleet firewall is not attached" in applied["msg"]
 
 
 # --- traffic from the client namespace ------------------------------------------------------------------

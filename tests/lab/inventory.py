@@ -4,7 +4,11 @@ from pathlib import Path
 
 import yaml
 
+from .layout import REPO
+
 SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+ROLE_SETTINGS = Path(__file__).with_name("role_settings.yml")
+REPORT_DIR = REPO / "reports" / "stats"  # git-ignored
 
 
 def write(path: Path, hosts, layout) -> None:
@@ -23,6 +27,8 @@ def write(path: Path, hosts, layout) -> None:
             "lab_client_netns": layout.client_name,
             "lab_client_address": layout.client_address,
             "lab_controller_address": layout.bridge_address,
+            "stats_report_dir": str(REPORT_DIR),
+            **yaml.safe_load(ROLE_SETTINGS.read_text()),
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -583,3 +583,17 @@ def test_many_bad_rules_are_reported_by_the_first_few_and_a_count(host):
     assert message.count("is not an IPv4/IPv6 address") == _errors.MESSAGES_SHOWN
     assert message.endswith("; and %d more" % (34000 - _errors.MESSAGES_SHOWN))
     assert not host.state_file.exists() and kernel_rules(host.maps) == []
+
+
+def test_check_mode_before_the_firewall_is_attached_plans_against_a_fresh_one(tmp_path):
+    request = {"interface": "eth0", "pin_dir": str(tmp_path / "none"), "state": "overridden",
+               "config": [SSH, BAD], "default_action": "drop"}
+    predicted = _fw_run.run(request, True, SSH_FROM_ADMIN, str(tmp_path / "etc"))
+    assert predicted["changed"] and predicted["after"] == [SSH, BAD] and predicted["before"] == []
+    with pytest.raises(_fw_lockout.LockoutError):
+        _fw_run.run(dict(request, config=[BAD]), True, SSH_FROM_ADMIN, str(tmp_path / "etc"))
+    with pytest.raises(_fw_model.RuleError, match=r"config\[0\].port"):
+        _fw_run.run(dict(request, config=[dict(SSH, port=0)]), True, {}, str(tmp_path / "etc"))
+    with pytest.raises(_fw_kernel.FirewallMissing, match="is not attached"):
+        _fw_run.run(request, False, {}, str(tmp_path / "etc"))
+    assert not (tmp_path / "etc").exists()
