@@ -41,20 +41,31 @@ class Change:
         self.settings_before, self.settings_after = settings_before, settings_after
         differing = differing_in_place(before, after)
         self.in_place = differing is not None
-        if self.in_place:
-            self.pairs = [(number, True) for number in range(len(after))]
-            for number in differing:
-                self.pairs[number] = (number, False)
-        else:
-            self.pairs = pair_rules(before, after, equal_kept)
-        self.unequal = [number for number, (_index, equal) in enumerate(self.pairs) if not equal]
-        self.summary, self.lines = compare(before, after, with_lines, None if self.in_place else self.pairs)
+        self._pairs = None if self.in_place else pair_rules(before, after, equal_kept)
+        # the numbers of the rules of after that equal no rule of before
+        self.unequal = differing if self.in_place else [
+            number for number, (_index, equal) in enumerate(self._pairs) if not equal]
+        self.summary, self.lines = compare(before, after, with_lines, self._pairs)
         self.lines = setting_lines(settings_before, settings_after) + self.lines
         self.ruleset_changed = before != after or \
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
         self.packed = None  # the packed rules of after, once the rule set changes
         self.after_json = None  # entries_json(after), when known
+
+    @property
+    def pairs(self):
+        if self._pairs is None:  # in place: each rule of after is paired with the rule at its place
+            unequal = set(self.unequal)
+            self._pairs = [(number, number not in unequal) for number in range(len(self.after))]
+        return self._pairs
+
+    def left(self):
+        """The indexes of the rules of before that no equal rule of after takes."""
+        if self.in_place:
+            return self.unequal
+        paired = set(index for index, equal in self.pairs if equal)
+        return [index for index in range(len(self.before)) if index not in paired]
 
     def result(self, interface, state, diff, return_rules=False):
         """The module result; before/after are left out when either has more than FULL_LISTS_UP_TO rules, unless
@@ -191,8 +202,7 @@ def _counters(kernel, change):
     the others are told apart by their canonical values (hashing those is cheaper than hashing Rule
     objects), so that a rule renamed or moved keeps its slot too."""
     current = kernel.counters()
-    paired = set(index for index, equal in change.pairs if equal)
-    left = [index for index in range(len(current)) if index not in paired]
+    left = change.left()
     before_values = [entry_values(change.before[index]) for index in left]
     after_values = [entry_values(change.after[number]) for number in change.unequal]
     counters = [current[index] if equal else None for index, equal in change.pairs]
