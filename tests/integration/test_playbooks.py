@@ -255,6 +255,7 @@ def test_an_empty_rule_set_over_rules_needs_xdp_allow_empty(deployed, tmp_path, 
     assert run.returncode != 0
     assert "xdp_rules is empty, and eth0 holds 2 rules" in output(run)
     assert "xdp_allow_empty: true" in output(run)
+    assert "blocked-net" not in output(run)  # the refusal names the count, not the rules
     assert footprint(deployed) == before
 
     allowed = playbook(deployed, name, tmp_path, {"xdp_allow_empty": True})
