@@ -256,8 +256,7 @@ def flip_sets():
 
 FLIPPER = """
 import json, sys
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_kernel, _fw_run
-from tests.helpers import reference
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_run
 set_a, set_b = json.loads(sys.argv[1])
 switches = 0
 for flip in range(100):
