@@ -28,6 +28,8 @@ enum xf_rule_flags {
 	XF_HAS_PROTO = 1,
 	XF_HAS_PORT = 2,
 	XF_HAS_DST = 4,
+	XF_SRC_SET = 8,          /* found through the prefixes of a set; src holds its tag */
+	XF_DST_SET = 16,         /* the same by destination; dst holds the tag */
 };
 
 /* Prefix map order in xf_slot_meta.prefixes (names xf_<s|d><4|6><h|t>_N). */

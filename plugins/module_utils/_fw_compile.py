@@ -20,8 +20,8 @@ from collections import defaultdict, deque, namedtuple
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    CHAIN, CHAIN_MAX, EMPTY_RULE, GEN_ENTRIES, GEN_PROTO, GEN_TCP, GEN_UDP, HAS_DST, HAS_PORT, HAS_PROTO,
-    MAX_RULES, NO_PREFIX, PREFIX_MAPS, RULE, SLOT_META, U32, XDP_ACTIONS)
+    CHAIN, CHAIN_MAX, DST_SET, EMPTY_RULE, GEN_ENTRIES, GEN_PROTO, GEN_TCP, GEN_UDP, HAS_DST, HAS_PORT, HAS_PROTO,
+    MAX_RULES, NO_PREFIX, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, XDP_ACTIONS)
 
 COUNTER = RULE.offset["counter"]
 COUNTER_END = COUNTER + U32.size
@@ -95,11 +95,12 @@ def assign_counters(rules, previous_rules=(), previous_counters=(), live=()):
 # --- compiler ---------------------------------------------------------------------------
 
 
-def compile_packed(packed, default_action, counters=None, positions=None):
+def compile_packed(packed, default_action, counters=None, positions=None, sets=None):
     """The map entries of the rule set given as packed xf_rule (their counter fields are replaced).
 
     positions: the position of each rule (increasing; see place_rules), 0, 1, 2... when not given; the
     positions between them are holes, which hold an empty rule that no index refers to.
+    sets: {set tag: [(family, prefix length, packed address)]} of the sets the rules name.
     rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1);
     prefixes: {short map name: {key: packed xf_chain}}; meta: packed xf_slot_meta.
     """
@@ -111,10 +112,12 @@ def compile_packed(packed, default_action, counters=None, positions=None):
     columns = _columns(raw)
     prefixes = dict((name, {}) for name in PREFIX_MAPS)
     flags = _by_position(columns.flags, positions, 0)
-    _compile_chains(columns, positions, flags, "source", prefixes)
-    _compile_chains(columns, positions, flags, "destination", prefixes)
-    general = [index for index, (src_len, dst_len) in enumerate(zip(columns.src_len, columns.dst_len))
-               if src_len == NO_PREFIX and dst_len == NO_PREFIX]
+    set_prefixes = _SetPrefixes(sets or {})
+    _compile_chains(columns, positions, flags, "source", prefixes, set_prefixes)
+    _compile_chains(columns, positions, flags, "destination", prefixes, set_prefixes)
+    general = [index for index, (src_len, dst_len, rule_flags) in
+               enumerate(zip(columns.src_len, columns.dst_len, columns.flags))
+               if src_len == NO_PREFIX and dst_len == NO_PREFIX and not rule_flags & (SRC_SET | DST_SET)]
     action = XDP_ACTIONS[default_action]
     rules = _by_position(_split_with_counters(raw, counters), positions, EMPTY_RULE)
     meta = SLOT_META.format.pack(action, len(rules), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
@@ -215,11 +218,12 @@ ONE_RULE_CHAIN = struct.Struct("<2I%dx" % (4 * (CHAIN_MAX - 1)))  # CHAIN of a o
 
 def _side_lengths(columns, side):
     """Per position, the prefix length by which `side` finds the rule, NO_PREFIX when it does not: every
-    rule with a source prefix is found by it, a rule with a destination prefix alone by the destination."""
+    rule with a source prefix is found by it, a rule with a destination prefix alone (no source set either)
+    by the destination."""
     if side == "source":
         return columns.src_len
-    return [dst_len if src_len == NO_PREFIX else NO_PREFIX
-            for src_len, dst_len in zip(columns.src_len, columns.dst_len)]
+    return [dst_len if src_len == NO_PREFIX and not flags & SRC_SET else NO_PREFIX
+            for src_len, dst_len, flags in zip(columns.src_len, columns.dst_len, columns.flags)]
 
 
 # The rules of one side, family and prefix length: `first` maps each address to the first rule's position,
@@ -233,30 +237,49 @@ def _group_positions(group, address):
     return [] if first is None else [first] + group.more.get(address, [])
 
 
-def _side_groups(columns, positions, side):
-    """{(family, prefix length): PrefixGroup} of the rules found by `side`."""
+class _SetPrefixes:
+    """The prefixes by which the rules naming a set are found: a rule with an address family finds only the
+    set's prefixes of that family (a packet of the other family never matches its address)."""
+
+    def __init__(self, sets):
+        self.sets = sets
+
+    def of_rule(self, flags, side, family, tag):
+        """[(family, length, packed address)] finding this rule by `side`, [] for none."""
+        if not flags & (SRC_SET if side == "source" else DST_SET):
+            return []
+        if tag not in self.sets:
+            raise CompileError("a rule names a set (tag %s) that the rule set does not define" % tag.hex())
+        return [prefix for prefix in self.sets[tag] if family in (0, prefix[0])]
+
+
+def _side_groups(columns, positions, side, set_prefixes):
+    """{(family, prefix length): PrefixGroup} of the rules found by `side`, their sets' prefixes included."""
     by_length = dict((family, [PrefixGroup({}, {}) for length in range(width + 1)])
                      for family, width in ((4, 32), (6, 128)))
     ipv4, ipv6 = by_length[4], by_length[6]
     rows = zip(positions, columns.family, _side_lengths(columns, side),
-               getattr(columns, side + "_head"), getattr(columns, side + "_tail"))
-    for position, family, length, head, tail in rows:
-        if length == NO_PREFIX:
+               getattr(columns, side + "_head"), getattr(columns, side + "_tail"), columns.flags)
+    for position, family, length, head, tail, flags in rows:
+        if length != NO_PREFIX:
+            _add_to_group(ipv4[length] if family == 4 else ipv6[length], head if family == 4 else head + tail,
+                          position)
             continue
-        if family == 4:
-            group, address = ipv4[length], head
-        else:
-            group, address = ipv6[length], head + tail
-        if group.first.setdefault(address, position) != position:
-            group.more.setdefault(address, []).append(position)
+        for prefix_family, prefix_length, address in set_prefixes.of_rule(flags, side, family, head + tail):
+            _add_to_group(by_length[prefix_family][prefix_length], address, position)
     return dict(((family, length), group) for family, groups in by_length.items()
                 for length, group in enumerate(groups) if group.first)
 
 
-def _compile_chains(columns, positions, flags, side, prefixes):
+def _add_to_group(group, address, position):
+    if group.first.setdefault(address, position) != position:
+        group.more.setdefault(address, []).append(position)
+
+
+def _compile_chains(columns, positions, flags, side, prefixes, set_prefixes):
     """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it; flags: the
     rules' flags by position."""
-    groups = _side_groups(columns, positions, side)
+    groups = _side_groups(columns, positions, side, set_prefixes)
     for (version, prefixlen), group in groups.items():
         width = 32 if version == 4 else 128
         shorter = [length for family, length in groups if family == version and length < prefixlen]

@@ -104,9 +104,10 @@ class KernelRuleset:
     def digest(self):
         return ruleset_digest(self.meta, [self.raw])
 
-    def entries(self):
-        """The rules as canonical entries (no names: those are not in the kernel)."""
-        return [canonical_of_packed(packed) for packed in self.packed]
+    def entries(self, set_names=None):
+        """The rules as canonical entries (no names: those are not in the kernel; set names where set_names,
+        {tag: name}, has them)."""
+        return [canonical_of_packed(packed, set_names) for packed in self.packed]
 
     def counters(self):
         """The hit-counter slot of each rule, read straight from the packed array."""
@@ -123,7 +124,7 @@ class FreshRuleset:
     default_action, sampling, digest, packed, positions = "pass", 0, None, [], range(0)
 
     @staticmethod
-    def entries():
+    def entries(set_names=None):
         return []
 
 

@@ -11,7 +11,7 @@ import ipaddress
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS, rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    ACTION_NAMES, HAS_PORT, HAS_PROTO, NO_PREFIX, RULE)
+    ACTION_NAMES, DST_SET, HAS_PORT, HAS_PROTO, NO_PREFIX, RULE, SRC_SET)
 
 
 class LockoutError(_errors.XdpfleetError):
@@ -28,14 +28,14 @@ def ssh_packet(environ):
             "source_port": int(client_port), "port": int(server_port)}
 
 
-def check_lockout(entries, packed_rules, default_action, environ):
-    """Raises LockoutError when the rule set (entries, and the same rules packed) would drop the SSH
-    connection this run came over."""
+def check_lockout(entries, packed_rules, default_action, environ, sets=None):
+    """Raises LockoutError when the rule set (entries, and the same rules packed; sets: {tag: AddressSet} of
+    the sets they name) would drop the SSH connection this run came over."""
     packet = ssh_packet(environ)
     if packet is None:
         return
     number = first_matching_rule(packed_rules, packet["source"], packet["destination"],
-                                 PROTOCOLS[packet["protocol"]], packet["port"])
+                                 PROTOCOLS[packet["protocol"]], packet["port"], sets)
     action = default_action if number is None else ACTION_NAMES[RULE.unpack(packed_rules[number]).action]
     if action != "drop":
         return
@@ -46,9 +46,9 @@ def check_lockout(entries, packed_rules, default_action, environ):
                        % (culprit, packet["source"], packet["source_port"], packet["destination"], packet["port"]))
 
 
-def first_matching_rule(packed_rules, source, destination, protocol, port=None):
+def first_matching_rule(packed_rules, source, destination, protocol, port=None, sets=None):
     """The number of the first packed rule that matches an IP packet, or None: the program's rule order.
-    port: the destination port, None for a packet without one."""
+    port: the destination port, None for a packet without one; sets: {tag: AddressSet} of the sets named."""
     source, destination = ipaddress.ip_address(source), ipaddress.ip_address(destination)
     family, width = source.version, source.max_prefixlen
     for number, rule in enumerate(map(RULE.unpack, packed_rules)):
@@ -56,6 +56,9 @@ def first_matching_rule(packed_rules, source, destination, protocol, port=None):
             continue
         if not (_prefix_holds(rule.src_len, rule.src, int(source), width)
                 and _prefix_holds(rule.dst_len, rule.dst, int(destination), width)):
+            continue
+        if (rule.flags & SRC_SET and not sets[rule.src].holds(source)) or \
+                (rule.flags & DST_SET and not sets[rule.dst].holds(destination)):
             continue
         if rule.flags & HAS_PROTO and rule.proto != protocol:
             continue

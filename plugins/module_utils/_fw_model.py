@@ -15,14 +15,15 @@ import socket
 from collections import namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import NAME_PATTERN, check_name, set_tag
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    ACTION_NAMES, HAS_DST, HAS_PORT, HAS_PROTO, NO_PREFIX, RULE, XDP_ACTIONS)
+    ACTION_NAMES, DST_SET, HAS_DST, HAS_PORT, HAS_PROTO, NO_PREFIX, RULE, SRC_SET, XDP_ACTIONS)
 
 RULE_ACTIONS = ("drop", "pass")
 PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
 PROTOCOL_NAMES = dict((number, name) for name, number in PROTOCOLS.items())
 PORT_PROTOCOLS = (PROTOCOLS["tcp"], PROTOCOLS["udp"])
-RULE_KEYS = ("action", "source", "destination", "protocol", "port")
+RULE_KEYS = ("action", "source", "destination", "protocol", "port", "source_set", "destination_set")
 MATCH_FIELDS = RULE_KEYS[1:]
 ENTRY_KEYS = frozenset(("name",) + RULE_KEYS)  # the keys of a rule entry: a canonical rule and its name
 
@@ -49,12 +50,19 @@ class Rule(namedtuple("Rule", RULE_KEYS)):
         if self.port is not None:
             low, high = self.port
             result["port"] = low if low == high else "%d-%d" % (low, high)
+        for key in ("source_set", "destination_set"):
+            if getattr(self, key) is not None:
+                result[key] = getattr(self, key)
         return result
 
     @property
     def family(self):
+        """4 or 6 when an address says so, 0 for both (a set may hold both)."""
         network = self.source or self.destination
         return network.version if network else 0
+
+
+Rule.__new__.__defaults__ = (None, None)  # no source_set, no destination_set
 
 
 def parse_rule(item, where="rule"):
@@ -65,7 +73,8 @@ def parse_rule(item, where="rule"):
               for key in sorted(set(item) - set(RULE_KEYS), key=str)]
     values = {}
     for key, parser in (("action", _parse_action), ("source", _parse_network),
-                        ("destination", _parse_network), ("protocol", _parse_protocol), ("port", _parse_port)):
+                        ("destination", _parse_network), ("protocol", _parse_protocol), ("port", _parse_port),
+                        ("source_set", _parse_set_name), ("destination_set", _parse_set_name)):
         try:
             values[key] = parser(item.get(key))
         except ValueError as error:
@@ -96,6 +105,10 @@ def _parse_network(value):
         raise ValueError("%r is not an IPv4/IPv6 address or CIDR (e.g. 198.18.0.0/15 or 2001:db8::/32)"
                          % (value,))
     raise ValueError("%s has host bits set (did you mean %s?)" % (value, loose))
+
+
+def _parse_set_name(value):
+    return None if value is None else check_name(value, "set name")
 
 
 def _parse_protocol(value):
@@ -138,10 +151,24 @@ def _consistency_errors(values, where):
     if values["port"] is not None and protocol not in (None,) + PORT_PROTOCOLS:
         errors.append("%s.port: ports need protocol tcp or udp (or no protocol), not %s"
                       % (where, PROTOCOL_NAMES.get(protocol, protocol)))
+    errors += _set_errors(values, where)
     family = (source or destination).version if (source or destination) else None
     if (family, protocol) in ((6, PROTOCOLS["icmp"]), (4, PROTOCOLS["icmpv6"])):
         errors.append("%s.protocol: %s with IPv%d addresses never matches (use %s)"
                       % (where, PROTOCOL_NAMES[protocol], family, "icmpv6" if family == 6 else "icmp"))
+    return errors
+
+
+def _set_errors(values, where):
+    errors = []
+    for side in ("source", "destination"):
+        if values[side] is not None and values[side + "_set"] is not None:
+            errors.append("%s: %s and %s_set both given (a rule matches one or the other: use two rules)"
+                          % (where, side, side))
+    if values["destination_set"] is not None and (values["source"] or values["source_set"]) is not None:
+        errors.append("%s.destination_set: a rule with a source is looked up by its source, so it cannot match a "
+                      "destination set too (use source_set with destination, or destination_set without a source)"
+                      % where)
     return errors
 
 
@@ -153,22 +180,34 @@ FULL_MASK4 = 0xFFFFFFFF
 
 
 def pack_canonical(values):
-    """The packed xf_rule (counter 0) of (action, source, destination, protocol, port) when they are
-    exactly Rule.to_dict's form of a valid rule with IPv4 or no addresses; else None."""
-    action, source, destination, protocol, port = values
+    """The packed xf_rule (counter 0) of (action, source, destination, protocol, port, source_set,
+    destination_set) when they are exactly Rule.to_dict's form of a valid rule with IPv4 or no addresses; else
+    None."""
+    action, source, destination, protocol, port, source_set, destination_set = values
     src, dst = _canonical_ipv4(source), _canonical_ipv4(destination)
     number, ports = _canonical_protocol(protocol), _canonical_port(port)
     if action not in RULE_ACTIONS or (source is not None and src is None) or \
             (destination is not None and dst is None) or (protocol is not None and number is None) or \
             (port is not None and (ports is None or number not in (None,) + PORT_PROTOCOLS)) or \
-            (number == PROTOCOLS["icmpv6"] and (src or dst)):
+            (number == PROTOCOLS["icmpv6"] and (src or dst)) or \
+            not _canonical_sets(source_set, destination_set, source):
         return None
-    flags = (HAS_PROTO if number is not None else 0) | (HAS_PORT if ports else 0) | (HAS_DST if dst else 0)
+    flags = (HAS_PROTO if number is not None else 0) | (HAS_PORT if ports else 0) | (HAS_DST if dst else 0) | \
+        (SRC_SET if source_set else 0) | (DST_SET if destination_set else 0)
     (src_len, src_bytes), (dst_len, dst_bytes) = src or (NO_PREFIX, b""), dst or (NO_PREFIX, b"")
     mask = (FULL_MASK4 ^ (FULL_MASK4 >> dst_len)).to_bytes(4, "big") if dst else b""
     low, high = ports or (0, 0)
     return RULE.format.pack(XDP_ACTIONS[action], flags, number or 0, 4 if (src or dst) else 0, src_len, dst_len,
-                            0, low, high, 0, src_bytes, dst_bytes, mask)
+                            0, low, high, 0, set_tag(source_set) if source_set else src_bytes,
+                            set_tag(destination_set) if destination_set else dst_bytes, mask)
+
+
+def _canonical_sets(source_set, destination_set, source):
+    """True when the set names are valid and combine as parse_rule allows (None for no set)."""
+    for name in (source_set, destination_set):
+        if name is not None and not (isinstance(name, str) and NAME_PATTERN.match(name)):
+            return False
+    return destination_set is None or (source is None and source_set is None)
 
 
 def _canonical_int(text):
@@ -216,8 +255,9 @@ def _canonical_port(value):
     return (low, high) if low is not None and high is not None and 1 <= low < high <= 65535 else None
 
 
-def canonical_of_packed(packed):
-    """Rule.to_dict of a packed xf_rule, without ipaddress objects for IPv4."""
+def canonical_of_packed(packed, set_names=None):
+    """Rule.to_dict of a packed xf_rule, without ipaddress objects for IPv4; set_names: {tag: name} (a set
+    whose name is not there is shown by its tag)."""
     rule = RULE.unpack(packed)
     result = {"action": ACTION_NAMES[rule.action]}
     for key, length, raw in (("source", rule.src_len, rule.src), ("destination", rule.dst_len, rule.dst)):
@@ -227,7 +267,17 @@ def canonical_of_packed(packed):
         result["protocol"] = PROTOCOL_NAMES.get(rule.proto, rule.proto)
     if rule.flags & HAS_PORT:
         result["port"] = rule.port_lo if rule.port_lo == rule.port_hi else "%d-%d" % (rule.port_lo, rule.port_hi)
+    result.update(_set_names(rule, set_names or {}))
     return result
+
+
+def _set_names(rule, set_names):
+    """{source_set / destination_set: name} of an unpacked xf_rule."""
+    names = {}
+    for key, flag, tag in (("source_set", SRC_SET, rule.src), ("destination_set", DST_SET, rule.dst)):
+        if rule.flags & flag:
+            names[key] = set_names.get(tag) or "tag-" + tag.hex()
+    return names
 
 
 def _network_text(family, raw, length):
@@ -244,25 +294,29 @@ def _network(family, packed, prefixlen):
     return ipaddress.IPv6Network((int.from_bytes(packed, "big"), prefixlen))
 
 
-def decode_rule(packed):
-    """(Rule, counter) of a packed xf_rule: the inverse of pack_rule."""
+def decode_rule(packed, set_names=None):
+    """(Rule, counter) of a packed xf_rule: the inverse of pack_rule (set_names as for canonical_of_packed)."""
     rule = RULE.unpack(packed)
+    names = _set_names(rule, set_names or {})
     decoded = Rule(ACTION_NAMES[rule.action], _network(rule.family, rule.src, rule.src_len),
                    _network(rule.family, rule.dst, rule.dst_len), rule.proto if rule.flags & HAS_PROTO else None,
-                   (rule.port_lo, rule.port_hi) if rule.flags & HAS_PORT else None)
+                   (rule.port_lo, rule.port_hi) if rule.flags & HAS_PORT else None,
+                   names.get("source_set"), names.get("destination_set"))
     return decoded, rule.counter
 
 
 def pack_rule(rule, counter=0):
     """The packed xf_rule of a Rule."""
     flags = ((HAS_PROTO if rule.protocol is not None else 0) | (HAS_PORT if rule.port else 0)
-             | (HAS_DST if rule.destination is not None else 0))
+             | (HAS_DST if rule.destination is not None else 0) | (SRC_SET if rule.source_set else 0)
+             | (DST_SET if rule.destination_set else 0))
     low, high = rule.port or (0, 0)
     source, destination = rule.source, rule.destination
     return RULE.format.pack(
         XDP_ACTIONS[rule.action], flags, rule.protocol or 0, rule.family,
         source.prefixlen if source else NO_PREFIX, destination.prefixlen if destination else NO_PREFIX, 0,
-        low, high, counter, _address_bytes(source), _address_bytes(destination),
+        low, high, counter, set_tag(rule.source_set) if rule.source_set else _address_bytes(source),
+        set_tag(rule.destination_set) if rule.destination_set else _address_bytes(destination),
         destination.netmask.packed if destination else b"")
 
 
@@ -289,11 +343,16 @@ def describe_key(key):
 
 
 def match_text(rule):
-    words = [rule.get("protocol") or "ip", "from", rule.get("source") or "any",
-             "to", rule.get("destination") or "any"]
+    words = [rule.get("protocol") or "ip", "from", _side_text(rule, "source"), "to", _side_text(rule, "destination")]
     if rule.get("port") is not None:
         words += ["port", str(rule["port"])]
     return " ".join(words)
+
+
+def _side_text(rule, side):
+    if rule.get(side + "_set"):
+        return "set " + rule[side + "_set"]
+    return rule.get(side) or "any"
 
 
 def rule_line(rule):

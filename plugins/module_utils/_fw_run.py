@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_slots, _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_sets, _fw_slots, _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import (
     assign_counters, compile_packed, patch_compiled, place_rules, same_matches)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
@@ -20,9 +20,10 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     FreshRuleset, KernelRuleset, firewall_pinned, pinned_maps, ruleset_digest)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_lockout import check_lockout
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import set_tag
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
-    STATE_DIR, entries_json, json_digest, read_state, write_state)
+    STATE_DIR, applying, entries_json, json_digest, read_state, write_state)
 
 FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
 UNCHANGED_BY_SAME_CONFIG = ("merged", "replaced", "overridden")
@@ -34,11 +35,16 @@ class Change:
     pairs: for each rule of after, (index of its rule in before or None for a new rule, True when the two are
     equal). in_place: every rule of after either equals the rule at its place in before or takes that place
     (a few rules differ, or the rules keep their identities where they are): rules keep their positions.
+    sets_before, sets_after: {name: AddressSet} of the sets the rules name (before: as far as known).
     """
 
-    def __init__(self, before, after, settings_before, settings_after, with_lines, equal_kept=None):
+    def __init__(self, before, after, settings_before, settings_after, with_lines, equal_kept=None,
+                 sets_before=None, sets_after=None):
         self.before, self.after = before, after
         self.settings_before, self.settings_after = settings_before, settings_after
+        self.sets_before, self.sets_after = sets_before or {}, sets_after or {}
+        self.sets_changed = any(name not in self.sets_before or self.sets_before[name].digest != address_set.digest
+                                for name, address_set in self.sets_after.items())
         differing = differing_in_place(before, after)
         self.in_place = differing is not None
         self._pairs = None if self.in_place else pair_rules(before, after, equal_kept)
@@ -46,8 +52,8 @@ class Change:
         self.unequal = differing if self.in_place else [
             number for number, (_index, equal) in enumerate(self._pairs) if not equal]
         self.summary, self.lines = compare(before, after, with_lines, self._pairs)
-        self.lines = setting_lines(settings_before, settings_after) + self.lines
-        self.ruleset_changed = before != after or \
+        self.lines = setting_lines(settings_before, settings_after) + self.lines + self._set_lines(with_lines)
+        self.ruleset_changed = before != after or self.sets_changed or \
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
         self.packed = None  # the packed rules of after, once the rule set changes
@@ -67,11 +73,27 @@ class Change:
         paired = set(index for index, equal in self.pairs if equal)
         return [index for index in range(len(self.before)) if index not in paired]
 
+    def _set_lines(self, with_lines):
+        if not (with_lines and self.sets_changed):
+            return []
+        return [line for name, address_set in sorted(self.sets_after.items())
+                for line in _fw_sets.diff_lines(name, self.sets_before.get(name), address_set)]
+
+    def set_counts(self):
+        """{name: {entries, added, removed}} of the sets after the change."""
+        counts = {}
+        for name, address_set in self.sets_after.items():
+            before = self.sets_before.get(name)
+            added, removed = ((), ()) if before and before.digest == address_set.digest else \
+                _fw_sets.changes(before, address_set)
+            counts[name] = {"entries": len(address_set.lines), "added": len(added), "removed": len(removed)}
+        return counts
+
     def result(self, interface, state, diff, return_rules=False):
         """The module result; before/after are left out when either has more than FULL_LISTS_UP_TO rules, unless
         return_rules (moving 100,000 rules through Ansible's result handling costs seconds)."""
         full = return_rules or max(len(self.before), len(self.after)) <= FULL_LISTS_UP_TO
-        result = dict(changed=self.changed, interface=interface, summary=self.summary,
+        result = dict(changed=self.changed, interface=interface, summary=self.summary, sets=self.set_counts(),
                       rule_count={"before": len(self.before), "after": len(self.after)}, **self.settings_after)
         if full:
             result["before"] = self.before
@@ -87,14 +109,45 @@ class Change:
 # --- planning ------------------------------------------------------------------------------------
 
 
-def _have(kernel, stored, entries):
+def _have(kernel, stored, entries, set_names):
     """(The current entries, position by position those of the kernel; True when they come from the stored
     desired state, checked for twins when it was written): the stored desired state when the kernel holds
-    exactly what it recorded, else the kernel's rules (their names are not in the kernel)."""
-    from_state = bool(stored and stored.get("digest") == kernel.digest)
-    have = stored["rules"] if from_state else kernel.entries()
+    exactly what it recorded, else the kernel's rules (their names are not in the kernel, their sets' names
+    where set_names {tag: name} has them)."""
+    from_state = _kernel_as_stored(kernel, stored)
+    have = stored["rules"] if from_state else kernel.entries(set_names)
     entries.remember(have, lambda: kernel.packed)
     return have, from_state
+
+
+def _kernel_as_stored(kernel, stored):
+    """True when the kernel holds what the stored desired state recorded (no change stopped part-way)."""
+    return bool(stored and stored.get("digest") == kernel.digest and not stored.get("applying"))
+
+
+def _sets(request, stored, from_state, after):
+    """({name: AddressSet} before, as far as known; after: those the rules of after name)."""
+    before = _fw_sets.sets_of_option(stored.get("sets")) if from_state else {}
+    given = _fw_sets.sets_of_option(request.get("sets"))
+    state = request["state"]
+    available = given if state == "overridden" else before if state in ("deleted", "gathered") else \
+        dict(before, **given)
+    named = _named_sets(after)
+    missing = sorted(name for name in named if name not in available)
+    if missing:
+        raise RuleError(["%s: set %s is not defined (give it in sets: a list, or {file: PATH})"
+                         % (named[name], name) for name in missing])
+    return before, dict((name, available[name]) for name in named)
+
+
+def _named_sets(rules):
+    """{set name: where the first rule naming it is} of the sets rules name."""
+    named = {}
+    for number, rule in enumerate(rules):
+        for key in ("source_set", "destination_set"):
+            if rule.get(key) and rule[key] not in named:
+                named[rule[key]] = "rule %d.%s" % (number + 1, key)
+    return named
 
 
 def _settings(request, kernel):
@@ -106,9 +159,10 @@ def _settings(request, kernel):
 
 
 def _same_as_stored(request, kernel, stored, config_json):
-    """True when config is exactly the stored canonical rules the kernel holds, so that the state keeps them as
-    they are: decided by digests, before any per-rule work."""
-    return bool(request["state"] in UNCHANGED_BY_SAME_CONFIG and stored and stored.get("digest") == kernel.digest
+    """True when config is exactly the stored canonical rules the kernel holds, with no sets, so that the state
+    keeps them as they are: decided by digests, before any per-rule work."""
+    return bool(request["state"] in UNCHANGED_BY_SAME_CONFIG and _kernel_as_stored(kernel, stored)
+                and not request.get("sets") and not stored.get("sets")
                 and stored.get("rules_digest") is not None
                 and stored["rules_digest"] == json_digest(config_json))
 
@@ -124,16 +178,24 @@ def plan(request, kernel, stored):
             _same_as_stored(request, kernel, stored, config_json):
         return Change(stored["rules"], stored["rules"], settings_before, settings_after, diff)
     entries = Entries()
-    have, have_unique = _have(kernel, stored, entries)
+    have, have_unique = _have(kernel, stored, entries, _set_names(request, stored))
     want = entries.from_items(config_items(request.get("config")) or [], "drop" if state == "deleted" else None)
     after = desired_rules(state, have, want.entries, have_unique)
+    sets_before, sets_after = _sets(request, stored or {}, have_unique, after)
     overridden = state == "overridden"  # then after is want's entries
-    change = Change(have, after, settings_before, settings_after, diff, want.pairs if overridden else None)
+    change = Change(have, after, settings_before, settings_after, diff, want.pairs if overridden else None,
+                    sets_before, sets_after)
     if change.ruleset_changed:
         _pack(change, kernel, entries)
     if overridden and want.as_given:
         change.after_json = config_json
     return change
+
+
+def _set_names(request, stored):
+    """{set tag: name} of the sets the request and the stored desired state name."""
+    names = set(request.get("sets") or ()) | set((stored or {}).get("sets") or ())
+    return dict((set_tag(name), name) for name in names if isinstance(name, str))
 
 
 def _pack(change, kernel, entries):
@@ -175,8 +237,9 @@ def switch_ruleset(maps, kernel, change):
         slot, inactive_rules = inactive
         _fw_slots.apply_ruleset(maps, compiled, fresh, {slot: inactive_rules, 1 - slot: kernel.raw})
     else:
-        compiled = compile_packed(change.packed, default_action, counters, _positions(kernel, change))
-        _fw_slots.apply_ruleset(maps, compiled, fresh, {kernel.active: kernel.raw})
+        sets = dict((set_tag(name), address_set.prefixes()) for name, address_set in change.sets_after.items())
+        compiled = compile_packed(change.packed, default_action, counters, _positions(kernel, change), sets)
+        _fw_slots.apply_ruleset(maps, compiled, fresh, {kernel.active: kernel.raw}, change.sets_changed)
     return ruleset_digest(compiled.meta, compiled.rules)
 
 
@@ -213,7 +276,7 @@ def _counters(kernel, change):
 
 
 def _keeps_matches(kernel, change):
-    if not change.in_place:
+    if not change.in_place or change.sets_changed:
         return False
     packed, current = change.packed, kernel.packed
     return all(same_matches(packed[number], current[number]) for number in change.unequal)
@@ -226,23 +289,61 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
     pin_dir = request.get("pin_dir") or _hostfs.default_pin_dir(interface)
     environ = os.environ if environ is None else environ
     if check_mode and not firewall_pinned(pin_dir):
+        if _content_missing(request):
+            return dict(changed=False, interface=interface, content_needed=True)
         return _checked(request, FreshRuleset, None, environ).result(
             interface, request["state"], request.get("diff"), request.get("return_rules"))
     with _hostfs.host_lock(interface), pinned_maps(pin_dir) as maps:
         kernel = KernelRuleset(maps)
-        change = _checked(request, kernel, read_state(interface, state_dir), environ)
+        stored = read_state(interface, state_dir)
+        if _applied_already(request, kernel, stored):
+            return _unchanged(request, stored)
+        if _content_missing(request):
+            return dict(changed=False, interface=interface, content_needed=True)
+        change = _checked(request, kernel, stored, environ)
         if change.changed and not check_mode:
-            digest = apply(maps, kernel, change)
-            rules_json = change.after_json or entries_json(change.after)
-            write_state(interface, dict(interface=interface, rules=change.after, digest=digest,
-                                        rules_digest=json_digest(rules_json), **change.settings_after),
-                        state_dir, rules_json)
+            with applying(interface, state_dir):
+                digest = apply(maps, kernel, change)
+                _store(interface, request, change, digest, state_dir)
     return change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
+
+
+def _store(interface, request, change, digest, state_dir):
+    rules_json = change.after_json or entries_json(change.after)
+    write_state(interface, dict(interface=interface, rules=change.after, digest=digest,
+                                rules_digest=json_digest(rules_json), sets=_fw_sets.stored_form(change.sets_after),
+                                request_digest=request.get("content_digest"), **change.settings_after),
+                state_dir, rules_json)
+
+
+# --- content addressing: the action plugin first sends the digest of the request alone ---------------------
+
+
+def _content_missing(request):
+    """True for the action plugin's first call, which carries the digest of the request but not its content."""
+    return bool(request.get("content_digest")) and request.get("config") is None and request.get("sets") is None
+
+
+def _applied_already(request, kernel, stored):
+    """True when the request with this digest is the last one applied and the kernel still holds its result:
+    applying it again changes nothing (merged, replaced, overridden and deleted are idempotent)."""
+    digest = request.get("content_digest")
+    return bool(digest and request["state"] != "gathered" and _kernel_as_stored(kernel, stored)
+                and stored.get("request_digest") == digest)
+
+
+def _unchanged(request, stored):
+    """The result of a request applied already, from the stored desired state."""
+    rules, settings = stored["rules"], dict((key, stored[key]) for key in ("default_action", "sampling"))
+    sets = _fw_sets.sets_of_option(stored.get("sets"))
+    change = Change(rules, rules, settings, settings, False, sets_before=sets, sets_after=sets)
+    return change.result(request["interface"], request["state"], request.get("diff"), request.get("return_rules"))
 
 
 def _checked(request, kernel, stored, environ):
     """The planned Change, once the lockout guard has let it through."""
     change = plan(request, kernel, stored)
     if change.ruleset_changed and not request.get("allow_lockout"):
-        check_lockout(change.after, change.packed, change.settings_after["default_action"], environ)
+        sets = dict((set_tag(name), address_set) for name, address_set in change.sets_after.items())
+        check_lockout(change.after, change.packed, change.settings_after["default_action"], environ, sets)
     return change

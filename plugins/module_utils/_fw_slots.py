@@ -20,11 +20,13 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import ma
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import read_config
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    CONFIG_HEAD, DATAREC, GEN_ENTRIES, NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE, SLOT_META, U32, ZERO_U32)
+    CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32,
+    ZERO_U32)
 
 READ_CHUNK = 8192  # elements per BPF_MAP_LOOKUP_BATCH call when reading a map back
 # byte offsets into packed rules and metas
-ACTION, FAMILY, SRC_LEN, DST_LEN = (RULE.offset[field] for field in ("action", "family", "src_len", "dst_len"))
+ACTION, FLAGS, FAMILY, SRC_LEN, DST_LEN = (RULE.offset[field]
+                                          for field in ("action", "flags", "family", "src_len", "dst_len"))
 SRC, DST = RULE.offset["src"], RULE.offset["dst"]
 DEFAULT_ACTION_END = SLOT_META.offset["rules"]  # a meta after its default action
 PREFIX_COUNTS = [field for field, _code in SLOT_META.fields].index("prefixes_%s" % PREFIX_MAPS[0])
@@ -46,7 +48,7 @@ def set_sample_rate(maps, rate):
     write_config(maps, active, rate, metas)
 
 
-def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None):
+def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None, sets_changed=False):
     """Writes `compiled` into the inactive slot (only what differs), switches to it, then writes it
     into the slot it left as well.
 
@@ -56,20 +58,21 @@ def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None):
     next change that keeps every rule's match writes only the rules that change
     (compiled without index maps, see patch_compiled), and the slot left takes the edits
     found for the first slot without being read back. rules_now: {slot: its packed rules}
-    for slots whose rules are known, which are then not read back.
+    for slots whose rules are known, which are then not read back. sets_changed: the prefixes of a set
+    changed, so the prefix maps are read back (the rules alone do not say which entries differ).
     """
     active, rate, metas = read_config(maps)
     target = 1 - active
     rules_now = dict(rules_now or {})
     alike = _slots_alike(maps, metas, rules_now)
     wait_for_packets_in_flight()
-    edits = _slot_edits(maps, target, compiled, rules_now.get(target))
+    edits = _slot_edits(maps, target, compiled, rules_now.get(target), sets_changed)
     _write_slot(maps, target, compiled, edits, (active, rate, metas))
     reset_hits(maps, fresh_counters)
     write_config(maps, target, rate, metas)
     wait_for_packets_in_flight()
     if not alike:
-        edits = _slot_edits(maps, active, compiled, rules_now.get(active))
+        edits = _slot_edits(maps, active, compiled, rules_now.get(active), sets_changed)
     _write_slot(maps, active, compiled, edits, (target, rate, metas))
 
 
@@ -111,14 +114,14 @@ def inactive_with_matches(maps, raw, meta):
 SlotEdits = namedtuple("SlotEdits", "rules gen prefixes")
 
 
-def _slot_edits(maps, slot, compiled, rules_now):
+def _slot_edits(maps, slot, compiled, rules_now, sets_changed=False):
     """The SlotEdits of one slot, found by reading it back (its rules only when rules_now does not hold
     them). rules_now, when given, are the rules of a slot whose meta is final, so its index maps are
     those compiled from them."""
     rules = _rule_edits(maps["xf_rules_%d" % slot], compiled.rules, rules_now)
     if compiled.prefixes is None:
         return SlotEdits(rules, None, None)
-    prefixes = None if rules_now is None else _host_prefix_edits(rules_now, compiled, rules)
+    prefixes = None if rules_now is None or sets_changed else _host_prefix_edits(rules_now, compiled, rules)
     if prefixes is None:
         prefixes = dict((name, _prefix_edits(maps["xf_%s_%d" % (name, slot)], compiled.prefixes[name]))
                         for name in PREFIX_MAPS)
@@ -160,9 +163,11 @@ def _host_prefix_edits(current, compiled, differing):
 
 def _host_entry(rule):
     """(prefix map, key) of the entry that finds a packed rule; () for no rule (a hole, past the span) or a
-    general one; None for a prefix shorter than a host's."""
+    general one; None for a prefix shorter than a host's or a set's rule."""
     if not rule or rule[ACTION] == 0:
         return ()
+    if rule[FLAGS] & (SRC_SET | DST_SET):
+        return None
     family, side, length, address = rule[FAMILY], "s", rule[SRC_LEN], rule[SRC:]
     if length == NO_PREFIX:
         side, length, address = "d", rule[DST_LEN], rule[DST:]

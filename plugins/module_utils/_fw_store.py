@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,15 +39,39 @@ def state_path(interface, state_dir=STATE_DIR):
 
 
 def read_state(interface, state_dir=STATE_DIR):
-    """The desired state last written for interface, or None."""
+    """The desired state last written for interface, or None; with applying: true when a change was stopped
+    part-way after it (the kernel may hold some of the next state)."""
     try:
         with open(state_path(interface, state_dir)) as handle:
-            return json.load(handle)
+            document = json.load(handle)
     except IOError:
         return None
     except ValueError as error:
         raise StoreError("%s is not valid JSON: %s; remove it, and the next xdp_rules run writes it anew"
                          % (state_path(interface, state_dir), error))
+    if os.path.exists(applying_path(interface, state_dir)):
+        document["applying"] = True
+    return document
+
+
+def applying_path(interface, state_dir=STATE_DIR):
+    return os.path.join(state_dir, "%s.applying" % interface)
+
+
+@contextlib.contextmanager
+def applying(interface, state_dir=STATE_DIR):
+    """Marks the stored desired state as possibly behind the kernel while a change is applied and stored; the
+    mark stays when that fails part-way."""
+    path = applying_path(interface, state_dir)
+    try:
+        if not os.path.isdir(state_dir):
+            os.makedirs(state_dir, 0o755)
+        with open(path, "w"):
+            pass
+    except OSError as error:
+        raise StoreError("cannot write %s: %s" % (path, error))
+    yield
+    os.unlink(path)
 
 
 def write_state(interface, document, state_dir=STATE_DIR, rules_json=None):

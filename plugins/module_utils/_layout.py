@@ -22,7 +22,7 @@ GEN_TCP, GEN_UDP, GEN_PROTO = 0, PORTS, 2 * PORTS
 GEN_ENTRIES = GEN_PROTO + 256
 NO_RULE = 0xFFFFFFFF
 NO_PREFIX = 0xFF
-HAS_PROTO, HAS_PORT, HAS_DST = 1, 2, 4
+HAS_PROTO, HAS_PORT, HAS_DST, SRC_SET, DST_SET = 1, 2, 4, 8, 16
 
 XDP_ACTIONS = {"aborted": 0, "drop": 1, "pass": 2, "tx": 3, "redirect": 4}
 ACTION_NAMES = dict((code, name) for name, code in XDP_ACTIONS.items())

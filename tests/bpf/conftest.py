@@ -19,13 +19,17 @@ class Firewall:
         self.prog_fd = bpf_object.program(PROGRAM).fd
         self.maps = reference.map_fds(bpf_object)
         self.events = _libbpf.RingBuffer(self.maps["xf_events"])
-        self.rules, self.default_action, self.counters, self.positions = [], "pass", [], []
+        self.rules, self.default_action, self.counters, self.positions, self.sets = [], "pass", [], [], {}
 
-    def apply(self, rules, default_action, compiler=None, sample_rate=1):
-        compiled = (compiler or reference.compile_rules)(rules, default_action)
+    def apply(self, rules, default_action, compiler=None, sample_rate=1, sets=None):
+        """sets: {name: [ipaddress networks]} of the sets the rules name (see reference.rule_matches)."""
+        if compiler:
+            compiled = compiler(rules, default_action)
+        else:
+            compiled = reference.compile_rules(rules, default_action, sets=sets)
         _fw_slots.apply_ruleset(self.maps, compiled)
         _fw_slots.set_sample_rate(self.maps, sample_rate)
-        self.rules, self.default_action, self.counters = rules, default_action, compiled.counters
+        self.rules, self.default_action, self.counters, self.sets = rules, default_action, compiled.counters, sets
         self.positions = [position for position, rule in enumerate(compiled.rules) if rule != _layout.EMPTY_RULE]
 
     def run(self, frame):
@@ -40,7 +44,7 @@ class Firewall:
         hits = [[0, 0] for counter in self.counters]
         events, mismatches = [], []
         for frame, packet in frames:
-            expected = reference.classify(self.rules, self.default_action, packet)
+            expected = reference.classify(self.rules, self.default_action, packet, self.sets)
             got = self.run(frame)
             if got != _layout.XDP_ACTIONS[expected.action]:
                 mismatches.append("verdict %s, expected %s for %s (frame %s)"

@@ -42,6 +42,24 @@ def rules(draw):
     return _fw_model.Rule(draw(st.sampled_from(["drop", "pass"])), source, destination, protocol, port)
 
 
+SET_NAMES = ["blocklist", "admins"]
+
+
+@st.composite
+def set_rules(draw):
+    """A rule that names a set by source (with or without a destination) or by destination alone."""
+    rule = draw(rules())
+    if draw(st.booleans()):
+        return rule._replace(source=None, source_set=draw(st.sampled_from(SET_NAMES)))
+    return rule._replace(source=None, destination=None, destination_set=draw(st.sampled_from(SET_NAMES)))
+
+
+@st.composite
+def address_sets(draw):
+    """{name: networks} of both set names: IPv4 and IPv6 mixed, overlaps and all."""
+    return dict((name, draw(st.lists(st.one_of(networks(4), networks(6)), max_size=8))) for name in SET_NAMES)
+
+
 @st.composite
 def frame_specs(draw):
     family = draw(st.sampled_from([4, 6]))
@@ -60,17 +78,24 @@ CASES = dict(rule_list=st.lists(rules(), max_size=12), default_action=st.sampled
 SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
-def program_agrees_with_reference(firewall, rule_list, default_action, specs, compiler=None):
-    firewall.apply(rule_list, default_action, compiler=compiler)
+def program_agrees_with_reference(firewall, rule_list, default_action, specs, compiler=None, sets=None):
+    firewall.apply(rule_list, default_action, compiler=compiler, sets=sets)
     mismatches = firewall.check(frames_for(specs))
-    assert mismatches == [], "rules %s default %s:\n%s" % (
-        [rule.to_dict() for rule in rule_list], default_action, "\n".join(mismatches[:5]))
+    assert mismatches == [], "rules %s default %s sets %s:\n%s" % (
+        [rule.to_dict() for rule in rule_list], default_action, sets, "\n".join(mismatches[:5]))
 
 
 @settings(max_examples=250, **SETTINGS)
 @given(**CASES)
 def test_random_rules_and_frames(firewall, rule_list, default_action, specs):
     program_agrees_with_reference(firewall, rule_list, default_action, specs)
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(rule_list=st.lists(st.one_of(rules(), set_rules()), max_size=12), sets=address_sets(),
+       default_action=CASES["default_action"], specs=CASES["specs"])
+def test_random_rules_with_address_sets(firewall, rule_list, sets, default_action, specs):
+    program_agrees_with_reference(firewall, rule_list, default_action, specs, sets=sets)
 
 
 def compiler_leaving_holes(rule_list, default_action):

@@ -1,5 +1,7 @@
 """Named cases: every verdict, counter and sampled event of the program against the reference."""
 
+import ipaddress
+
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_compile, _fw_kernel, _fw_model, _fw_slots, _layout, _libbpf
@@ -195,3 +197,31 @@ def test_a_change_of_some_rules_leaves_both_slots_as_compiled(firewall, monkeypa
     compiled = _apply_at(firewall, after, [old_positions[index] for index in kept] + [3 * len(before)])
     assert slot_contents(firewall.maps, 0) == slot_contents(firewall.maps, 1) == compiled_contents(compiled)
     assert bool(read_back) == new_rule["source"].endswith("/24")
+
+
+def networks_of(*texts):
+    return [ipaddress.ip_network(text) for text in texts]
+
+
+def test_a_set_is_matched_in_rule_order_with_overlaps_inside_it_and_across_rules(firewall):
+    sets = {"blocklist": networks_of("198.18.0.0/16", "198.18.1.0/24", A6 + "/128", "198.19.0.1"),
+            "servers": networks_of(C, C6 + "/128")}
+    config = [{"action": "pass", "source": A, "protocol": "tcp", "port": 22},
+              {"action": "drop", "source_set": "blocklist"},
+              {"action": "pass", "source": "198.18.0.0/15"},
+              {"action": "drop", "destination_set": "servers", "protocol": "udp"}]
+    specs = [FrameSpec(source, destination, proto, port)
+             for source, destination in ((A, C), (B, C), (C, A), (A6, C6), (B6, C6), ("198.19.0.2", C))
+             for proto in (TCP_, UDP_) for port in (22, 53)]
+    firewall.apply(parse_rules(config), "pass", sets=sets)
+    assert firewall.check(frames_for(specs)) == []
+
+
+def test_a_set_rule_with_a_destination_finds_only_the_set_entries_of_its_family(firewall):
+    """A set of both families under an IPv4 destination: an IPv6 packet from the set must not match (the
+    program compares only the destination's first word, which an IPv4-mapped address has as 0)."""
+    sets = {"mixed": networks_of(A, A6 + "/128")}
+    config = [{"action": "drop", "source_set": "mixed", "destination": "0.0.0.0/8"}]
+    specs = [FrameSpec(A, "0.0.0.1", UDP_, 53), FrameSpec(A6, C6, UDP_, 53)]
+    firewall.apply(parse_rules(config), "pass", sets=sets)
+    assert firewall.check(frames_for(specs)) == []

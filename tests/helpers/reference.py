@@ -5,6 +5,7 @@ import ipaddress
 from collections import namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import compile_packed
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import parse_entries, set_tag
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import PerCpuRecords, action_stats
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError, pack_rule, parse_rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import REASONS
@@ -34,16 +35,23 @@ def _contains(network, address):
     return network is None or (network.version == address.version and address in network)
 
 
-def rule_matches(rule, packet):
+def _in_set(sets, name, address):
+    """True without a set (name None), else when a network of the named set holds the address."""
+    return name is None or any(network.version == address.version and address in network for network in sets[name])
+
+
+def rule_matches(rule, packet, sets=None):
+    """sets: {name: [ipaddress networks]} of the sets rules name."""
     return (_contains(rule.source, packet.src) and _contains(rule.destination, packet.dst)
+            and _in_set(sets, rule.source_set, packet.src) and _in_set(sets, rule.destination_set, packet.dst)
             and rule.protocol in (None, packet.proto)
             and (rule.port is None or (packet.dport is not None and rule.port[0] <= packet.dport <= rule.port[1])))
 
 
-def classify(rules, default_action, packet):
+def classify(rules, default_action, packet, sets=None):
     """The verdict the program must give: Verdict(action, rule number or None, reason).
 
-    reason: 'rule', 'default', 'always_pass' (ARP, ND) or 'malformed'.
+    reason: 'rule', 'default', 'always_pass' (ARP, ND) or 'malformed'. sets: as for rule_matches.
     """
     if packet.kind in ("arp", "nd"):
         return Verdict("pass", None, "always_pass")
@@ -51,7 +59,7 @@ def classify(rules, default_action, packet):
         return Verdict("drop", None, "malformed")
     if packet.kind == "ip":
         for number, rule in enumerate(rules):
-            if rule_matches(rule, packet):
+            if rule_matches(rule, packet, sets):
                 return Verdict(rule.action, number, "rule")
     return Verdict(default_action, None, "default")
 
@@ -74,9 +82,16 @@ def parse_rules(items, field="config"):
     return rules
 
 
-def compile_rules(rules, default_action, counters=None):
-    """The map entries of one rule set (Rules), as _fw_compile.compile_packed gives them."""
-    return compile_packed([pack_rule(rule) for rule in rules], default_action, counters)
+def compile_rules(rules, default_action, counters=None, sets=None):
+    """The map entries of one rule set (Rules; sets as for rule_matches), as _fw_compile.compile_packed gives
+    them."""
+    return compile_packed([pack_rule(rule) for rule in rules], default_action, counters, sets=packed_sets(sets))
+
+
+def packed_sets(sets):
+    """The sets of rule_matches as compile_packed takes them."""
+    return dict((set_tag(name), parse_entries([str(network) for network in networks], name).prefixes())
+                for name, networks in (sets or {}).items())
 
 
 def map_fds(bpf_object):

@@ -87,8 +87,9 @@ def test_the_config_is_its_head_and_two_slot_metas(firewall_btf):
 
 def test_flags_and_prefix_map_order_are_the_programs(firewall_btf):
     flags = dict((name, value) for value, name in firewall_btf["xf_rule_flags"]["names"].items())
-    assert (flags["XF_HAS_PROTO"], flags["XF_HAS_PORT"], flags["XF_HAS_DST"]) == \
-        (_layout.HAS_PROTO, _layout.HAS_PORT, _layout.HAS_DST)
+    assert (flags["XF_HAS_PROTO"], flags["XF_HAS_PORT"], flags["XF_HAS_DST"], flags["XF_SRC_SET"],
+            flags["XF_DST_SET"]) == \
+        (_layout.HAS_PROTO, _layout.HAS_PORT, _layout.HAS_DST, _layout.SRC_SET, _layout.DST_SET)
     order = firewall_btf["xf_prefix_map"]["names"]
     assert [order[index] for index in range(len(_layout.PREFIX_MAPS))] == \
         ["XF_%s" % name.upper() for name in _layout.PREFIX_MAPS]
