@@ -111,9 +111,9 @@ def core_seconds(config, expect_changed):
 
 
 def module_seconds(config, expect_changed):
-    from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
+    from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args_with_content
 
-    seconds, result = run_module("xdp_rules", module_args(overridden(config)))
+    seconds, result = run_module("xdp_rules", module_args_with_content(overridden(config)))
     assert result["changed"] == expect_changed, result["summary"]
     return seconds
 

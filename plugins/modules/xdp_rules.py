@@ -15,7 +15,7 @@ description:
     Rules are ordered; the first rule that matches a packet decides, the default action decides the rest
     (see C(docs/RULES.md)).
   - B(Rule identity.) Across runs a rule is identified by its C(name) when it has one, otherwise by
-    its match fields C(source), C(destination), C(protocol) and C(port)
+    its match fields C(source), C(destination), C(protocol), C(port), C(source_set) and C(destination_set)
     (in canonical form, so C(22) and C("22-22") or C(TCP) and C(tcp) are the same). The action is never part
     of the identity, it is the value. Two rules of one set may not share an identity.
   - O(state=merged) updates the rules of O(config) that exist (the fields given win, fields left out keep their
@@ -41,6 +41,17 @@ description:
     of the result unless O(return_rules=true), because Ansible's handling of a result with 100,000 rules takes seconds.
     RV(summary), RV(rule_count) and, in diff mode, the lines of the rules that change are always returned;
     RV(gathered) is always complete.
+  - B(Address sets.) A rule may match C(source_set) or C(destination_set), the name of a set of O(sets), instead
+    of one CIDR: a set is many prefixes (IPv4 and IPv6 mixed) sharing one rule, its position and its hit counter,
+    looked up through the same prefix maps as single addresses (no cost per packet beyond theirs). Prefixes that
+    another prefix of the same set covers are dropped; overlaps between sets and rules follow the rule order.
+    A set comes from a list in the task or from a file on the controller (a blocklist: one address or CIDR per
+    line, C(#) and C(;) start comments; or a JSON or YAML list).
+  - B(Content addressing.) The action plugin reads O(rules_file) and set files on the controller (each distinct
+    file once, cached by path, size and modification time) and first sends the host only the digest of the
+    whole request. A host that applied exactly that request last, and whose kernel still holds its result,
+    answers C(changed=false) at once; only the others get the content, the sets compressed. So an unchanged run
+    costs about what a ping does, whatever the size of the rules and sets.
   - B(Speed.) A run whose O(config) is exactly the canonical rule list stored in the desired-state file (and the
     kernel still holds that rule set) is recognised by comparing digests, without looking at single rules. Items
     already in canonical form (as RV(before) shows them) are checked without building address objects.
@@ -66,7 +77,8 @@ attributes:
     support: full
     details:
       - The diff lists the rules that are added (V(+)), removed (V(-)), changed (V(-) then V(+)) or moved (V(~)),
-        one line each, such as C(+ drop tcp from any to 198.18.0.0/24 port 22 (ssh) (at 3)).
+        one line each, such as C(+ drop tcp from any to 198.18.0.0/24 port 22 (ssh) (at 3)); for each set that
+        changes, a count line and the entries added (V(+)) and removed (V(-)), up to 20 each.
 options:
   config:
     description:
@@ -81,7 +93,40 @@ options:
       - C(destination) (str) destination address or CIDR, of the same family as C(source) when both are given.
       - C(protocol) (str or int) V(tcp), V(udp), V(icmp), V(icmpv6), or an IP protocol number.
       - C(port) (int or str) destination port (tcp/udp), a number or an inclusive range V(low-high).
+      - C(source_set) (str) the name of a set of O(sets) the source address must be in; instead of C(source).
+      - C(destination_set) (str) the same for the destination; instead of C(destination), and only in a rule
+        without a source (a rule with a source is looked up by it).
+      - Mutually exclusive with O(rules_file).
     type: raw
+  rules_file:
+    description:
+      - A file on the controller holding O(config) as a YAML or JSON list (chosen by extension, or by
+        O(rules_file_format)). A relative path is looked up as the C(src) of M(ansible.builtin.copy) is (the
+        role's or the playbook's C(files/) directory first).
+      - Read by the action plugin with PyYAML's C loader or json, not through Ansible's templating.
+    type: path
+  rules_file_format:
+    description:
+      - The format of O(rules_file) when its extension does not say it.
+    type: str
+    choices: [json, yaml]
+  sets:
+    description:
+      - Address sets by name (letters, digits, C(_), C(.), C(-)), for the C(source_set) and C(destination_set) of
+        rules. Each is a list of addresses and CIDRs, or a dict with C(file), a file on the controller (looked up
+        as O(rules_file) is), and optionally C(format) (V(text), V(json) or V(yaml); by default V(json) for
+        C(.json), V(yaml) for C(.yml) and C(.yaml), else V(text)).
+      - A bad entry fails the task before anything on the host changes, naming the file (or set) and line (or
+        item) and the fix, such as C(drop.txt line 1204: 198.18.0.5/24 has host bits set (did you mean
+        198.18.0.0/24?)).
+      - With O(state=merged) or O(state=replaced), sets given replace the stored sets of the same name and the
+        others are kept; with O(state=overridden) only the sets given exist. A set no rule names is not kept.
+    type: dict
+  content_digest:
+    description:
+      - Set by the action plugin, not by a task; the digest of the whole request, which the host compares with
+        the digest of the request it applied last.
+    type: str
   state:
     description:
       - How O(config) is applied; see the description for each state.
@@ -124,6 +169,29 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Drop every source of a blocklist file (one prefix per line) and keep SSH open
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    state: overridden
+    sets:
+      blocklist:
+        file: /etc/ansible/files/drop.txt
+    config:
+      - name: ssh
+        action: pass
+        protocol: tcp
+        port: 22
+      - name: blocklist
+        action: drop
+        source_set: blocklist
+
+- name: Protect a set of servers from UDP, the rules kept in a YAML file beside the playbook
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    state: overridden
+    rules_file: rules/edge.yml
+    sets:
+      servers: [198.18.0.10, 198.18.0.11, 2001:db8::10]
 - name: Block a network and SSH from everywhere else, keeping other rules
   xdpfleet.xdp.xdp_rules:
     interface: eth0
@@ -196,6 +264,13 @@ rule_count:
   returned: always
   type: dict
   sample: {"before": 100000, "after": 100000}
+sets:
+  description:
+    - Per set that a rule names after the task, its number of entries (after overlaps are dropped) and how many
+      entries the task added and removed.
+  returned: always
+  type: dict
+  sample: {"blocklist": {"entries": 100000, "added": 1000, "removed": 1000}}
 summary:
   description:
     - Counts of rules added, removed and changed (fields changed or moved relative to the other kept rules).
@@ -226,6 +301,10 @@ ARGUMENT_SPEC = dict(
     interface=dict(type="str", required=True),
     pin_dir=dict(type="path"),
     config=dict(type="raw", no_log=True),  # not secret: 100,000 rules would flood the host's log
+    sets=dict(type="dict", no_log=True),  # the same for sets
+    rules_file=dict(type="path"),  # read by the action plugin, which sends config instead
+    rules_file_format=dict(type="str", choices=["json", "yaml"]),
+    content_digest=dict(type="str"),
     state=dict(type="str", default="merged", choices=list(STATES)),
     default_action=dict(type="str", choices=["drop", "pass"]),
     sampling=dict(type="int"),

@@ -49,7 +49,7 @@ def module_command(host, name, python=PYTHON):
 
 def as_sent(name, args):
     """The arguments as they reach the module on the host: through its action plugin's hands where it has one."""
-    return xdp_rules_action.module_args(args) if name == "xdp_rules" else args
+    return xdp_rules_action.module_args_with_content(args) if name == "xdp_rules" else args
 
 
 def module_input(args, check=False, name=None):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args
+from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import module_args_with_content
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
     _errors, _fw_compile, _fw_diff, _fw_input, _fw_kernel, _fw_lockout, _fw_model, _fw_run, _fw_slots, _fw_states,
     _fw_store, _layout, _libbpf, _restore)
@@ -284,7 +284,7 @@ def test_run_writes_the_kernel_and_the_state_file_then_is_idempotent(host):
 
 def test_config_as_json_text_is_the_same_request_as_the_list(host):
     """What the action plugin sends: config as one JSON text."""
-    args = module_args({"interface": "eth0", "state": "overridden", "config": [SSH, BAD]})
+    args = module_args_with_content({"interface": "eth0", "state": "overridden", "config": [SSH, BAD]})
     assert isinstance(args["config"], str)
     first = host(**args)
     assert first["changed"] and first["after"] == [SSH, BAD]
@@ -389,7 +389,7 @@ def test_the_same_config_again_is_decided_by_digest_without_rule_work(host, monk
 def test_the_action_plugins_text_of_the_stored_rules_is_not_even_parsed(host, monkeypatch):
     config = [SSH, BAD, WEB]
     host(state="overridden", config=config)
-    text = module_args({"config": config})["config"]
+    text = module_args_with_content({"config": config})["config"]
     assert _fw_store.json_digest(text) == json.loads(host.state_file.read_text())["rules_digest"]
 
     def no_parsing(config):
@@ -510,7 +510,7 @@ def test_the_module_validates_config_itself_naming_position_field_and_fix(host):
             "config": [{"action": "drop", "source": "198.18.0.0/24"}, {"action": "drop", "port": 70000},
                        {"action": "drop", "source": "198.18.0.1/24"}]}
     done = subprocess.run([sys.executable, str(REPO / "plugins" / "modules" / "xdp_rules.py")],
-                          input=json.dumps({"ANSIBLE_MODULE_ARGS": module_args(args)}), capture_output=True,
+                          input=json.dumps({"ANSIBLE_MODULE_ARGS": module_args_with_content(args)}), capture_output=True,
                           text=True, check=False, env=dict(os.environ, PYTHONPATH=str(REPO / ".collections")))
     result = json.loads(done.stdout)
     assert result["failed"] and "config[1].port: 70000 is not a port (1-65535" in result["msg"]
