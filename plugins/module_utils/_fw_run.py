@@ -23,7 +23,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import Rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import set_tag
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
-    STATE_DIR, applying, entries_json, json_digest, read_state, write_state)
+    STATE_DIR, StoreError, applying, entries_json, json_digest, previous_path, read_state, write_state)
 
 FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
 UNCHANGED_BY_SAME_CONFIG = ("merged", "replaced", "overridden")
@@ -296,6 +296,8 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
     with _hostfs.host_lock(interface), pinned_maps(pin_dir) as maps:
         kernel = KernelRuleset(maps)
         stored = read_state(interface, state_dir)
+        if request.get("revert_to"):
+            request = _reverting(request, stored, state_dir)
         if _applied_already(request, kernel, stored):
             return _unchanged(request, stored)
         if _content_missing(request):
@@ -305,7 +307,10 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
             with applying(interface, state_dir):
                 digest = apply(maps, kernel, change)
                 _store(interface, request, change, digest, state_dir)
-    return change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
+    result = change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
+    if request["state"] == "gathered":
+        result["request_digest"] = stored.get("request_digest") if _kernel_as_stored(kernel, stored) else None
+    return result
 
 
 def _store(interface, request, change, digest, state_dir):
@@ -330,6 +335,20 @@ def _applied_already(request, kernel, stored):
     digest = request.get("content_digest")
     return bool(digest and request["state"] != "gathered" and _kernel_as_stored(kernel, stored)
                 and stored.get("request_digest") == digest)
+
+
+def _reverting(request, stored, state_dir):
+    """The request that makes the rule set that of the request with digest revert_to again, taken from the
+    current or the previous desired state on the host."""
+    digest = request["revert_to"]
+    previous = read_state(request["interface"], path=previous_path(request["interface"], state_dir))
+    for document in (stored, previous):
+        if document and document.get("request_digest") == digest:
+            return dict(request, state="overridden", config=document["rules"], sets=document.get("sets"),
+                        default_action=document["default_action"], sampling=document["sampling"],
+                        content_digest=digest)
+    raise StoreError("revert_to: %s is neither the current nor the previous request applied on %s; give the rules "
+                     "to restore instead" % (digest, request["interface"]))
 
 
 def _unchanged(request, stored):

@@ -38,17 +38,23 @@ def state_path(interface, state_dir=STATE_DIR):
     return os.path.join(state_dir, "%s.json" % interface)
 
 
-def read_state(interface, state_dir=STATE_DIR):
-    """The desired state last written for interface, or None; with applying: true when a change was stopped
-    part-way after it (the kernel may hold some of the next state)."""
+def previous_path(interface, state_dir=STATE_DIR):
+    """The desired state before the last change: what a rollout's snapshot may be reverted to."""
+    return os.path.join(state_dir, "%s.previous.json" % interface)
+
+
+def read_state(interface, state_dir=STATE_DIR, path=None):
+    """The desired state last written for interface (or the one in path), or None; with applying: true when a
+    change was stopped part-way after it (the kernel may hold some of the next state)."""
+    path = path or state_path(interface, state_dir)
     try:
-        with open(state_path(interface, state_dir)) as handle:
+        with open(path) as handle:
             document = json.load(handle)
     except IOError:
         return None
     except ValueError as error:
         raise StoreError("%s is not valid JSON: %s; remove it, and the next xdp_rules run writes it anew"
-                         % (state_path(interface, state_dir), error))
+                         % (path, error))
     if os.path.exists(applying_path(interface, state_dir)):
         document["applying"] = True
     return document
@@ -94,8 +100,21 @@ def _write_state(interface, document, state_dir, rules_json):
     _hostfs.write_atomically(names_path(interface, state_dir), _compact(dict(digest=document["digest"], names=names)))
     others = _compact(dict((key, value) for key, value in document.items() if key != "rules"),
                       version=STATE_FILE_VERSION)
+    _keep_as_previous(interface, state_dir)
     rules_json = entries_json(document["rules"]) if rules_json is None else rules_json
     _hostfs.write_atomically(state_path(interface, state_dir), '{"rules":%s,%s' % (rules_json, others[1:]))
+
+
+def _keep_as_previous(interface, state_dir):
+    """Links the current state file as the previous one (the current is then replaced, not rewritten)."""
+    current, previous = state_path(interface, state_dir), previous_path(interface, state_dir)
+    if not os.path.exists(current):
+        return
+    linking = previous + ".new"
+    if os.path.exists(linking):
+        os.unlink(linking)
+    os.link(current, linking)
+    os.replace(linking, previous)
 
 
 def _compact(document, **more):

@@ -122,6 +122,14 @@ options:
       - With O(state=merged) or O(state=replaced), sets given replace the stored sets of the same name and the
         others are kept; with O(state=overridden) only the sets given exist. A set no rule names is not kept.
     type: dict
+  revert_to:
+    description:
+      - Make the rule set, sets and settings those of an earlier request again, named by its digest as
+        RV(request_digest) of a V(gathered) result gives it; the host keeps the current and the previous request
+        it applied (in C(/etc/xdpfleet/<interface>.previous.json)), so a rollout can revert a batch without
+        sending a large rule set or set back. Fails, changing nothing, when the host holds neither.
+      - Implies O(state=overridden); O(config) and O(sets) are not used.
+    type: str
   content_digest:
     description:
       - Set by the action plugin, not by a task; the digest of the whole request, which the host compares with
@@ -271,6 +279,13 @@ sets:
   returned: always
   type: dict
   sample: {"blocklist": {"entries": 100000, "added": 1000, "removed": 1000}}
+request_digest:
+  description:
+    - With O(state=gathered), the digest of the request whose result the kernel holds (for O(revert_to)); null when
+      the rules were not applied by this collection's action plugin or the kernel no longer holds them.
+  returned: when O(state=gathered)
+  type: str
+  sample: 6f1ed002ab5595859014ebf0951522d9c3a2b0a4d1f3b0f1c6e0b1d2e3f4a5b6
 summary:
   description:
     - Counts of rules added, removed and changed (fields changed or moved relative to the other kept rules).
@@ -304,6 +319,7 @@ ARGUMENT_SPEC = dict(
     sets=dict(type="dict", no_log=True),  # the same for sets
     rules_file=dict(type="path"),  # read by the action plugin, which sends config instead
     rules_file_format=dict(type="str", choices=["json", "yaml"]),
+    revert_to=dict(type="str"),
     content_digest=dict(type="str"),
     state=dict(type="str", default="merged", choices=list(STATES)),
     default_action=dict(type="str", choices=["drop", "pass"]),

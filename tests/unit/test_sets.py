@@ -8,7 +8,7 @@ import pytest
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import (
     module_args, module_args_with_content, with_content)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
-    _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _layout, _restore)
+    _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _fw_store, _layout, _restore)
 from tests.helpers.slots import slot_contents
 from tests.unit.test_ruleset import firewall_object, host  # noqa: F401 - fixtures
 
@@ -184,3 +184,19 @@ def test_the_boot_time_restore_brings_back_a_100000_entry_set(host, tmp_path):
     restored = _restore.restore_rules("eth0", host.pin_dir, str(host.state_file.parent))
     assert restored["sets"] == {"blocklist": {"entries": 100000, "added": 100000, "removed": 0}}
     assert len(set_prefixes(host, 1)) == 100000
+
+
+def test_a_snapshot_is_reverted_to_by_digest_from_the_hosts_previous_state(host, tmp_path):
+    path = tmp_path / "drop.txt"
+    path.write_text(BLOCKLIST_TEXT)
+    host(**module_args_with_content(blocklist_args(path)))
+    snapshot = host(state="gathered")
+    assert snapshot["request_digest"]
+    path.write_text("198.19.0.0/16\n")
+    host(**module_args_with_content(blocklist_args(path, default_action="drop")))
+    reverted = host(state="overridden", revert_to=snapshot["request_digest"])
+    assert reverted["changed"] and reverted["default_action"] == "pass"
+    assert set_prefixes(host) == set(CANONICAL)
+    assert not host(state="overridden", revert_to=snapshot["request_digest"])["changed"]
+    with pytest.raises(_fw_store.StoreError, match="neither the current nor the previous request"):
+        host(state="overridden", revert_to="0" * 64)
