@@ -21,7 +21,8 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, PerCpuRecords, action_stats
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import set_tag
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_index
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 NETDEV_XDP_ACT_BASIC = 1 << 0
@@ -94,15 +95,17 @@ def most_hit(packets_at, top):
     return ranked
 
 
-def top_rules(kernel, names, top):
-    """The `top` rules with the most hits: position, name, match text, action, packets, bytes."""
+def top_rules(kernel, index, top):
+    """The `top` rules with the most hits: position, name, match text, action, packets, bytes (index: the
+    _fw_store.Index of the rule set)."""
+    set_names = dict((set_tag(name), name) for name in index.sets)
     counters = kernel.counters()
     hits = PerCpuRecords(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
     result = []
     for position in most_hit(list(map(hits.packets().__getitem__, counters)), top):
-        rule, counter = kernel.rule_at(position)
+        rule, counter = kernel.rule_at(position, set_names)
         packets, bytes_ = hits.summed(counter)
-        result.append({"position": position + 1, "name": names.get(position), "rule": rule_line(rule.to_dict()),
+        result.append({"position": position + 1, "name": index.names.get(position), "rule": rule_line(rule.to_dict()),
                        "action": rule.action, "counter": counter, "packets": packets, "bytes": bytes_})
     return result
 
@@ -126,6 +129,7 @@ def firewall_maps(described):
 
 def firewall_facts(maps, interface, per_cpu, top, state_dir):
     kernel = KernelRuleset(maps)
+    index = read_index(interface, kernel.digest, state_dir)
     return {
         "firewall": True,
         "rule_count": len(kernel),
@@ -133,12 +137,13 @@ def firewall_facts(maps, interface, per_cpu, top, state_dir):
         "sample_rate": kernel.sampling,
         "active_slot": kernel.active,
         "stats": action_stats(maps["xf_stats"], per_cpu),
-        "top_rules": top_rules(kernel, read_names(interface, kernel.digest, state_dir), top),
+        "top_rules": top_rules(kernel, index, top),
+        "sets": index.sets,
     }
 
 
 EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None, "sample_rate": None,
-                  "active_slot": None, "stats": {}, "top_rules": []}
+                  "active_slot": None, "stats": {}, "top_rules": [], "sets": {}}
 
 
 def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):

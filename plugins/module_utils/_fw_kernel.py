@@ -91,9 +91,9 @@ class KernelRuleset:
             self._packed = [raw[position * size:(position + 1) * size] for position in self.positions]
         return self._packed
 
-    def rule_at(self, number):
-        """(Rule, hit-counter slot) of one rule."""
-        return decode_rule(self.packed[number])
+    def rule_at(self, number, set_names=None):
+        """(Rule, hit-counter slot) of one rule (set_names as for entries)."""
+        return decode_rule(self.packed[number], set_names)
 
     def number_at(self, position):
         """The number of the rule at this position of the rules map, None for none."""

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections import namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _hostfs
 
@@ -97,7 +98,9 @@ def _write_state(interface, document, state_dir, rules_json):
     if not os.path.isdir(state_dir):
         os.makedirs(state_dir, 0o755)
     names = {str(position): entry["name"] for position, entry in enumerate(document["rules"]) if entry.get("name")}
-    _hostfs.write_atomically(names_path(interface, state_dir), _compact(dict(digest=document["digest"], names=names)))
+    sets = dict((name, len(address_set["lines"])) for name, address_set in (document.get("sets") or {}).items())
+    _hostfs.write_atomically(names_path(interface, state_dir),
+                             _compact(dict(digest=document["digest"], names=names, sets=sets)))
     others = _compact(dict((key, value) for key, value in document.items() if key != "rules"),
                       version=STATE_FILE_VERSION)
     _keep_as_previous(interface, state_dir)
@@ -125,12 +128,22 @@ def names_path(interface, state_dir=STATE_DIR):
     return os.path.join(state_dir, "%s.names" % interface)
 
 
-def read_names(interface, digest, state_dir=STATE_DIR):
-    """{position: name} of the named rules, when the index describes the rule set with this digest."""
+# names: {position: name} of the named rules; sets: {set name: entries} of the sets the rules name
+Index = namedtuple("Index", "names sets")
+
+
+def read_index(interface, digest, state_dir=STATE_DIR):
+    """The Index of the rule set with this digest; empty when the index on disk describes another."""
     try:
         with open(names_path(interface, state_dir)) as handle:
             index = json.load(handle)
     except (IOError, ValueError):
-        return {}
-    return dict((int(position), name) for position, name in index["names"].items()) \
-        if index.get("digest") == digest else {}
+        return Index({}, {})
+    if index.get("digest") != digest:
+        return Index({}, {})
+    return Index(dict((int(position), name) for position, name in index["names"].items()), index.get("sets", {}))
+
+
+def read_names(interface, digest, state_dir=STATE_DIR):
+    """{position: name} of the named rules, when the index describes the rule set with this digest."""
+    return read_index(interface, digest, state_dir).names

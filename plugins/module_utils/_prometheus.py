@@ -43,6 +43,11 @@ def rules_samples(metric, name, interface):
     yield sample(metric, labels, interface["rule_count"])
 
 
+def set_samples(metric, name, interface):
+    for set_name, entries in sorted(interface.get("sets", {}).items()):
+        yield sample(metric, [("interface", name), ("set", set_name)], entries)
+
+
 def verdict_samples(field):
     def samples(metric, name, interface):
         for verdict, counts in sorted(interface["stats"].items()):
@@ -65,6 +70,9 @@ FAMILIES = (
      "Whether an XDP program is attached to the interface (1) or not (0).", program_samples, False),
     ("xdpfleet_rules", "gauge",
      "Rules in the active rule set of the xdpfleet firewall.", rules_samples, True),
+    ("xdpfleet_set_entries", "gauge",
+     "Entries of each address set the rules of the xdpfleet firewall name (after overlaps are dropped).",
+     set_samples, True),
     ("xdpfleet_packets_total", "counter",
      "Packets the xdpfleet firewall gave each verdict, summed over all possible CPUs.",
      verdict_samples("packets"), True),

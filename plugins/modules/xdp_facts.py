@@ -103,7 +103,8 @@ ansible_facts:
             - For the xdpfleet firewall (C(firewall=true)) also C(rule_count), C(default_action),
               C(sample_rate), C(active_slot), C(stats) (per reason C(aborted), C(drop), C(pass), C(tx),
               C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request) and
-              C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes)).
+              C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes))
+              and C(sets) (the entries of each address set the rules name, by set name).
           type: dict
           sample:
             eth0:

@@ -42,11 +42,11 @@ description:
     RV(summary), RV(rule_count) and, in diff mode, the lines of the rules that change are always returned;
     RV(gathered) is always complete.
   - B(Address sets.) A rule may match C(source_set) or C(destination_set), the name of a set of O(sets), instead
-    of one CIDR: a set is many prefixes (IPv4 and IPv6 mixed) sharing one rule, its position and its hit counter,
+    of one CIDR. A set is many prefixes (IPv4 and IPv6 mixed) sharing one rule, its position and its hit counter,
     looked up through the same prefix maps as single addresses (no cost per packet beyond theirs). Prefixes that
     another prefix of the same set covers are dropped; overlaps between sets and rules follow the rule order.
-    A set comes from a list in the task or from a file on the controller (a blocklist: one address or CIDR per
-    line, C(#) and C(;) start comments; or a JSON or YAML list).
+    A set comes from a list in the task or from a file on the controller (a blocklist of one address or CIDR per
+    line, where C(#) and C(;) start comments; or a JSON or YAML list).
   - B(Content addressing.) The action plugin reads O(rules_file) and set files on the controller (each distinct
     file once, cached by path, size and modification time) and first sends the host only the digest of the
     whole request. A host that applied exactly that request last, and whose kernel still holds its result,
@@ -116,9 +116,9 @@ options:
         rules. Each is a list of addresses and CIDRs, or a dict with C(file), a file on the controller (looked up
         as O(rules_file) is), and optionally C(format) (V(text), V(json) or V(yaml); by default V(json) for
         C(.json), V(yaml) for C(.yml) and C(.yaml), else V(text)).
-      - A bad entry fails the task before anything on the host changes, naming the file (or set) and line (or
+      - "A bad entry fails the task before anything on the host changes, naming the file (or set) and line (or
         item) and the fix, such as C(drop.txt line 1204: 198.18.0.5/24 has host bits set (did you mean
-        198.18.0.0/24?)).
+        198.18.0.0/24?))."
       - With O(state=merged) or O(state=replaced), sets given replace the stored sets of the same name and the
         others are kept; with O(state=overridden) only the sets given exist. A set no rule names is not kept.
     type: dict

@@ -53,6 +53,7 @@ def test_every_family_has_a_valid_name_a_type_and_help():
     assert found == {
         "xdpfleet_program_attached": ("gauge", found["xdpfleet_program_attached"][1]),
         "xdpfleet_rules": ("gauge", found["xdpfleet_rules"][1]),
+        "xdpfleet_set_entries": ("gauge", found["xdpfleet_set_entries"][1]),
         "xdpfleet_packets_total": ("counter", found["xdpfleet_packets_total"][1]),
         "xdpfleet_bytes_total": ("counter", found["xdpfleet_bytes_total"][1]),
         "xdpfleet_rule_hit_packets_total": ("counter", found["xdpfleet_rule_hit_packets_total"][1]),
@@ -73,6 +74,12 @@ def test_firewall_interface_gives_program_rules_and_verdict_samples():
         'xdpfleet_packets_total{interface="eth0",verdict="%s"} %d' % (verdict, 10 + VERDICTS.index(verdict))
         for verdict in sorted(VERDICTS)]
     assert 'xdpfleet_bytes_total{interface="eth0",verdict="drop"} 1001' in samples(text, "xdpfleet_bytes_total")
+
+
+def test_each_address_set_gives_its_entry_count():
+    text = _prometheus.render({"eth0": dict(firewall(), sets={"blocklist": 100000, "admins": 3})})
+    assert samples(text, "xdpfleet_set_entries") == ['xdpfleet_set_entries{interface="eth0",set="admins"} 3',
+                                                     'xdpfleet_set_entries{interface="eth0",set="blocklist"} 100000']
 
 
 def test_each_top_rule_gives_a_packets_and_a_bytes_sample_with_escaped_labels():

@@ -218,7 +218,9 @@ def test_state_file_round_trip_and_atomic_replace(tmp_path):
     _fw_store.write_state("eth0", {"rules": [SSH], "digest": "a"}, str(tmp_path))
     _fw_store.write_state("eth0", {"rules": [BAD], "digest": "b"}, str(tmp_path))
     assert _fw_store.read_state("eth0", str(tmp_path)) == {"rules": [BAD], "digest": "b", "version": 1}
-    assert sorted(os.listdir(tmp_path)) == ["eth0.json", "eth0.names"]
+    assert sorted(os.listdir(tmp_path)) == ["eth0.json", "eth0.names", "eth0.previous.json"]
+    previous = _fw_store.read_state("eth0", path=_fw_store.previous_path("eth0", str(tmp_path)))
+    assert previous == {"rules": [SSH], "digest": "a", "version": 1}
 
 
 def test_names_index_answers_only_for_its_rule_set(tmp_path):

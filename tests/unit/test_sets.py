@@ -8,7 +8,7 @@ import pytest
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import (
     module_args, module_args_with_content, with_content)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
-    _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _fw_store, _layout, _restore)
+    _facts, _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _fw_store, _layout, _restore)
 from tests.helpers.slots import slot_contents
 from tests.unit.test_ruleset import firewall_object, host  # noqa: F401 - fixtures
 
@@ -200,3 +200,12 @@ def test_a_snapshot_is_reverted_to_by_digest_from_the_hosts_previous_state(host,
     assert not host(state="overridden", revert_to=snapshot["request_digest"])["changed"]
     with pytest.raises(_fw_store.StoreError, match="neither the current nor the previous request"):
         host(state="overridden", revert_to="0" * 64)
+
+
+def test_facts_show_each_set_with_its_entries_and_the_rule_that_names_it(host, tmp_path):
+    path = tmp_path / "drop.txt"
+    path.write_text(BLOCKLIST_TEXT)
+    host(**module_args_with_content(blocklist_args(path)))
+    facts = _facts.firewall_facts(host.maps, "eth0", False, 10, str(host.state_file.parent))
+    assert facts["sets"] == {"blocklist": 3}
+    assert "drop ip from set blocklist to any" in [rule["rule"] for rule in facts["top_rules"]]
