@@ -61,7 +61,7 @@ def restore_rules(interface, pin_dir, state_dir=STATE_DIR):
     if stored is None:
         return None
     request = {"interface": interface, "pin_dir": pin_dir, "state": "overridden", "config": stored["rules"],
-               "sets": stored.get("sets"),
+               "sets": stored.get("sets"), "content_digest": stored.get("request_digest"),
                "default_action": stored.get("default_action"), "sampling": stored.get("sampling"),
                "allow_lockout": True}
     return run_rules(request, state_dir=state_dir)

@@ -184,6 +184,8 @@ def test_the_boot_time_restore_brings_back_a_100000_entry_set(host, tmp_path):
     restored = _restore.restore_rules("eth0", host.pin_dir, str(host.state_file.parent))
     assert restored["sets"] == {"blocklist": {"entries": 100000, "added": 100000, "removed": 0}}
     assert len(set_prefixes(host, 1)) == 100000
+    # the restored state keeps the digest of the request, so a rollout can still revert to it
+    assert host(state="gathered")["request_digest"] == json.loads(stored)["request_digest"] is not None
 
 
 def test_a_snapshot_is_reverted_to_by_digest_from_the_hosts_previous_state(host, tmp_path):
