@@ -25,8 +25,8 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
 
 READ_CHUNK = 8192  # elements per BPF_MAP_LOOKUP_BATCH call when reading a map back
 # byte offsets into packed rules and metas
-ACTION, FLAGS, FAMILY, SRC_LEN, DST_LEN = (RULE.offset[field]
-                                          for field in ("action", "flags", "family", "src_len", "dst_len"))
+ACTION, FLAGS, FAMILY, SRC_LEN, DST_LEN = (
+    RULE.offset[field] for field in ("action", "flags", "family", "src_len", "dst_len"))
 SRC, DST = RULE.offset["src"], RULE.offset["dst"]
 DEFAULT_ACTION_END = SLOT_META.offset["rules"]  # a meta after its default action
 PREFIX_COUNTS = [field for field, _code in SLOT_META.fields].index("prefixes_%s" % PREFIX_MAPS[0])

@@ -107,11 +107,11 @@ def test_rolling_update_with_a_failing_health_check_restores_that_batch_and_stop
     assert names == {"xr-h1": v2, "xr-h2": v2, "xr-h3": v1, "xr-h4": v1, "xr-h5": v1}
 
 
-def test_a_set_from_a_file_rolls_through_the_fleet_and_an_unchanged_run_changes_nothing(fleet, first_deploy,
-                                                                                          tmp_path):
+def test_a_set_from_a_file_rolls_through_the_fleet_and_an_unchanged_run_changes_nothing(
+        fleet, first_deploy, tmp_path):
     blocklist = tmp_path / "drop.txt"
-    blocklist.write_text("# blocklist\n198.18.99.0/24\n" + "".join("198.19.%d.0/24 ; net %d\n" % (n, n)
-                                                                     for n in range(200)))
+    networks = "".join("198.19.%d.0/24 ; net %d\n" % (n, n) for n in range(200))
+    blocklist.write_text("# blocklist\n198.18.99.0/24\n" + networks)
     variables = {"xdp_serial": "100%", "xdp_sets": {"blocklist": {"file": str(blocklist)}},
                  "xdp_rules": RULES_V1 + [{"name": "blocklist", "action": "drop", "source_set": "blocklist"}]}
     first = playbook(fleet, "update_rules.yml", tmp_path, variables)

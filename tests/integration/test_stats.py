@@ -49,6 +49,7 @@ def test_json_and_csv_hold_every_host_with_the_counted_drops(report, fleet):
     assert [row["host"] for row in table] == [host.name for host in fleet.hosts]
     assert int(table[0]["drop_packets"]) == firewall_row["drop_packets"]
     assert "no-ping-from-client=%d" % firewall_row["top_rules"][0]["packets"] in table[0]["top_rules"]
+    assert firewall_row["sets"] == {"blocklist": 3} and table[0]["sets"] == "blocklist=3" and table[1]["sets"] == ""
 
 
 def test_fleet_table_is_printed_at_the_end(report, fleet):

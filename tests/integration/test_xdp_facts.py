@@ -21,7 +21,10 @@ UDP_PORT = 9999
 RULES = [
     {"name": "no-ping-from-client", "action": "drop", "protocol": "icmp", "source": LAYOUT.client_address + "/32"},
     {"name": "no-udp-9999", "action": "drop", "protocol": "udp", "port": UDP_PORT},
+    {"name": "blocklist", "action": "drop", "protocol": "udp", "source_set": "blocklist"},
 ]
+SETS = {"blocklist": ["198.19.0.0/16", LAYOUT.client_address, "2001:db8::/32"]}
+SET_PORT = 9998
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 ICMP_FRAME_BYTES = 14 + 20 + 8 + 56  # ping's default 56-byte payload in Ethernet + IPv4 + ICMP
 
@@ -65,7 +68,7 @@ def firewall_host(fleet):
     host = fleet.hosts[0]
     succeeded(ansible(host.name, "xdpfleet.xdp.xdp_program", {"interface": "eth0", "object": str(FIREWALL)}))
     succeeded(ansible(host.name, "xdpfleet.xdp.xdp_rules",
-                      {"interface": "eth0", "config": RULES, "state": "overridden", "sampling": 1}))
+                      {"interface": "eth0", "config": RULES, "sets": SETS, "state": "overridden", "sampling": 1}))
     return host
 
 
@@ -74,10 +77,10 @@ def ping(fleet, host, count, cpu=None):
     fleet.client.run("%sping -n -q -c %d -i 0.002 -W 0.01 %s" % (pin, count, host.address), timeout=30)
 
 
-def send_udp(fleet, host, count, source_port):
+def send_udp(fleet, host, count, source_port, port=UDP_PORT):
     script = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
               "s.bind(('', %d)); [s.sendto(b'x' * 20, ('%s', %d)) for _ in range(%d)]"
-              % (source_port, host.address, UDP_PORT, count))
+              % (source_port, host.address, port, count))
     assert fleet.client.run("python3 -c \"%s\"" % script)[0] == 0
 
 
@@ -176,6 +179,15 @@ def test_nothing_attached_is_empty_not_an_error(fleet):
     facts_eth0 = eth0(fleet.hosts[1])
     assert facts_eth0["attached"] is False and facts_eth0["firewall"] is False
     assert facts_eth0["stats"] == {} and facts_eth0["top_rules"] == [] and facts_eth0["maps"] == []
+
+
+def test_a_set_rule_counts_the_real_packets_from_its_members_and_facts_show_the_set(fleet, firewall_host):
+    before = rule_hits(eth0(firewall_host, xdp_modes=False), "blocklist")
+    send_udp(fleet, firewall_host, 6, source_port=40126, port=SET_PORT)
+    after = eth0(firewall_host, xdp_modes=False)
+    assert rule_hits(after, "blocklist")["packets"] - before["packets"] == 6
+    assert rule_hits(after, "blocklist")["rule"] == "drop udp from set blocklist to any"
+    assert after["sets"] == {"blocklist": 3}
 
 
 def test_facts_from_the_kernel_alone_when_pins_and_state_are_gone(fleet, firewall_host):

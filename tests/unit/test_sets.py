@@ -10,7 +10,7 @@ from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import (
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
     _facts, _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _fw_store, _layout, _restore)
 from tests.helpers.slots import slot_contents
-from tests.unit.test_ruleset import firewall_object, host  # noqa: F401 - fixtures
+from tests.unit import test_ruleset as ruleset_suite
 
 BLOCKLIST_TEXT = """\
 # FireHOL-style header
@@ -25,6 +25,11 @@ BLOCKLIST_TEXT = """\
 CANONICAL = ["198.18.0.0/16", "198.19.0.1/32", "2001:db8::/32"]
 SSH = {"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}
 BLOCK = {"name": "blocklist", "action": "drop", "source_set": "blocklist"}
+
+
+# pytest finds fixtures by module attribute: the ruleset suite's firewall, loaded here as well.
+firewall_object = ruleset_suite.firewall_object
+host = ruleset_suite.host
 
 
 @pytest.fixture(autouse=True)
@@ -185,7 +190,8 @@ def test_the_boot_time_restore_brings_back_a_100000_entry_set(host, tmp_path):
     assert restored["sets"] == {"blocklist": {"entries": 100000, "added": 100000, "removed": 0}}
     assert len(set_prefixes(host, 1)) == 100000
     # the restored state keeps the digest of the request, so a rollout can still revert to it
-    assert host(state="gathered")["request_digest"] == json.loads(stored)["request_digest"] is not None
+    digest = json.loads(stored)["request_digest"]
+    assert digest and host(state="gathered")["request_digest"] == digest
 
 
 def test_a_snapshot_is_reverted_to_by_digest_from_the_hosts_previous_state(host, tmp_path):
