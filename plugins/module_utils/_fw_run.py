@@ -129,9 +129,12 @@ def _sets(request, stored, from_state, after):
     """({name: AddressSet} before, as far as known; after: those the rules of after name)."""
     before = _fw_sets.sets_of_option(stored.get("sets")) if from_state else {}
     given = _fw_sets.sets_of_option(request.get("sets"))
-    state = request["state"]
-    available = given if state == "overridden" else before if state in ("deleted", "gathered") else \
-        dict(before, **given)
+    if request["state"] == "overridden":
+        available = given
+    elif request["state"] in ("merged", "replaced"):
+        available = dict(before, **given)
+    else:  # deleted, gathered: the sets stay what they are
+        available = before
     named = _named_sets(after)
     missing = sorted(name for name in named if name not in available)
     if missing:

@@ -234,6 +234,33 @@ def test_deploy_in_check_mode_on_deployed_hosts_reports_only_the_rule_change(dep
     assert footprint(deployed_once) == before
 
 
+def set_file_update(lab, directory, text, *options):
+    """update_rules.yml with RULES_V1 plus a rule that drops the sources of a set read from a file."""
+    path = directory / "drop.txt"
+    path.write_text(text)
+    return playbook(lab, "update_rules.yml", directory, {
+        "xdp_sets": {"blocklist": {"file": str(path)}},
+        "xdp_rules": RULES_V1 + [{"name": "blocklist", "action": "drop", "source_set": "blocklist"}]}, *options)
+
+
+def test_a_bad_line_in_a_set_file_is_refused_naming_file_and_line_and_changes_nothing(deployed_once, tmp_path):
+    before = footprint(deployed_once)
+    run = set_file_update(deployed_once, tmp_path, "# drop\n198.19.0.0/16\n198.19.0.5/24\n")
+    assert run.returncode != 0
+    assert "%s line 3: 198.19.0.5/24 has host bits set (did you mean 198.19.0.0/24?)" % (tmp_path / "drop.txt") \
+        in output(run)
+    assert footprint(deployed_once) == before
+
+
+def test_a_set_file_in_check_mode_shows_its_entries_and_changes_nothing(deployed_once, tmp_path):
+    before = footprint(deployed_once)
+    run = set_file_update(deployed_once, tmp_path, "198.19.0.0/16\n198.19.1.0/24\n2001:db8::/32\n", "--check",
+                          "--diff")
+    assert run.returncode == 0, output(run)[-3000:]
+    assert "~ set blocklist: 2 entries, 2 added, 0 removed" in run.stdout and "+   2001:db8::/32" in run.stdout
+    assert footprint(deployed_once) == before
+
+
 def test_update_rules_in_check_mode_reports_the_change_and_changes_nothing(deployed_once, tmp_path):
     before = footprint(deployed_once)
     run = playbook(deployed_once, "update_rules.yml", tmp_path,
