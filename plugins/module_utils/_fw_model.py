@@ -190,7 +190,7 @@ def pack_canonical(values):
             (destination is not None and dst is None) or (protocol is not None and number is None) or \
             (port is not None and (ports is None or number not in (None,) + PORT_PROTOCOLS)) or \
             (number == PROTOCOLS["icmpv6"] and (src or dst)) or \
-            not _canonical_sets(source_set, destination_set, source):
+            not _canonical_sets(source_set, destination_set, source, destination):
         return None
     flags = (HAS_PROTO if number is not None else 0) | (HAS_PORT if ports else 0) | (HAS_DST if dst else 0) | \
         (SRC_SET if source_set else 0) | (DST_SET if destination_set else 0)
@@ -202,12 +202,14 @@ def pack_canonical(values):
                             set_tag(destination_set) if destination_set else dst_bytes, mask)
 
 
-def _canonical_sets(source_set, destination_set, source):
-    """True when the set names are valid and combine as parse_rule allows (None for no set)."""
+def _canonical_sets(source_set, destination_set, source, destination):
+    """True when the set names are valid and combine with the addresses as parse_rule allows (None: no set)."""
     for name in (source_set, destination_set):
         if name is not None and not (isinstance(name, str) and NAME_PATTERN.match(name)):
             return False
-    return destination_set is None or (source is None and source_set is None)
+    if source_set is not None and source is not None:
+        return False
+    return destination_set is None or (source is None and source_set is None and destination is None)
 
 
 def _canonical_int(text):

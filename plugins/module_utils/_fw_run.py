@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+from collections import namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_sets, _fw_slots, _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import (
@@ -214,22 +215,20 @@ def _pack(change, kernel, entries):
 # --- applying ------------------------------------------------------------------------------------
 
 
-def apply(maps, kernel, change):
-    """Makes the kernel hold the change's rule set and settings; returns the digest of the active rule set."""
-    digest = kernel.digest
-    if change.ruleset_changed:
-        digest = switch_ruleset(maps, kernel, change)
-    if change.settings_before["sampling"] != change.settings_after["sampling"]:
-        _fw_slots.set_sample_rate(maps, change.settings_after["sampling"])
-    return digest
+# A rule-set switch compiled and ready to write. Preparing it writes nothing, so that a rule set the program
+# cannot hold (too many rules, too long a chain) is refused before anything on the host changes.
+Switch = namedtuple("Switch", "compiled fresh_counters rules_now sets_changed")
 
 
-def switch_ruleset(maps, kernel, change):
-    """Writes the new rule set into the inactive slot and switches to it; kept rules keep their counters.
+def prepare_switch(maps, kernel, change):
+    """The Switch that makes the kernel hold the change's rule set, kept rules keeping their counters; None when
+    the rule set stays.
 
     When every rule keeps its match (only actions change) and the inactive slot holds the index maps of the
     current rules, only the rules are written: the work is that of the change, not of the rule set.
     """
+    if not change.ruleset_changed:
+        return None
     counters, fresh = _counters(kernel, change)
     default_action = change.settings_after["default_action"]
     inactive = _keeps_matches(kernel, change) and _fw_slots.inactive_with_matches(maps, kernel.raw, kernel.meta)
@@ -238,12 +237,22 @@ def switch_ruleset(maps, kernel, change):
                        for number in change.unequal)
         compiled = patch_compiled(kernel.meta, kernel.by_position(), default_action, changed)
         slot, inactive_rules = inactive
-        _fw_slots.apply_ruleset(maps, compiled, fresh, {slot: inactive_rules, 1 - slot: kernel.raw})
-    else:
-        sets = dict((set_tag(name), address_set.prefixes()) for name, address_set in change.sets_after.items())
-        compiled = compile_packed(change.packed, default_action, counters, _positions(kernel, change), sets)
-        _fw_slots.apply_ruleset(maps, compiled, fresh, {kernel.active: kernel.raw}, change.sets_changed)
-    return ruleset_digest(compiled.meta, compiled.rules)
+        return Switch(compiled, fresh, {slot: inactive_rules, 1 - slot: kernel.raw}, False)
+    sets = dict((set_tag(name), address_set.prefixes()) for name, address_set in change.sets_after.items())
+    compiled = compile_packed(change.packed, default_action, counters, _positions(kernel, change), sets)
+    return Switch(compiled, fresh, {kernel.active: kernel.raw}, change.sets_changed)
+
+
+def apply(maps, kernel, change, switch):
+    """Makes the kernel hold the change's rule set (through the prepared switch) and settings; returns the digest
+    of the active rule set."""
+    digest = kernel.digest
+    if switch:
+        _fw_slots.apply_ruleset(maps, switch.compiled, switch.fresh_counters, switch.rules_now, switch.sets_changed)
+        digest = ruleset_digest(switch.compiled.meta, switch.compiled.rules)
+    if change.settings_before["sampling"] != change.settings_after["sampling"]:
+        _fw_slots.set_sample_rate(maps, change.settings_after["sampling"])
+    return digest
 
 
 def _positions(kernel, change):
@@ -307,8 +316,9 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
             return dict(changed=False, interface=interface, content_needed=True)
         change = _checked(request, kernel, stored, environ)
         if change.changed and not check_mode:
+            switch = prepare_switch(maps, kernel, change)
             with applying(interface, state_dir):
-                digest = apply(maps, kernel, change)
+                digest = apply(maps, kernel, change, switch)
                 _store(interface, request, change, digest, state_dir)
     result = change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
     if request["state"] == "gathered":

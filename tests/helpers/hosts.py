@@ -13,6 +13,7 @@ import ansible
 import yaml
 
 from ansible_collections.xdpfleet.xdp.plugins.action import xdp_rules as xdp_rules_action
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from tests.lab.layout import REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -52,6 +53,11 @@ def as_sent(name, args):
     return xdp_rules_action.module_args_with_content(args) if name == "xdp_rules" else args
 
 
+def refused_on_controller(error):
+    """The result of a task whose action plugin refuses it before the module runs (AnsibleActionFail)."""
+    return {"failed": True, "msg": str(error)}
+
+
 def module_input(args, check=False, name=None):
     return json.dumps({"ANSIBLE_MODULE_ARGS": dict(as_sent(name, args), _ansible_check_mode=check)})
 
@@ -59,7 +65,11 @@ def module_input(args, check=False, name=None):
 def run_module(host, name, args, check=False, env=None, timeout=300, python=PYTHON):
     """Runs plugins/modules/<name>.py in the host's namespaces as ansible would (with the virtualenv's
     interpreter unless `python` is given); returns its result dict."""
-    done = subprocess.run(module_command(host, name, python), input=module_input(args, check, name),
+    try:
+        text = module_input(args, check, name)
+    except XdpfleetError as error:
+        return refused_on_controller(error)
+    done = subprocess.run(module_command(host, name, python), input=text,
                           capture_output=True, text=True, env=env or module_env(python), timeout=timeout, cwd=REPO, check=False)
     lines = done.stdout.strip().splitlines()
     assert lines, "%s gave no result: rc=%d %s" % (name, done.returncode, done.stderr[-2000:])
@@ -75,7 +85,11 @@ class ModuleRunner:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=module_env())
 
     def run(self, name, args, env=None):
-        self.process.stdin.write(json.dumps({"module": name, "args": as_sent(name, args), "env": env or {}}) + "\n")
+        try:
+            sent = as_sent(name, args)
+        except XdpfleetError as error:
+            return refused_on_controller(error)
+        self.process.stdin.write(json.dumps({"module": name, "args": sent, "env": env or {}}) + "\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         assert line, "the module runner ended"

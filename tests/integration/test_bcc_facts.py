@@ -10,7 +10,7 @@ import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf, _program
 from tests.integration import test_xdp_facts as clang_suite
-from tests.integration.test_xdp_facts import RULES, ansible, succeeded
+from tests.integration.test_xdp_facts import RULES, SETS, ansible, succeeded
 
 # pytest collects fixtures and tests by module attribute: these run again here, on the bcc-compiled firewall.
 fleet = clang_suite.fleet
@@ -36,7 +36,7 @@ def firewall_host(fleet):  # replaces the clang-loaded host of test_xdp_facts
                                  {"interface": "eth0", "src": str(SOURCE), "compiler": "bcc"}))
     assert attached["changed"] and attached["object_sha256"] == bcc_sha256()
     succeeded(ansible(host.name, "xdpfleet.xdp.xdp_rules",
-                      {"interface": "eth0", "config": RULES, "state": "overridden", "sampling": 1}))
+                      {"interface": "eth0", "config": RULES, "sets": SETS, "state": "overridden", "sampling": 1}))
     return host
 
 
