@@ -78,12 +78,12 @@ DROPPED, PASSED = "dropped", "passed"
 class _ProgInfoWithStats(ctypes.Structure):
     """struct bpf_prog_info on to run_time_ns and run_cnt (_libbpf's stops at btf_id; a subclass would put
     the next field after the base's tail padding)."""
-    _fields_ = _libbpf._ProgInfo._fields_ + [("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
-                ("nr_func_info", ctypes.c_uint32), ("nr_line_info", ctypes.c_uint32),
-                ("line_info", ctypes.c_uint64), ("jited_line_info", ctypes.c_uint64),
-                ("nr_jited_line_info", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
-                ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
-                ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
+    _fields_ = _libbpf._ProgInfo._fields_ + [
+        ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64), ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32), ("line_info", ctypes.c_uint64), ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
 
 
 class _XdpMd(ctypes.Structure):

@@ -56,7 +56,8 @@ def assert_nothing_left(stats_before):
 
 def test_smoke_run_counts_every_frame_it_sent(tmp_path):
     measured_file, stats_before = tmp_path / "traffic.json", bpf_stats_enabled()
-    done = subprocess.run(smoke_command("--json", str(measured_file)), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(smoke_command("--json", str(measured_file)), capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr
     measured = json.loads(measured_file.read_text())
     assert measured["generator"].startswith("BPF_PROG_RUN live frames"), measured["generator"]
