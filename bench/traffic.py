@@ -68,6 +68,7 @@ XDP_DROP, XDP_PASS = 1, 2
 XDP_FLAGS_DRV_MODE, XDP_ATTACHED_DRV = 1 << 2, 1
 BPF_F_TEST_XDP_LIVE_FRAMES, BPF_STATS_RUN_TIME = 1 << 1, 0
 LIVE_FRAMES_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
+RUN_LOCK = "\0xdpfleet-bench-traffic"
 CHUNK_SECONDS, CALIBRATION_FRAMES = 0.1, 20000
 SMALL_RULES, LARGE_RULES, QUICK_LARGE_RULES = 10, 100000, 10000
 DROPPED, PASSED = "dropped", "passed"
@@ -153,6 +154,23 @@ def remove_topology():
     for name in (GEN_NS, RX_NS):
         if name in netns.listnetns():
             netns.remove(name)  # its veth end goes with it, and the XDP programs with the veth
+
+
+def only_run():
+    """A socket whose abstract name only one run can hold at a time (it goes when the process ends, however it
+    ends): two runs would share the namespaces, and this one takes them down before its start and at its end."""
+    holder, told = socket.socket(socket.AF_UNIX), False
+    while True:
+        try:
+            holder.bind(RUN_LOCK)
+            return holder
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+        if not told:
+            print("another bench/traffic.py run is under way: waiting for it", file=sys.stderr, flush=True)
+            told = True
+        time.sleep(1)
 
 
 def build_topology():
@@ -451,6 +469,7 @@ def generator_for(args, gen_fd, directory):
 
 
 def run(args, stack, directory):
+    stack.callback(only_run().close)
     objects = stack.enter_context(_libbpf.BpfObject(compile_programs(directory)))
     objects.load()
     bare_pass = stack.enter_context(_libbpf.BpfObject(BARE_PASS))
