@@ -21,7 +21,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     CHAIN, CHAIN_MAX, DST_SET, EMPTY_RULE, GEN_ENTRIES, GEN_PROTO, GEN_TCP, GEN_UDP, HAS_DST, HAS_PORT, HAS_PROTO,
-    MAX_RULES, NO_PREFIX, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, XDP_ACTIONS)
+    MAX_PREFIXES, MAX_RULES, NO_PREFIX, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, XDP_ACTIONS)
 
 COUNTER = RULE.offset["counter"]
 COUNTER_END = COUNTER + U32.size
@@ -115,6 +115,7 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
     set_prefixes = _SetPrefixes(sets or {})
     _compile_chains(columns, positions, flags, "source", prefixes, set_prefixes)
     _compile_chains(columns, positions, flags, "destination", prefixes, set_prefixes)
+    _check_prefix_capacity(prefixes)
     general = [index for index, (src_len, dst_len, rule_flags) in
                enumerate(zip(columns.src_len, columns.dst_len, columns.flags))
                if src_len == NO_PREFIX and dst_len == NO_PREFIX and not rule_flags & (SRC_SET | DST_SET)]
@@ -122,6 +123,19 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
     rules = _by_position(_split_with_counters(raw, counters), positions, EMPTY_RULE)
     meta = SLOT_META.format.pack(action, len(rules), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
     return Compiled(action, rules, _compile_general(columns, positions, general), prefixes, meta, counters)
+
+
+PREFIX_MAP_WHAT = {"s": "source", "d": "destination", "4": "IPv4", "6": "IPv6", "h": "full-length", "t": "shorter"}
+
+
+def _check_prefix_capacity(prefixes):
+    """Refuses, before anything is written, a rule set whose prefixes (its sets' included) overflow a map."""
+    for name, entries in prefixes.items():
+        if len(entries) > MAX_PREFIXES:
+            side, family, kind = (PREFIX_MAP_WHAT[letter] for letter in name)
+            raise CompileError("%d %s %s %s prefixes exceed the %d entries of the program's prefix map for them: "
+                               "shorten the address sets or merge their entries into shorter prefixes"
+                               % (len(entries), kind, family, side, MAX_PREFIXES))
 
 
 def _by_position(values, positions, hole):

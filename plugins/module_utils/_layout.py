@@ -17,6 +17,7 @@ from collections import namedtuple
 XF_SCHEMA_VERSION = 1  # bump with bpf/xdp_firewall.h when a layout below changes
 CHAIN_MAX = 16
 MAX_RULES = 131072
+MAX_PREFIXES = 131072  # entries per prefix hash or trie
 PORTS = 65536
 GEN_TCP, GEN_UDP, GEN_PROTO = 0, PORTS, 2 * PORTS
 GEN_ENTRIES = GEN_PROTO + 256

@@ -109,3 +109,12 @@ def test_the_schema_version_is_the_objects(firewall_object):
     """Bump both together: the loader records the object's version with the maps (see _program)."""
     with _libbpf.BpfObject(firewall_object) as firewall:
         assert _program.declared_schema_version(firewall) == _layout.XF_SCHEMA_VERSION
+
+
+def test_capacities_are_the_programs(firewall_object):
+    with _libbpf.BpfObject(firewall_object) as firewall:
+        firewall.load()
+        sizes = dict((bpf_map.name, _libbpf.map_info(bpf_map.fd)["max_entries"]) for bpf_map in firewall.maps)
+    assert sizes["xf_rules_0"] == sizes["xf_hits"] == _layout.MAX_RULES
+    assert set(sizes["xf_%s_%d" % (name, slot)] for name in _layout.PREFIX_MAPS for slot in (0, 1)) == \
+        {_layout.MAX_PREFIXES}

@@ -8,7 +8,7 @@ import pytest
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import (
     module_args, module_args_with_content, with_content)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
-    _facts, _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _fw_store, _layout, _restore)
+    _facts, _fw_compile, _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _fw_store, _layout, _restore)
 from tests.helpers.slots import slot_contents
 from tests.unit import test_ruleset as ruleset_suite
 
@@ -230,3 +230,13 @@ def test_rules_from_a_yaml_file_are_applied_then_found_unchanged_by_their_digest
     assert host(**with_content(args, content))["rule_count"] == {"before": 0, "after": 2}
     again = host(**module_args(task)[0])
     assert not again["changed"] and again["before"] == [SSH, BLOCK]
+
+
+def test_a_set_larger_than_a_prefix_map_is_refused_before_anything_changes(host):
+    host(state="overridden", config=[SSH])
+    state_before = host.state_file.read_text()
+    entries = ["198.%d.%d.%d" % (18 + n // 65536, n // 256 % 256, n % 256) for n in range(_layout.MAX_PREFIXES + 1)]
+    with pytest.raises(_fw_compile.CompileError, match=r"131073 full-length IPv4 source prefixes exceed the 131072"):
+        host(state="overridden", config=[SSH, BLOCK], sets={"blocklist": entries})
+    assert host.state_file.read_text() == state_before
+    assert sorted(path.name for path in host.state_file.parent.iterdir()) == ["eth0.json", "eth0.names"]
