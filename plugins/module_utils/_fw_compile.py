@@ -244,10 +244,8 @@ class _SetPrefixes:
     def __init__(self, sets):
         self.sets = sets
 
-    def of_rule(self, flags, side, family, tag):
-        """[(family, length, packed address)] finding this rule by `side`, [] for none."""
-        if not flags & (SRC_SET if side == "source" else DST_SET):
-            return []
+    def of_rule(self, family, tag):
+        """[(family, length, packed address)] of the set with this tag that find a rule of this family."""
         if tag not in self.sets:
             raise CompileError("a rule names a set (tag %s) that the rule set does not define" % tag.hex())
         return [prefix for prefix in self.sets[tag] if family in (0, prefix[0])]
@@ -260,13 +258,18 @@ def _side_groups(columns, positions, side, set_prefixes):
     ipv4, ipv6 = by_length[4], by_length[6]
     rows = zip(positions, columns.family, _side_lengths(columns, side),
                getattr(columns, side + "_head"), getattr(columns, side + "_tail"), columns.flags)
+    set_flag = SRC_SET if side == "source" else DST_SET
     for position, family, length, head, tail, flags in rows:
-        if length != NO_PREFIX:
-            _add_to_group(ipv4[length] if family == 4 else ipv6[length], head if family == 4 else head + tail,
-                          position)
-            continue
-        for prefix_family, prefix_length, address in set_prefixes.of_rule(flags, side, family, head + tail):
-            _add_to_group(by_length[prefix_family][prefix_length], address, position)
+        if length != NO_PREFIX:  # inline, not _add_to_group: this runs once per rule
+            if family == 4:
+                group, address = ipv4[length], head
+            else:
+                group, address = ipv6[length], head + tail
+            if group.first.setdefault(address, position) != position:
+                group.more.setdefault(address, []).append(position)
+        elif flags & set_flag:
+            for prefix_family, prefix_length, address in set_prefixes.of_rule(family, head + tail):
+                _add_to_group(by_length[prefix_family][prefix_length], address, position)
     return dict(((family, length), group) for family, groups in by_length.items()
                 for length, group in enumerate(groups) if group.first)
 

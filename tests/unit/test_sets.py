@@ -217,3 +217,16 @@ def test_facts_show_each_set_with_its_entries_and_the_rule_that_names_it(host, t
     facts = _facts.firewall_facts(host.maps, "eth0", False, 10, str(host.state_file.parent))
     assert facts["sets"] == {"blocklist": 3}
     assert "drop ip from set blocklist to any" in [rule["rule"] for rule in facts["top_rules"]]
+
+
+def test_rules_from_a_yaml_file_are_applied_then_found_unchanged_by_their_digest(host, tmp_path):
+    rules = tmp_path / "rules.yml"
+    rules.write_text("- {name: ssh, action: pass, protocol: tcp, port: 22}\n"
+                     "- {name: blocklist, action: drop, source_set: blocklist}\n")
+    task = {"interface": "eth0", "state": "overridden", "rules_file": str(rules),
+            "sets": {"blocklist": ["198.19.0.0/16"]}}
+    args, content = module_args(task)
+    assert "config" not in args and host(**args)["content_needed"]
+    assert host(**with_content(args, content))["rule_count"] == {"before": 0, "after": 2}
+    again = host(**module_args(task)[0])
+    assert not again["changed"] and again["before"] == [SSH, BLOCK]
