@@ -12,7 +12,8 @@ B. the same three steps with the --size rules inline in group_vars (`xdp_rules: 
    a.b.c.d/32}, ...]`), and the ping play of that inventory.
 C. on --hosts lab hosts, update_rules.yml with xdp_serial 100%: the 1% change of a --size set rolled through all
    of them, beside the 1% change of a 100-entry set.
-A and B run --playbook (default update_rules.yml, with xdp_serial 100%).
+A and B run --playbook: by default bench/apply_rules.yml (one xdp_rules task, as a play of one's own applies a
+blocklist); update_rules.yml (with xdp_serial 100%) adds the rollout's snapshot and health checks.
 
 For each run: wall seconds, its ratio to the anchor (the median of ping plays of the same hosts, one at the
 start of the section and one before each measured run), the controller's CPU seconds (user + system of
@@ -63,6 +64,8 @@ RUN_TIMEOUT = 3600
 UNCHANGED_REPEATS = 3
 SET_NAME = "blocklist"
 SERIAL_ALL = ("-e", "xdp_serial=100%")
+PLAYBOOKS = {"apply_rules.yml": ROOT / "bench" / "apply_rules.yml", "update_rules.yml": "update_rules.yml",
+             "deploy_xdp.yml": "deploy_xdp.yml"}
 
 # Runs one command and writes its wall seconds, the CPU seconds and the largest resident set (KiB) of the
 # processes under it to argv[1]: RUSAGE_CHILDREN of a process that has run nothing else.
@@ -310,7 +313,7 @@ def one_host(bench, size, playbook, skip_inline):
     bench.run(no_rules, "deploy_xdp.yml")
     big_file = bench.directory / "drop.txt"
     with_set = bench.inventory("set-1", 1, set_rules_text(big_file))
-    section = "A. %s-entry set file, 1 host, %s" % (format(size, ","), playbook)
+    section = "A. %s-entry set file, 1 host, %s" % (format(size, ","), os.path.basename(str(playbook)))
     anchor = Anchor(bench, with_set, 1)
     three_steps(bench, section, with_set, playbook, anchor,
                 lambda: write_atomically(big_file, set_file_text(set_entries(size))),
@@ -324,7 +327,7 @@ def one_host(bench, size, playbook, skip_inline):
     inline = bench.inventory("inline-1", 1, "")
     inline_vars = inline / "group_vars" / "lab.yml"
     header = inline_vars.read_text()
-    section = "B. %s rules inline in group_vars, 1 host, %s" % (format(size, ","), playbook)
+    section = "B. %s rules inline in group_vars, 1 host, %s" % (format(size, ","), os.path.basename(str(playbook)))
     anchor = Anchor(bench, with_set, 1)  # the same host, without the inline rules
     three_steps(bench, section, inline, playbook, anchor,
                 lambda: write_atomically(inline_vars, header + inline_rules_text(set_entries(size))),
@@ -430,9 +433,10 @@ def arguments_of(argv):
     parser.add_argument("--size", type=int, help="entries of the big set (default %s)" % format(FULL_SIZE, ","))
     parser.add_argument("--hosts", type=int, help="hosts of the rollout (default %d)" % FULL_HOSTS)
     parser.add_argument("--skip-inline", action="store_true", help="leave out B (the rules inline in group_vars)")
-    parser.add_argument("--playbook", default="update_rules.yml", choices=["update_rules.yml", "deploy_xdp.yml"],
+    parser.add_argument("--playbook", default="apply_rules.yml", choices=list(PLAYBOOKS),
                         help="the playbook of A and B (default %(default)s)")
     arguments = parser.parse_args(argv)
+    arguments.playbook = PLAYBOOKS[arguments.playbook]
     arguments.size = arguments.size or (QUICK_SIZE if arguments.quick else FULL_SIZE)
     arguments.hosts = arguments.hosts or (QUICK_HOSTS if arguments.quick else FULL_HOSTS)
     if arguments.size < REPLACED_EVERY or arguments.hosts < 1:
