@@ -2,7 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller side of xdp_rules: reads rules_file and set files (module_utils/_fw_sources.py), then asks the
 host with the digest of the request alone; only a host that has not applied that request yet gets the content
-(rules as one JSON text, sets compressed) in a second call.
+(rules as one JSON text, sets compressed) in a second call. A file this controller has just parsed for the
+first time cannot have reached a host from it yet: its content goes with the first call (the host still
+compares digests before it parses anything).
 
 Ansible deep-copies a module's arguments on the host before the module sees them: for 100,000 rule dicts
 that copy is a large part of a run, for one string it is nothing (docs/PERFORMANCE.md).
@@ -32,7 +34,7 @@ def module_args(task_args, find_file=lambda path: path):
     content = {}
     if task_args.get("rules_file"):
         source = _fw_sources.parse_rules_file(find_file(task_args["rules_file"]), task_args.get("rules_file_format"))
-        config_digest, content["config"] = source.digest, Deferred(lambda: source.payload)
+        config_digest, content["config"] = source.digest, Deferred(_payload_reader(source), source.new)
     else:
         config = args.pop("config", None)
         text = entries_json(config) if isinstance(config, list) else config
@@ -48,10 +50,17 @@ def module_args(task_args, find_file=lambda path: path):
 
 
 class Deferred:
-    """A value read only when the host asks for the content."""
+    """A value read only when the host asks for the content; new: read from a file new to this controller."""
 
-    def __init__(self, read):
-        self.read = read
+    def __init__(self, read, new=False):
+        self.read, self.new = read, new
+
+
+def probe_first(args, content, wrap_async=False):
+    """True when the host is to be asked with the request's digest before any content is sent."""
+    parts = [content.get("config")] + list(content.get("sets", {}).values())
+    new = any(isinstance(part, Deferred) and part.new for part in parts)
+    return bool(args.get("content_digest")) and not wrap_async and not new
 
 
 def _sets(sets, find_file):
@@ -64,7 +73,7 @@ def _sets(sets, find_file):
     for name, value in sets.items():
         if isinstance(value, dict) and value.get("file"):
             source = _fw_sources.parse_set_file(find_file(value["file"]), value.get("format"))
-            digests[name], forms[name] = source.digest, Deferred(_payload_reader(source))
+            digests[name], forms[name] = source.digest, Deferred(_payload_reader(source), source.new)
         elif isinstance(value, list):
             digests[name], forms[name] = _fw_sources.inline_set(name, value)
         else:
@@ -108,7 +117,7 @@ class ActionModule(ActionBase):
         except XdpfleetError as error:
             raise AnsibleActionFail(str(error))
         answer = None
-        if args.get("content_digest") and not wrap_async:
+        if probe_first(args, content, wrap_async):
             answer = self._execute_module(MODULE, module_args=args, task_vars=task_vars)
         if answer is None or answer.get("content_needed"):
             answer = self._execute_module(MODULE, module_args=with_content(args, content), task_vars=task_vars,

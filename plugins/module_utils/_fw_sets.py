@@ -25,6 +25,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 COMMENT = re.compile(r"[#;]")
 FAMILIES = ((4, socket.AF_INET, 32), (6, socket.AF_INET6, 128))
+WIDTHS = dict((family, width) for family, _af, width in FAMILIES)
 DIFF_ENTRIES_UP_TO = 20  # entries listed per set and direction in diff mode
 
 
@@ -48,8 +49,9 @@ def check_name(name, where):
     return name
 
 
-# One prefix: family (4 or 6), prefix length and the network address as an int.
-Prefix = namedtuple("Prefix", "family length address")
+# One prefix: family (4 or 6), the network address as an int and the prefix length; so ordered, a prefix comes
+# right before the prefixes it covers.
+Prefix = namedtuple("Prefix", "family address length")
 
 
 class AddressSet(namedtuple("AddressSet", "lines digest")):
@@ -101,8 +103,8 @@ def parse_prefix(text):
         host_bits = value & ((1 << (width - length)) - 1)
         if host_bits:
             raise ValueError("%s has host bits set (did you mean %s?)"
-                             % (text, prefix_text(Prefix(family, length, value ^ host_bits))))
-        return Prefix(family, length, value)
+                             % (text, prefix_text(Prefix(family, value ^ host_bits, length))))
+        return Prefix(family, value, length)
     raise ValueError("%r is not an IPv4/IPv6 address or CIDR (e.g. 198.18.0.0/15 or 2001:db8::/32)" % (text,))
 
 
@@ -121,18 +123,13 @@ def prefix_text(prefix):
 def canonical(prefixes):
     """The AddressSet of Prefixes: the ones another covers dropped (they match nothing more), sorted."""
     lines = []
-    for family, _af, width in FAMILIES:
-        end = -1  # last address the latest kept prefix covers
-        for prefix in sorted((prefix for prefix in prefixes if prefix.family == family), key=_in_address_order):
-            if prefix.address <= end:
-                continue  # inside the kept prefix before it: prefixes nest or are disjoint
-            end = prefix.address + (1 << (width - prefix.length)) - 1
-            lines.append(prefix_text(prefix))
+    family, end = None, -1  # end: the last address the latest kept prefix of this family covers
+    for prefix in sorted(prefixes):
+        if prefix.family == family and prefix.address <= end:
+            continue  # inside the kept prefix before it: prefixes nest or are disjoint
+        family, end = prefix.family, prefix.address + (1 << (WIDTHS[prefix.family] - prefix.length)) - 1
+        lines.append(prefix_text(prefix))
     return AddressSet.of_lines(lines)
-
-
-def _in_address_order(prefix):
-    return prefix.address, prefix.length
 
 
 def parse_entries(entries, where):

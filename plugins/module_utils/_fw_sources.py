@@ -46,10 +46,10 @@ def file_format(path, given=None):
 
 class CachedSource:
     """A parsed file in the cache: `digest` (small, read first) and `payload` (the module's form, read only when
-    the host needs the content)."""
+    the host needs the content); `new`: this process parsed it, so this version of the file is new here."""
 
-    def __init__(self, base):
-        self.base = base
+    def __init__(self, base, new=False):
+        self.base, self.new = base, new
 
     @property
     def digest(self):
@@ -76,11 +76,12 @@ def cached(path, kind, fmt, parse):
     os.makedirs(cache_dir(), exist_ok=True)
     with open(base + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(base + ".digest"):
-            digest, payload = parse(_read(path, kind), fmt)
-            _hostfs.write_atomically(base + ".json", json.dumps(payload, separators=(",", ":")))
-            _hostfs.write_atomically(base + ".digest", digest)  # last: it says the entry is complete
-    return CachedSource(base)
+        if os.path.exists(base + ".digest"):
+            return CachedSource(base)
+        digest, payload = parse(_read(path, kind), fmt)
+        _hostfs.write_atomically(base + ".json", json.dumps(payload, separators=(",", ":")))
+        _hostfs.write_atomically(base + ".digest", digest)  # last: it says the entry is complete
+    return CachedSource(base, new=True)
 
 
 def _read(path, kind):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.action.xdp_rules import (
-    module_args, module_args_with_content, with_content)
+    module_args, module_args_with_content, probe_first, with_content)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
     _facts, _fw_compile, _fw_kernel, _fw_lockout, _fw_model, _fw_sets, _fw_sources, _fw_store, _layout, _restore)
 from tests.helpers.slots import slot_contents
@@ -154,7 +154,7 @@ def chain_positions(chain):
 def prefix_of_key(name, key):
     family, width = (4, 32) if name[1] == "4" else (6, 128)
     length, address = (width, key) if name.endswith("h") else (int.from_bytes(key[:4], "little"), key[4:])
-    return _fw_sets.prefix_text(_fw_sets.Prefix(family, length, int.from_bytes(address, "big")))
+    return _fw_sets.prefix_text(_fw_sets.Prefix(family, int.from_bytes(address, "big"), length))
 
 
 def test_a_rule_naming_an_undefined_set_changes_nothing(host):
@@ -240,3 +240,14 @@ def test_a_set_larger_than_a_prefix_map_is_refused_before_anything_changes(host)
         host(state="overridden", config=[SSH, BLOCK], sets={"blocklist": entries})
     assert host.state_file.read_text() == state_before
     assert sorted(path.name for path in host.state_file.parent.iterdir()) == ["eth0.json", "eth0.names"]
+
+
+def test_the_host_is_asked_by_digest_first_unless_the_file_is_new_to_this_controller(tmp_path):
+    path = tmp_path / "drop.txt"
+    path.write_text(BLOCKLIST_TEXT)
+    args, content = module_args(blocklist_args(path))
+    assert not probe_first(args, content), "just parsed: no host can have it from here"
+    args, content = module_args(blocklist_args(path))
+    assert probe_first(args, content) and not probe_first(args, content, wrap_async=True)
+    inline = module_args({"interface": "eth0", "config": [SSH], "sets": {"admins": ["198.18.0.0/24"]}})
+    assert probe_first(*inline)
