@@ -293,12 +293,12 @@ def unchanged_by_size(bench, section, playbook, anchor, with_set, size):
     write_atomically(small_file, set_file_text(set_entries(CPU_COMPARISON_SIZE)))
     with_small_set = bench.inventory("set-%d-1" % CPU_COMPARISON_SIZE, 1, set_rules_text(small_file))
     sets = (("A unchanged small", CPU_COMPARISON_SIZE, with_small_set), ("A unchanged big", size, with_set))
-    runs = dict((key, []) for key, _, _ in sets)
-    for _ in range(UNCHANGED_REPEATS):
-        for key, _, inventory in sets:
+    runs = dict((key, []) for key, _count, _inventory in sets)
+    for _repeat in range(UNCHANGED_REPEATS):
+        for key, _count, inventory in sets:
             bench.run(inventory, playbook, *SERIAL_ALL)
             runs[key].append(bench.measure(anchor, inventory, playbook, *SERIAL_ALL))
-    for key, count, _ in reversed(sets):
+    for key, count, _inventory in reversed(sets):
         step = "unchanged re-run, %s-entry set (in turns, median of %d)" % (format(count, ","), UNCHANGED_REPEATS)
         target = "CPU/host: the two within 0.1 s" + ("; <= 1.5x ping" if key == "A unchanged big" else "")
         usage = median(runs[key])
@@ -368,9 +368,10 @@ def table(rows):
             section = row.section
             ping = row.anchor.usage
             lines.append("| **%s** | | | | | | | | | | |" % section)
+            cells = (len(row.anchor.runs), row.anchor.hosts, ping.seconds, ping.cpu, ping.cpu / row.anchor.hosts,
+                     ping.max_rss_mb, ping.changed)
             lines.append("| ping play (anchor: median of %d, one before each run) | %d | %.2f | 1.00 | %.2f | %.2f "
-                         "| 1.00 | %.0f | %d | | |" % (len(row.anchor.runs), row.anchor.hosts, ping.seconds, ping.cpu,
-                                              ping.cpu / row.anchor.hosts, ping.max_rss_mb, ping.changed))
+                         "| 1.00 | %.0f | %d | | |" % cells)
         usage, ping = row.usage, row.anchor.usage
         lines.append("| %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %d | %s | %s |" % (
             row.step, row.hosts, usage.seconds, usage.seconds / ping.seconds, usage.cpu, usage.cpu / row.hosts,
@@ -414,10 +415,10 @@ def targets(rows, size):
 
 def report(rows, arguments, load_before):
     print("\n" + table(rows))
-    print("\nTargets (issue 17)%s:" % ("" if (arguments.size, arguments.hosts) == (FULL_SIZE, FULL_HOSTS) else
-                                      ", set for %s entries and %d hosts; this run: %s and %d" % (
-                                          format(FULL_SIZE, ","), FULL_HOSTS, format(arguments.size, ","),
-                                          arguments.hosts)))
+    scaled = "" if (arguments.size, arguments.hosts) == (FULL_SIZE, FULL_HOSTS) else \
+        ", set for %s entries and %d hosts; this run: %s and %d" % (
+            format(FULL_SIZE, ","), FULL_HOSTS, format(arguments.size, ","), arguments.hosts)
+    print("\nTargets (issue 17)%s:" % scaled)
     for target, measured, met in targets(rows, arguments.size):
         print("- %-72s %-28s %s" % (target, measured, "met" if met else "MISSED"))
     print("\nCPU = user + system seconds of ansible-playbook and every process under it on the controller; "
