@@ -7,7 +7,11 @@ rule drops) on a veth in a namespace this script creates and removes, with
 LIBXDP_SKIP_DISPATCHER=1 so its own program is the one attached; it is run by id.
 Addresses: 198.18.0.0/15 only (IPv6 frames use its IPv4-mapped form).
 
-    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--bcc]
+    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--bcc] [--breakdown]
+
+With --breakdown, where the nanoseconds go: the same frames through the firewall with rule sets that switch on
+one lookup path at a time (nothing but parsing and counting; the port/protocol index; a source hash; a source
+trie behind it; a destination hash), and the size of the JIT-compiled program.
 """
 
 import argparse
@@ -199,6 +203,45 @@ def scale(args):
     return rows
 
 
+# (name, rules): each adds one lookup path to the one before (see docs/PERFORMANCE.md, "Where the nanoseconds go")
+BREAKDOWN_STEPS = (
+    ("no rules: parse, config, stats", lambda blocked: []),
+    ("+ 50 port rules: general index", lambda blocked: firewall_rules(0)),
+    ("+ 10,000 /32 sources: source hash", lambda blocked: firewall_rules(ADDRESS_RULES)),
+    ("+ one /16 source: source trie on a miss", lambda blocked: firewall_rules(ADDRESS_RULES) + [
+        _fw_model.Rule("drop", ipaddress.ip_network("198.19.128.0/17"), None, None, None)]),
+    ("+ 10 /32 destinations: destination hash", lambda blocked: firewall_rules(ADDRESS_RULES) + [
+        _fw_model.Rule("drop", ipaddress.ip_network("198.19.128.0/17"), None, None, None)] + [
+        _fw_model.Rule("drop", None, ipaddress.ip_network("198.19.201.%d/32" % host), None, None)
+        for host in range(10)]),
+)
+
+
+def breakdown(args):
+    """ns per packet of each frame as each lookup path is switched on, and the JIT image size."""
+    blocked = blocked_sources(ADDRESS_RULES)
+    packets = [(name, bytes(frame)) for name, frame, verdict in frames(blocked[4999])]
+    with _libbpf.BpfObject(FIREWALL) as ours:
+        ours.load()
+        fd, maps = ours.program("xdpfleet_fw").fd, reference.map_fds(ours)
+        rows = []
+        for label, rules in BREAKDOWN_STEPS:
+            load_ruleset(maps, rules(blocked))
+            rows.append((label, [ns_per_packet(fd, frame, None, args.repeat, args.runs) for name, frame in packets]))
+        info = _libbpf.prog_info(fd)
+    with _libbpf.BpfObject(BARE_PASS) as bare:
+        bare.load()
+        bare_fd = bare.program("xdpfleet_pass").fd
+        rows.append(("bare XDP_PASS", [ns_per_packet(bare_fd, frame, None, args.repeat, args.runs)
+                                       for name, frame in packets]))
+    print("\nbreakdown: ns per packet as each lookup path is switched on (median of %d x %d repeats)"
+          % (args.runs, args.repeat))
+    print(table(["rule set"], [name for name, frame in packets], rows))
+    print("JIT image %d bytes, %d bytes of BPF instructions after verification"
+          % (info["jited_prog_len"], info["xlated_prog_len"]))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1000000)
@@ -206,7 +249,11 @@ def main():
     parser.add_argument("--scale", action="store_true", help="also compare 10 with 100,000 rules")
     parser.add_argument("--bcc", action="store_true", help="also the firewall compiled by bcc (16 s to compile)")
     parser.add_argument("--json", help="write the comparison to this file")
+    parser.add_argument("--breakdown", action="store_true", help="only where the nanoseconds go (see the docstring)")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args)
+        return
     results = compare(args)
     if args.scale:
         scale(args)

@@ -406,6 +406,7 @@ def prog_info(fd):
         "load_time": info.load_time,
         "btf_id": info.btf_id,
         "xlated_prog_len": info.xlated_prog_len,
+        "jited_prog_len": info.jited_prog_len,
         "jited": info.jited_prog_len > 0,
     }
 
