@@ -208,7 +208,7 @@ BREAKDOWN_STEPS = (
     ("no rules: parse, config, stats", lambda blocked: []),
     ("+ 50 port rules: general index", lambda blocked: firewall_rules(0)),
     ("+ 10,000 /32 sources: source hash", lambda blocked: firewall_rules(ADDRESS_RULES)),
-    ("+ one /16 source: source trie on a miss", lambda blocked: firewall_rules(ADDRESS_RULES) + [
+    ("+ one /17 source: source trie on a miss", lambda blocked: firewall_rules(ADDRESS_RULES) + [
         _fw_model.Rule("drop", ipaddress.ip_network("198.19.128.0/17"), None, None, None)]),
     ("+ 10 /32 destinations: destination hash", lambda blocked: firewall_rules(ADDRESS_RULES) + [
         _fw_model.Rule("drop", ipaddress.ip_network("198.19.128.0/17"), None, None, None)] + [
