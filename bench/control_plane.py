@@ -18,7 +18,7 @@
    printed as a ratio.
 
 Everything runs in a network namespace with a veth pair that this script creates and removes, in a
-private mount namespace holding its own bpffs and /etc/xdpfleet. Addresses: 198.18.0.0/15 only.
+private mount namespace holding its own bpffs, /etc/xdpfleet and /run (the host lock). Addresses: 198.18.0.0/15 only.
 
     .venv/bin/python bench/control_plane.py [--prefixes N] [--cli-rules N]
 """
@@ -151,7 +151,7 @@ def cli_seconds(count):
 def inside(arguments):
     """Runs in the namespace: mounts a private bpffs and /etc/xdpfleet, attaches, measures, prints JSON."""
     subprocess.run("mount --make-rprivate / && mount -t bpf bpf /sys/fs/bpf && mkdir -p /etc/xdpfleet "
-                   "&& mount -t tmpfs tmpfs /etc/xdpfleet", shell=True, check=True)
+                   "&& mount -t tmpfs tmpfs /etc/xdpfleet && mount -t tmpfs tmpfs /run", shell=True, check=True)
     run_module("xdp_program", {"interface": OURS, "object": FIREWALL})
     figures = {"core": prefix_steps(arguments.prefixes, core_seconds),
                "module": prefix_steps(arguments.prefixes, module_seconds)}

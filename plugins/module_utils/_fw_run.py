@@ -294,7 +294,7 @@ def _keeps_matches(kernel, change):
     return all(same_matches(packed[number], current[number]) for number in change.unequal)
 
 
-def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
+def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_hostfs.LOCK_DIR):
     """One xdp_rules task on this host; returns the module result (raises an XdpfleetError). In check mode on an
     interface whose firewall is not attached yet, the change is planned against a freshly attached one."""
     interface = request["interface"]
@@ -305,7 +305,7 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR):
             return dict(changed=False, interface=interface, content_needed=True)
         return _checked(request, FreshRuleset, None, environ).result(
             interface, request["state"], request.get("diff"), request.get("return_rules"))
-    with _hostfs.host_lock(interface), pinned_maps(pin_dir) as maps:
+    with _hostfs.host_lock(interface, lock_dir), pinned_maps(pin_dir) as maps:
         kernel = KernelRuleset(maps)
         stored = read_state(interface, state_dir)
         if request.get("revert_to"):

@@ -24,6 +24,7 @@ import time
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_run import run as run_rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._hostfs import LOCK_DIR
 
 PROGRAM_DIR = os.path.join(STATE_DIR, "programs")
 INTERFACE_WAIT = 30.0  # seconds for an interface to appear (udev may still be renaming NICs at boot)
@@ -55,7 +56,7 @@ def restore_program(record):
     return _program.run(params, check_mode=False)
 
 
-def restore_rules(interface, pin_dir, state_dir=STATE_DIR):
+def restore_rules(interface, pin_dir, state_dir=STATE_DIR, lock_dir=LOCK_DIR):
     """Makes the kernel hold the rules xdp_rules last stored; None when nothing was stored."""
     stored = read_state(interface, state_dir)
     if stored is None:
@@ -64,12 +65,12 @@ def restore_rules(interface, pin_dir, state_dir=STATE_DIR):
                "sets": stored.get("sets"), "content_digest": stored.get("request_digest"),
                "default_action": stored.get("default_action"), "sampling": stored.get("sampling"),
                "allow_lockout": True}
-    return run_rules(request, state_dir=state_dir)
+    return run_rules(request, state_dir=state_dir, lock_dir=lock_dir)
 
 
-def rules_restored(interface, pin_dir, state_dir=STATE_DIR):
+def rules_restored(interface, pin_dir, state_dir=STATE_DIR, lock_dir=LOCK_DIR):
     """restore_rules, told in words: how many rules the interface holds now, or that none were stored."""
-    result = restore_rules(interface, pin_dir, state_dir)
+    result = restore_rules(interface, pin_dir, state_dir, lock_dir)
     return "no stored rules" if result is None else "%d rules" % result["rule_count"]["after"]
 
 

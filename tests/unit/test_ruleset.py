@@ -256,7 +256,7 @@ def host(tmp_path, firewall_object):
 
             def run(check_mode=False, environ=None, **request):
                 request = dict(dict(interface="eth0", pin_dir=str(bpffs), state="merged"), **request)
-                return _fw_run.run(request, check_mode, environ or {}, str(tmp_path / "etc"))
+                return _fw_run.run(request, check_mode, environ or {}, str(tmp_path / "etc"), str(tmp_path / "run"))
             run.maps = reference.map_fds(bpf_object)
             run.state_file = tmp_path / "etc" / "eth0.json"
             run.pin_dir = str(bpffs)
@@ -344,7 +344,7 @@ def test_kept_rules_keep_their_hit_counters(host):
 def test_missing_pins_are_a_clear_error(tmp_path):
     with pytest.raises(_errors.XdpfleetError, match="not attached"):
         _fw_run.run({"interface": "eth0", "pin_dir": str(tmp_path), "state": "gathered"}, False, {},
-                    str(tmp_path))
+                    str(tmp_path), str(tmp_path / "run"))
 
 
 def test_compare_of_rules_changed_in_place_matches_the_general_comparison():
@@ -511,7 +511,10 @@ def test_the_module_validates_config_itself_naming_position_field_and_fix(host):
     args = {"interface": "xfunit0", "pin_dir": str(host.state_file.parent.parent / "bpffs"), "state": "overridden",
             "config": [{"action": "drop", "source": "198.18.0.0/24"}, {"action": "drop", "port": 70000},
                        {"action": "drop", "source": "198.18.0.1/24"}]}
-    done = subprocess.run([sys.executable, str(REPO / "plugins" / "modules" / "xdp_rules.py")],
+    # in a mount namespace of its own with a private /run, so that the module's host lock leaves no file here
+    private_run = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                   'mount -t tmpfs tmpfs /run && exec "$0" "$@"']
+    done = subprocess.run(private_run + [sys.executable, str(REPO / "plugins" / "modules" / "xdp_rules.py")],
                           input=json.dumps({"ANSIBLE_MODULE_ARGS": module_args_with_content(args)}), capture_output=True,
                           text=True, check=False, env=dict(os.environ, PYTHONPATH=str(REPO / ".collections")))
     result = json.loads(done.stdout)
@@ -552,8 +555,10 @@ def test_the_boot_time_restore_brings_back_100000_rules(host, tmp_path):
     first = int(ipaddress.IPv4Address("198.18.0.0"))
     many = [rule("drop", source="%s/32" % ipaddress.IPv4Address(first + offset)) for offset in range(100000)]
     assert host(state="overridden", config=many)["rule_count"]["after"] == 100000
-    assert _restore.rules_restored("eth0", host.pin_dir, str(tmp_path / "etc")) == "100000 rules"
-    assert _restore.rules_restored("eth1", host.pin_dir, str(tmp_path / "etc")) == "no stored rules"
+    assert _restore.rules_restored("eth0", host.pin_dir, str(tmp_path / "etc"), str(tmp_path / "run")) == \
+        "100000 rules"
+    assert _restore.rules_restored("eth1", host.pin_dir, str(tmp_path / "etc"), str(tmp_path / "run")) == \
+        "no stored rules"
 
 
 @pytest.mark.parametrize("where", ["nohz_full", "unknown architecture"])
@@ -597,5 +602,5 @@ def test_check_mode_before_the_firewall_is_attached_plans_against_a_fresh_one(tm
     with pytest.raises(_fw_model.RuleError, match=r"config\[0\].port"):
         _fw_run.run(dict(request, config=[dict(SSH, port=0)]), True, {}, str(tmp_path / "etc"))
     with pytest.raises(_fw_kernel.FirewallMissing, match="is not attached"):
-        _fw_run.run(request, False, {}, str(tmp_path / "etc"))
+        _fw_run.run(request, False, {}, str(tmp_path / "etc"), str(tmp_path / "run"))
     assert not (tmp_path / "etc").exists()

@@ -186,7 +186,8 @@ def test_the_boot_time_restore_brings_back_a_100000_entry_set(host, tmp_path):
     assert len(json.loads(stored)["sets"]["blocklist"]["lines"]) == 100000
     host(state="overridden", config=[])  # the kernel loses the rules, as at a reboot
     host.state_file.write_text(stored)
-    restored = _restore.restore_rules("eth0", host.pin_dir, str(host.state_file.parent))
+    restored = _restore.restore_rules("eth0", host.pin_dir, str(host.state_file.parent),
+                                      str(host.state_file.parent.parent / "run"))
     assert restored["sets"] == {"blocklist": {"entries": 100000, "added": 100000, "removed": 0}}
     assert len(set_prefixes(host, 1)) == 100000
     # the restored state keeps the digest of the request, so a rollout can still revert to it
