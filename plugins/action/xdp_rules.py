@@ -34,7 +34,7 @@ def module_args(task_args, find_file=lambda path: path):
     content = {}
     if task_args.get("rules_file"):
         source = _fw_sources.parse_rules_file(find_file(task_args["rules_file"]), task_args.get("rules_file_format"))
-        config_digest, content["config"] = source.digest, Deferred(_payload_reader(source), source.new)
+        config_digest, content["config"] = source.digest, source
     else:
         config = args.pop("config", None)
         text = entries_json(config) if isinstance(config, list) else config
@@ -49,22 +49,15 @@ def module_args(task_args, find_file=lambda path: path):
     return args, content
 
 
-class Deferred:
-    """A value read only when the host asks for the content; new: read from a file new to this controller."""
-
-    def __init__(self, read, new=False):
-        self.read, self.new = read, new
-
-
 def probe_first(args, content, wrap_async=False):
     """True when the host is to be asked with the request's digest before any content is sent."""
     parts = [content.get("config")] + list(content.get("sets", {}).values())
-    new = any(isinstance(part, Deferred) and part.new for part in parts)
+    new = any(isinstance(part, _fw_sources.CachedSource) and part.new for part in parts)
     return bool(args.get("content_digest")) and not wrap_async and not new
 
 
 def _sets(sets, find_file):
-    """({name: digest}, {name: module form, or a Deferred one}) of the task's sets option."""
+    """({name: digest}, {name: module form, or the CachedSource of a file, read when sent}) of the sets option."""
     if sets is None:
         return {}, {}
     if not isinstance(sets, dict):
@@ -73,7 +66,7 @@ def _sets(sets, find_file):
     for name, value in sets.items():
         if isinstance(value, dict) and value.get("file"):
             source = _fw_sources.parse_set_file(find_file(value["file"]), value.get("format"))
-            digests[name], forms[name] = source.digest, Deferred(_payload_reader(source), source.new)
+            digests[name], forms[name] = source.digest, source
         elif isinstance(value, list):
             digests[name], forms[name] = _fw_sources.inline_set(name, value)
         else:
@@ -82,12 +75,8 @@ def _sets(sets, find_file):
     return digests, forms
 
 
-def _payload_reader(source):
-    return lambda: source.payload
-
-
 def with_content(args, content):
-    """The module's arguments with the content, deferred parts read now."""
+    """The module's arguments with the content, the parts still in the controller's cache read now."""
     full = dict(args)
     if "config" in content:
         full["config"] = _value(content["config"])
@@ -102,7 +91,7 @@ def module_args_with_content(task_args, find_file=lambda path: path):
 
 
 def _value(value):
-    return value.read() if isinstance(value, Deferred) else value
+    return value.payload if isinstance(value, _fw_sources.CachedSource) else value
 
 
 class ActionModule(ActionBase):

@@ -21,7 +21,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, PerCpuRecords, action_stats
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import set_tag
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_index
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
@@ -98,7 +98,7 @@ def most_hit(packets_at, top):
 def top_rules(kernel, index, top):
     """The `top` rules with the most hits: position, name, match text, action, packets, bytes (index: the
     _fw_store.Index of the rule set)."""
-    set_names = dict((set_tag(name), name) for name in index.sets)
+    set_names = tag_names(index.sets)
     counters = kernel.counters()
     hits = PerCpuRecords(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
     result = []

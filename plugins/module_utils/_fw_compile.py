@@ -100,7 +100,7 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
 
     positions: the position of each rule (increasing; see place_rules), 0, 1, 2... when not given; the
     positions between them are holes, which hold an empty rule that no index refers to.
-    sets: {set tag: [(family, prefix length, packed address)]} of the sets the rules name.
+    sets: {set tag: AddressSet} of the sets the rules name.
     rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1);
     prefixes: {short map name: {key: packed xf_chain}}; meta: packed xf_slot_meta.
     """
@@ -257,12 +257,15 @@ class _SetPrefixes:
 
     def __init__(self, sets):
         self.sets = sets
+        self.packed = {}  # set tag: its prefixes as (family, length, packed address), made once per set
 
     def of_rule(self, family, tag):
         """[(family, length, packed address)] of the set with this tag that find a rule of this family."""
         if tag not in self.sets:
             raise CompileError("a rule names a set (tag %s) that the rule set does not define" % tag.hex())
-        return [prefix for prefix in self.sets[tag] if family in (0, prefix[0])]
+        if tag not in self.packed:
+            self.packed[tag] = self.sets[tag].prefixes()
+        return [prefix for prefix in self.packed[tag] if family in (0, prefix[0])]
 
 
 def _side_groups(columns, positions, side, set_prefixes):

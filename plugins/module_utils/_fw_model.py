@@ -36,7 +36,7 @@ class RuleError(_errors.XdpfleetError, ValueError):
         self.errors = list(errors)
 
 
-class Rule(namedtuple("Rule", RULE_KEYS)):
+class Rule(namedtuple("Rule", RULE_KEYS, defaults=(None, None))):  # no source_set, no destination_set
     """One validated rule: networks are ipaddress objects, port an inclusive (low, high)."""
 
     def to_dict(self):
@@ -60,9 +60,6 @@ class Rule(namedtuple("Rule", RULE_KEYS)):
         """4 or 6 when an address says so, 0 for both (a set may hold both)."""
         network = self.source or self.destination
         return network.version if network else 0
-
-
-Rule.__new__.__defaults__ = (None, None)  # no source_set, no destination_set
 
 
 def parse_rule(item, where="rule"):

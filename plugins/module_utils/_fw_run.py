@@ -21,7 +21,6 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     FreshRuleset, KernelRuleset, firewall_pinned, pinned_maps, ruleset_digest)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_lockout import check_lockout
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import set_tag
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
     STATE_DIR, StoreError, applying, entries_json, json_digest, previous_path, read_state, write_state)
@@ -44,8 +43,11 @@ class Change:
         self.before, self.after = before, after
         self.settings_before, self.settings_after = settings_before, settings_after
         self.sets_before, self.sets_after = sets_before or {}, sets_after or {}
-        self.sets_changed = any(name not in self.sets_before or self.sets_before[name].digest != address_set.digest
-                                for name, address_set in self.sets_after.items())
+        # (added, removed) entries of each set of after whose entries changed
+        self.set_changes = dict((name, _fw_sets.changes(self.sets_before.get(name), address_set))
+                                for name, address_set in self.sets_after.items()
+                                if name not in self.sets_before or self.sets_before[name].digest != address_set.digest)
+        self.sets_changed = bool(self.set_changes)
         differing = differing_in_place(before, after)
         self.in_place = differing is not None
         self._pairs = None if self.in_place else pair_rules(before, after, equal_kept)
@@ -77,16 +79,14 @@ class Change:
     def _set_lines(self, with_lines):
         if not (with_lines and self.sets_changed):
             return []
-        return [line for name, address_set in sorted(self.sets_after.items())
-                for line in _fw_sets.diff_lines(name, self.sets_before.get(name), address_set)]
+        return [line for name, (added, removed) in sorted(self.set_changes.items())
+                for line in _fw_sets.diff_lines(name, self.sets_after[name], added, removed)]
 
     def set_counts(self):
         """{name: {entries, added, removed}} of the sets after the change."""
         counts = {}
         for name, address_set in self.sets_after.items():
-            before = self.sets_before.get(name)
-            added, removed = ((), ()) if before and before.digest == address_set.digest else \
-                _fw_sets.changes(before, address_set)
+            added, removed = self.set_changes.get(name, ((), ()))
             counts[name] = {"entries": len(address_set.lines), "added": len(added), "removed": len(removed)}
         return counts
 
@@ -199,7 +199,7 @@ def plan(request, kernel, stored):
 def _set_names(request, stored):
     """{set tag: name} of the sets the request and the stored desired state name."""
     names = set(request.get("sets") or ()) | set((stored or {}).get("sets") or ())
-    return dict((set_tag(name), name) for name in names if isinstance(name, str))
+    return _fw_sets.tag_names(name for name in names if isinstance(name, str))
 
 
 def _pack(change, kernel, entries):
@@ -238,8 +238,8 @@ def prepare_switch(maps, kernel, change):
         compiled = patch_compiled(kernel.meta, kernel.by_position(), default_action, changed)
         slot, inactive_rules = inactive
         return Switch(compiled, fresh, {slot: inactive_rules, 1 - slot: kernel.raw}, False)
-    sets = dict((set_tag(name), address_set.prefixes()) for name, address_set in change.sets_after.items())
-    compiled = compile_packed(change.packed, default_action, counters, _positions(kernel, change), sets)
+    compiled = compile_packed(change.packed, default_action, counters, _positions(kernel, change),
+                              _fw_sets.by_tag(change.sets_after))
     return Switch(compiled, fresh, {kernel.active: kernel.raw}, change.sets_changed)
 
 
@@ -302,7 +302,7 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
     environ = os.environ if environ is None else environ
     if check_mode and not firewall_pinned(pin_dir):
         if _content_missing(request):
-            return dict(changed=False, interface=interface, content_needed=True)
+            return _asking_for_content(interface)
         return _checked(request, FreshRuleset, None, environ).result(
             interface, request["state"], request.get("diff"), request.get("return_rules"))
     with _hostfs.host_lock(interface, lock_dir), pinned_maps(pin_dir) as maps:
@@ -313,7 +313,7 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
         if _applied_already(request, kernel, stored):
             return _unchanged(request, stored)
         if _content_missing(request):
-            return dict(changed=False, interface=interface, content_needed=True)
+            return _asking_for_content(interface)
         change = _checked(request, kernel, stored, environ)
         if change.changed and not check_mode:
             switch = prepare_switch(maps, kernel, change)
@@ -340,6 +340,11 @@ def _store(interface, request, change, digest, state_dir):
 def _content_missing(request):
     """True for the action plugin's first call, which carries the digest of the request but not its content."""
     return bool(request.get("content_digest")) and request.get("config") is None and request.get("sets") is None
+
+
+def _asking_for_content(interface):
+    """The answer to the action plugin's first call where the host has not applied its request."""
+    return dict(changed=False, interface=interface, content_needed=True)
 
 
 def _applied_already(request, kernel, stored):
@@ -376,6 +381,6 @@ def _checked(request, kernel, stored, environ):
     """The planned Change, once the lockout guard has let it through."""
     change = plan(request, kernel, stored)
     if change.ruleset_changed and not request.get("allow_lockout"):
-        sets = dict((set_tag(name), address_set) for name, address_set in change.sets_after.items())
-        check_lockout(change.after, change.packed, change.settings_after["default_action"], environ, sets)
+        check_lockout(change.after, change.packed, change.settings_after["default_action"], environ,
+                      _fw_sets.by_tag(change.sets_after))
     return change

@@ -42,6 +42,16 @@ def set_tag(name):
     return hashlib.sha256(b"xdpfleet set " + name.encode("utf-8")).digest()[:16]
 
 
+def by_tag(sets):
+    """{set tag: value} of {set name: value}."""
+    return dict((set_tag(name), value) for name, value in sets.items())
+
+
+def tag_names(names):
+    """{set tag: name} of set names."""
+    return dict((set_tag(name), name) for name in names)
+
+
 def check_name(name, where):
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ValueError("%s: %r is not a set name (letters, digits, '_', '.', '-'; up to 64, starting with a "
@@ -171,9 +181,9 @@ def changes(before, after):
     return sorted(new - old), sorted(old - new)
 
 
-def diff_lines(name, before, after):
-    """Diff mode's lines for one set: counts, then entries up to DIFF_ENTRIES_UP_TO each way."""
-    added, removed = changes(before, after)
+def diff_lines(name, after, added, removed):
+    """Diff mode's lines for one set (its changes as changes() gives them): counts, then entries up to
+    DIFF_ENTRIES_UP_TO each way."""
     if not added and not removed:
         return []
     lines = ["~ set %s: %d entries, %d added, %d removed" % (name, len(after.lines), len(added), len(removed))]

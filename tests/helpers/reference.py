@@ -5,7 +5,7 @@ import ipaddress
 from collections import namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import compile_packed
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import parse_entries, set_tag
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import by_tag, parse_entries
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import PerCpuRecords, action_stats
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError, pack_rule, parse_rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import REASONS
@@ -85,13 +85,13 @@ def parse_rules(items, field="config"):
 def compile_rules(rules, default_action, counters=None, sets=None):
     """The map entries of one rule set (Rules; sets as for rule_matches), as _fw_compile.compile_packed gives
     them."""
-    return compile_packed([pack_rule(rule) for rule in rules], default_action, counters, sets=packed_sets(sets))
+    return compile_packed([pack_rule(rule) for rule in rules], default_action, counters, sets=sets_by_tag(sets))
 
 
-def packed_sets(sets):
-    """The sets of rule_matches as compile_packed takes them."""
-    return dict((set_tag(name), parse_entries([str(network) for network in networks], name).prefixes())
-                for name, networks in (sets or {}).items())
+def sets_by_tag(sets):
+    """The sets of rule_matches as compile_packed takes them: {tag: AddressSet}."""
+    return by_tag(dict((name, parse_entries([str(network) for network in networks], name))
+                       for name, networks in (sets or {}).items()))
 
 
 def map_fds(bpf_object):
