@@ -35,13 +35,14 @@ struct packet {
 	__u8 has_ports; /* TCP/UDP header present (not a non-first fragment) */
 };
 
-/* The per-packet working state lives in a per-CPU map value, not on the stack: the verifier
- * does not track what a map value holds, so the states that parsing leaves (IPv4 or IPv6,
- * ports or none, ...) meet again before classification instead of each being verified
- * through it (docs/PERFORMANCE.md has what a stack copy cost the verifier). */
+/* The match keeps what the program needs of the rule, not a pointer to it: a rule is looked up
+ * in each slot's own code, while one lookup after the slots' paths join would see two maps at
+ * one call, which the verifier cannot inline (it would become a helper call). */
 struct scratch {
 	struct packet pkt;
-	__u32 position;         /* smallest matching rule position so far */
+	__u32 position;         /* of the first matching rule so far; XF_NO_RULE: none */
+	__u32 counter;          /* its hit-counter slot */
+	__u32 action;
 };
 
 struct vlan_tag {
@@ -91,6 +92,10 @@ const volatile struct {
 	enum xf_prefix_map prefix_map;
 } xf_btf_anchor = {};
 
+/* The per-packet working state lives in a per-CPU map value, not on the stack: the verifier
+ * does not track what a map value holds, so the states that parsing leaves (IPv4 or IPv6,
+ * ports or none, ...) meet again before classification instead of each being verified
+ * through it (docs/PERFORMANCE.md has what a stack copy cost the verifier). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -257,6 +262,13 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *pkt)
 
 /* --- classification ------------------------------------------------------ */
 
+static __always_inline void found(struct scratch *work, __u32 position, const struct xf_rule *rule)
+{
+	work->position = position;
+	work->counter = rule->counter;
+	work->action = rule->action;
+}
+
 static __always_inline int rule_matches(const struct xf_rule *rule, const struct packet *pkt)
 {
 	if ((rule->flags & XF_HAS_PROTO) && rule->proto != pkt->proto)
@@ -276,8 +288,7 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 /* Per-slot functions, stamped out twice so that every map reference is a
  * constant the verifier can inline array lookups for. */
 #define RULESET_CLASSIFIER(n)                                                                  \
-	static __always_inline void scan_chain_##n(const struct xf_chain *chain,              \
-						   const struct packet *pkt, __u32 *best)       \
+	static __always_inline void scan_chain_##n(const struct xf_chain *chain, struct scratch *work)\
 	{                                                                                      \
 		if (!chain)                                                                    \
 			return;                                                                \
@@ -285,86 +296,90 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 			__u32 position = chain->pos[i];                                        \
 			struct xf_rule *rule;                                                  \
                                                                                                \
-			if (position >= *best)                                                 \
+			if (position >= work->position)                                        \
 				return;                                                        \
 			rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                  \
-			if (rule && rule_matches(rule, pkt)) {                                 \
-				*best = position;                                              \
+			if (rule && rule_matches(rule, &work->pkt)) {                          \
+				found(work, position, rule);                                   \
 				return;                                                        \
 			}                                                                      \
 		}                                                                              \
 	}                                                                                      \
                                                                                                \
-	static __always_inline void match_general_##n(const struct packet *pkt, __u32 *best)   \
+	/* The compiler folds the protocol rules of TCP and UDP into their port entries, so one\
+	 * lookup finds the first general rule. */                                             \
+	static __always_inline void match_general_##n(struct scratch *work)                    \
 	{                                                                                      \
-		__u32 key = XF_GEN_PROTO + pkt->proto;                                         \
-		__u32 *first = bpf_map_lookup_elem(&xf_gen_##n, &key);                         \
+		const struct packet *pkt = &work->pkt;                                         \
+		__u32 key = XF_GEN_PROTO + pkt->proto, position;                               \
+		struct xf_rule *rule;                                                          \
+		__u32 *first;                                                                  \
                                                                                                \
-		if (first && *first)                                                           \
-			*best = *first - 1;                                                    \
-		if (!pkt->has_ports)                                                           \
-			return;                                                                \
-		key = (pkt->proto == IPPROTO_UDP ? XF_GEN_UDP : XF_GEN_TCP) + pkt->dport;       \
+		if (pkt->has_ports)                                                            \
+			key = (pkt->proto == IPPROTO_UDP ? XF_GEN_UDP : XF_GEN_TCP) + pkt->dport;\
 		first = bpf_map_lookup_elem(&xf_gen_##n, &key);                                \
-		if (first && *first && *first - 1 < *best)                                     \
-			*best = *first - 1;                                                    \
+		if (!first || !*first)                                                         \
+			return;                                                                \
+		position = *first - 1;                                                         \
+		rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
+		if (rule)                                                                      \
+			found(work, position, rule);                                           \
 	}                                                                                      \
                                                                                                \
 	static __always_inline void match_ipv4_##n(const struct xf_slot_meta *meta,            \
-						   const struct packet *pkt, __u32 *best)       \
+						   struct scratch *work)                       \
 	{                                                                                      \
 		struct xf_lpm4 key = { .prefixlen = 32 };                                      \
 		struct xf_chain *chain = 0;                                                    \
                                                                                                \
 		if (meta->prefixes[XF_S4H])                                                    \
-			chain = bpf_map_lookup_elem(&xf_s4h_##n, &pkt->src[0]);                \
+			chain = bpf_map_lookup_elem(&xf_s4h_##n, &work->pkt.src[0]);           \
 		if (!chain && meta->prefixes[XF_S4T]) {                                        \
-			key.addr = pkt->src[0];                                                \
+			key.addr = work->pkt.src[0];                                           \
 			chain = bpf_map_lookup_elem(&xf_s4t_##n, &key);                        \
 		}                                                                              \
-		scan_chain_##n(chain, pkt, best);                                                 \
+		scan_chain_##n(chain, work);                                                   \
 		chain = 0;                                                                     \
 		if (meta->prefixes[XF_D4H])                                                    \
-			chain = bpf_map_lookup_elem(&xf_d4h_##n, &pkt->dst[0]);                \
+			chain = bpf_map_lookup_elem(&xf_d4h_##n, &work->pkt.dst[0]);           \
 		if (!chain && meta->prefixes[XF_D4T]) {                                        \
-			key.addr = pkt->dst[0];                                                \
+			key.addr = work->pkt.dst[0];                                           \
 			chain = bpf_map_lookup_elem(&xf_d4t_##n, &key);                        \
 		}                                                                              \
-		scan_chain_##n(chain, pkt, best);                                                 \
+		scan_chain_##n(chain, work);                                                   \
 	}                                                                                      \
                                                                                                \
 	static __always_inline void match_ipv6_##n(const struct xf_slot_meta *meta,            \
-						   const struct packet *pkt, __u32 *best)       \
+						   struct scratch *work)                       \
 	{                                                                                      \
 		struct xf_lpm6 key = { .prefixlen = 128 };                                     \
 		struct xf_chain *chain = 0;                                                    \
                                                                                                \
 		if (meta->prefixes[XF_S6H])                                                    \
-			chain = bpf_map_lookup_elem(&xf_s6h_##n, pkt->src);                    \
+			chain = bpf_map_lookup_elem(&xf_s6h_##n, work->pkt.src);               \
 		if (!chain && meta->prefixes[XF_S6T]) {                                        \
-			__builtin_memcpy(key.addr, pkt->src, 16);                              \
+			__builtin_memcpy(key.addr, work->pkt.src, 16);                         \
 			chain = bpf_map_lookup_elem(&xf_s6t_##n, &key);                        \
 		}                                                                              \
-		scan_chain_##n(chain, pkt, best);                                                 \
+		scan_chain_##n(chain, work);                                                   \
 		chain = 0;                                                                     \
 		if (meta->prefixes[XF_D6H])                                                    \
-			chain = bpf_map_lookup_elem(&xf_d6h_##n, pkt->dst);                    \
+			chain = bpf_map_lookup_elem(&xf_d6h_##n, work->pkt.dst);               \
 		if (!chain && meta->prefixes[XF_D6T]) {                                        \
-			__builtin_memcpy(key.addr, pkt->dst, 16);                              \
+			__builtin_memcpy(key.addr, work->pkt.dst, 16);                         \
 			chain = bpf_map_lookup_elem(&xf_d6t_##n, &key);                        \
 		}                                                                              \
-		scan_chain_##n(chain, pkt, best);                                                 \
+		scan_chain_##n(chain, work);                                                   \
 	}                                                                                      \
                                                                                                \
-	static __always_inline void classify_##n(const struct xf_slot_meta *meta,              \
-						 const struct packet *pkt, __u32 *best)         \
+	static __always_inline void classify_##n(const struct xf_slot_meta *meta, struct scratch *work)\
 	{                                                                                      \
 		if (meta->general)                                                             \
-			match_general_##n(pkt, best);                                             \
-		if (pkt->family == 4)                                                          \
-			match_ipv4_##n(meta, pkt, best);                                          \
+			match_general_##n(work);                                               \
+		if (work->pkt.family == 4)                                                     \
+			match_ipv4_##n(meta, work);                                            \
 		else                                                                           \
-			match_ipv6_##n(meta, pkt, best);                                          \
+			match_ipv6_##n(meta, work);                                            \
 	}
 
 RULESET_CLASSIFIER(0)
@@ -383,7 +398,7 @@ static __always_inline void count(void *map, __u32 index, __u64 bytes)
 }
 
 static __always_inline void sample_drop(struct xdp_md *ctx, const struct xf_config *config,
-					const struct scratch *work, const struct xf_rule *rule, __u8 reason)
+					const struct scratch *work, __u8 reason)
 {
 	__u32 rate = config->sample_rate;
 	struct xf_event *event;
@@ -395,8 +410,8 @@ static __always_inline void sample_drop(struct xdp_md *ctx, const struct xf_conf
 		return;
 	event->timestamp = bpf_ktime_get_ns();
 	event->ifindex = ctx->ingress_ifindex;
-	event->position = rule ? work->position : XF_NO_RULE;
-	event->counter = rule ? rule->counter : XF_NO_RULE;
+	event->position = work->position;
+	event->counter = work->position == XF_NO_RULE ? XF_NO_RULE : work->counter;
 	event->family = work->pkt.family;
 	event->proto = work->pkt.proto;
 	event->action = XDP_DROP;
@@ -409,43 +424,34 @@ static __always_inline void sample_drop(struct xdp_md *ctx, const struct xf_conf
 	bpf_ringbuf_submit(event, 0);
 }
 
-/* The matching rule of the active slot, or 0 for none. */
-static __always_inline struct xf_rule *matching_rule(__u32 slot, const struct xf_slot_meta *meta,
-						     struct scratch *work)
-{
-	work->position = XF_NO_RULE;
-	if (slot) {
-		classify_1(meta, &work->pkt, &work->position);
-		return bpf_map_lookup_elem(&xf_rules_1, &work->position);
-	}
-	classify_0(meta, &work->pkt, &work->position);
-	return bpf_map_lookup_elem(&xf_rules_0, &work->position);
-}
-
 SEC("xdp")
 int xdpfleet_fw(struct xdp_md *ctx)
 {
-	struct xf_rule *rule = 0;
 	struct scratch *work;
 	struct xf_config *config;
 	struct xf_slot_meta *meta;
 	__u32 zero = 0, action, reason, slot;
 	__u64 bytes = ctx->data_end - ctx->data;
-	int parsed;
+	int parsed, matched = 0;
 
 	work = bpf_map_lookup_elem(&xf_scratch, &zero);
 	config = bpf_map_lookup_elem(&xf_config, &zero);
 	if (!work || !config)
 		return XDP_PASS;
 	__builtin_memset(&work->pkt, 0, sizeof(work->pkt));
+	work->position = XF_NO_RULE;
 	parsed = parse(ctx, &work->pkt);
 	slot = config->active & 1;
 	meta = &config->slot[slot];
 	action = meta->default_action ?: XDP_PASS;
 	if (parsed == PARSED_IP) {
-		rule = matching_rule(slot, meta, work);
-		if (rule)
-			action = rule->action;
+		if (slot)
+			classify_1(meta, work);
+		else
+			classify_0(meta, work);
+		matched = work->position != XF_NO_RULE;
+		if (matched)
+			action = work->action;
 	} else if (parsed == ALWAYS_PASS) {
 		action = XDP_PASS;
 	} else if (parsed == MALFORMED) {
@@ -453,9 +459,9 @@ int xdpfleet_fw(struct xdp_md *ctx)
 	}
 	reason = parsed == MALFORMED ? XF_REASON_MALFORMED : action;
 	count(&xf_stats, reason, bytes);
-	if (rule)
-		count(&xf_hits, rule->counter, bytes);
+	if (matched)
+		count(&xf_hits, work->counter, bytes);
 	if (action == XDP_DROP)
-		sample_drop(ctx, config, work, rule, reason);
+		sample_drop(ctx, config, work, reason);
 	return action;
 }

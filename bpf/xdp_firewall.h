@@ -10,7 +10,7 @@
 #include <linux/types.h>
 
 #ifndef XF_SCHEMA_VERSION /* -D sets it only where tests build objects of two versions */
-#define XF_SCHEMA_VERSION 1
+#define XF_SCHEMA_VERSION 2
 #endif
 #define XF_CHAIN_MAX 16          /* positions per prefix entry */
 #define XF_MAX_RULES 131072      /* rule positions and hit-counter slots */

@@ -21,7 +21,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     CHAIN, CHAIN_MAX, DST_SET, EMPTY_RULE, GEN_ENTRIES, GEN_PROTO, GEN_TCP, GEN_UDP, HAS_DST, HAS_PORT, HAS_PROTO,
-    MAX_PREFIXES, MAX_RULES, NO_PREFIX, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, XDP_ACTIONS)
+    MAX_PREFIXES, MAX_RULES, NO_PREFIX, PORTS, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, XDP_ACTIONS)
 
 COUNTER = RULE.offset["counter"]
 COUNTER_END = COUNTER + U32.size
@@ -344,7 +344,9 @@ def _truncate(chain, flags, side, version, prefixlen, address):
 
 def _compile_general(columns, positions, general):
     """First general rule (+1) per TCP port, UDP port and protocol; later writes are earlier rules. general:
-    the indexes of the rules with neither source nor destination."""
+    the indexes of the rules with neither source nor destination. A TCP or UDP port entry also holds its
+    protocol's entry when that comes first, so that the program looks up one entry per packet: the port's
+    when the packet has ports, the protocol's when it has none."""
     table = [0] * GEN_ENTRIES
     for index in reversed(general):
         flags, first = columns.flags[index], positions[index] + 1
@@ -358,4 +360,8 @@ def _compile_general(columns, positions, general):
         for number, base in ((PROTOCOLS["tcp"], GEN_TCP), (PROTOCOLS["udp"], GEN_UDP)):
             if protocol in (None, number):
                 table[base + low:base + high + 1] = [first] * (high - low + 1)
+    for number, base in ((PROTOCOLS["tcp"], GEN_TCP), (PROTOCOLS["udp"], GEN_UDP)):
+        by_protocol = table[GEN_PROTO + number]
+        if by_protocol:
+            table[base:base + PORTS] = [min(entry or by_protocol, by_protocol) for entry in table[base:base + PORTS]]
     return table

@@ -14,7 +14,7 @@ __metaclass__ = type
 import struct
 from collections import namedtuple
 
-XF_SCHEMA_VERSION = 1  # bump with bpf/xdp_firewall.h when a layout below changes
+XF_SCHEMA_VERSION = 2  # bump with bpf/xdp_firewall.h when a layout below changes
 CHAIN_MAX = 16
 MAX_RULES = 131072
 MAX_PREFIXES = 131072  # entries per prefix hash or trie

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _layout
 from tests.helpers.hosts import ad_hoc
 from tests.lab import Lab, Layout
 
@@ -90,7 +91,7 @@ def test_facts_describe_the_attached_firewall(firewall_host):
     assert facts_eth0["attached"] and facts_eth0["owner"] == "xdpfleet" and facts_eth0["firewall"]
     assert facts_eth0["name"] == facts_eth0["program"] == "xdpfleet_fw" and len(facts_eth0["tag"]) == 16
     assert len(facts_eth0["object_sha256"]) == 64 and facts_eth0["mode"] in ("native", "skb")
-    assert facts_eth0["map_schema_version"] == 1  # XF_SCHEMA_VERSION of bpf/xdp_firewall.h
+    assert facts_eth0["map_schema_version"] == _layout.XF_SCHEMA_VERSION  # of bpf/xdp_firewall.h
     assert {"xf_stats", "xf_hits", "xf_events"} <= {item["name"] for item in facts_eth0["maps"]}
     assert facts_eth0["rule_count"] == len(RULES) and facts_eth0["default_action"] == "pass"
     assert facts_eth0["xdp_modes"][0] == "native" and "skb" in facts_eth0["xdp_modes"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import XF_SCHEMA_VERSION
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._ownership import META_MAP_NAME, decode_meta
 from tests.helpers.hosts import ad_hoc
 from tests.lab import Lab, Layout
@@ -242,31 +243,32 @@ def test_layout_change_needs_reset(host):
 
 def test_maps_cross_a_schema_version_only_through_reset(host, firewall, tmp_path):
     """The version comes from the object's .rodata; the result's is the one recorded in the kernel (xdpfleet_meta)."""
+    current, following = XF_SCHEMA_VERSION, XF_SCHEMA_VERSION + 1
     first = succeeded(module(host, interface="eth0", object=firewall, pin_dir=TEST_PIN_DIR))
-    assert first["map_schema_version"] == 1
+    assert first["map_schema_version"] == current
     rules = firewall_hash_map(first)
     pin = TEST_PIN_DIR + "/" + rules["name"]
     key, value = b"\x01" * rules["key_size"], b"\x07" * rules["value_size"]
     write_entry(host, pin, key, value)
 
     predicted = succeeded(module(host, check=True, diff=True, interface="eth0", src=FIREWALL_SRC,
-                                 cflags=schema_cflags(2), pin_dir=TEST_PIN_DIR))
-    assert predicted["changed"] and predicted["diff"]["before"]["map_schema_version"] == 1
-    assert predicted["diff"]["after"]["map_schema_version"] == 2
-    refused = assert_refused(host, "map xf_rules_0 has schema version 1, the new object 2",
-                             src=FIREWALL_SRC, cflags=schema_cflags(2))
-    assert "map %s has schema version 1, the new object 2" % rules["name"] in refused["msg"]
+                                 cflags=schema_cflags(following), pin_dir=TEST_PIN_DIR))
+    assert predicted["changed"] and predicted["diff"]["before"]["map_schema_version"] == current
+    assert predicted["diff"]["after"]["map_schema_version"] == following
+    refused = assert_refused(host, "map xf_rules_0 has schema version %d, the new object %d" % (current, following),
+                             src=FIREWALL_SRC, cflags=schema_cflags(following))
+    assert "map %s has schema version %d, the new object %d" % (rules["name"], current, following) in refused["msg"]
     assert "set map_migration: reset" in refused["msg"].lower()
 
-    reset = succeeded(module(host, interface="eth0", src=FIREWALL_SRC, cflags=schema_cflags(2),
+    reset = succeeded(module(host, interface="eth0", src=FIREWALL_SRC, cflags=schema_cflags(following),
                              pin_dir=TEST_PIN_DIR, map_migration="reset"))
-    assert reset["changed"] and reset["map_schema_version"] == 2
+    assert reset["changed"] and reset["map_schema_version"] == following
     assert not set(item["id"] for item in reset["maps"]) & set(item["id"] for item in first["maps"])
     assert read_entry(host, pin, key) is None, "a map of the old schema was carried over"
 
     write_entry(host, pin, key, value)
     same_schema = succeeded(module(host, interface="eth0", src=firewall_variant(tmp_path),
-                                   cflags=schema_cflags(2), pin_dir=TEST_PIN_DIR))
+                                   cflags=schema_cflags(following), pin_dir=TEST_PIN_DIR))
     assert same_schema["changed"] and same_schema["maps"] == reset["maps"]
     assert read_entry(host, pin, key) == value
 

@@ -54,6 +54,16 @@ def test_chain_is_cut_after_an_unconditional_rule():
     assert _layout.CHAIN.format.unpack(chain)[:2] == (1, 0)
 
 
+def test_a_port_entry_holds_its_protocols_rule_when_that_comes_first():
+    """The program looks up one general entry per packet: a TCP or UDP port's when the packet has ports."""
+    config = [{"action": "pass", "protocol": "tcp", "port": 22}, {"action": "drop", "protocol": "tcp"},
+              {"action": "pass", "port": 80}, {"action": "drop", "protocol": "icmp"}]
+    gen = reference.compile_rules(parse_rules(config), "pass").gen
+    assert gen[_layout.GEN_TCP + 22] == 1 and gen[_layout.GEN_TCP + 80] == gen[_layout.GEN_TCP + 443] == 2
+    assert gen[_layout.GEN_UDP + 80] == 3 and gen[_layout.GEN_UDP + 443] == 0
+    assert gen[_layout.GEN_PROTO + 6] == 2 and gen[_layout.GEN_PROTO + 1] == 4 and gen[_layout.GEN_PROTO + 17] == 0
+
+
 def test_counters_survive_a_reorder_and_new_rules_get_unused_slots():
     first, second = parse_rules([{"action": "drop", "port": 1}, {"action": "drop", "port": 2}])
     third = parse_rules([{"action": "drop", "port": 3}])[0]
