@@ -33,7 +33,6 @@ The namespaces, programs and pins go when the bench ends, also on an error or Ct
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -66,7 +65,6 @@ STATE_DIRS = ("/etc/xdpfleet", "/var/lib/xdpfleet", "/run/xdpfleet")  # the modu
 VERDICT_MAPS = ("xf_stats", "xdp_stats_map")  # per-CPU {packets, bytes} by XDP action: firewall, xdp-filter
 XDP_DROP, XDP_PASS = 1, 2
 XDP_FLAGS_DRV_MODE, XDP_ATTACHED_DRV = 1 << 2, 1
-BPF_F_TEST_XDP_LIVE_FRAMES, BPF_STATS_RUN_TIME = 1 << 1, 0
 LIVE_FRAMES_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
 RUN_LOCK = "\0xdpfleet-bench-traffic"
 CHUNK_SECONDS, CALIBRATION_FRAMES = 0.1, 20000
@@ -74,47 +72,10 @@ SMALL_RULES, LARGE_RULES, QUICK_LARGE_RULES = 10, 100000, 10000
 DROPPED, PASSED = "dropped", "passed"
 
 
-# --- libbpf beyond plugins/module_utils/_libbpf.py ------------------------------------------------------------
-
-class _ProgInfoWithStats(ctypes.Structure):
-    """struct bpf_prog_info on to run_time_ns and run_cnt (_libbpf's stops at btf_id; a subclass would put
-    the next field after the base's tail padding)."""
-    _fields_ = _libbpf._ProgInfo._fields_ + [
-        ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64), ("nr_func_info", ctypes.c_uint32),
-        ("nr_line_info", ctypes.c_uint32), ("line_info", ctypes.c_uint64), ("jited_line_info", ctypes.c_uint64),
-        ("nr_jited_line_info", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
-        ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
-        ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
-
-
-class _XdpMd(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in
-                ("data", "data_end", "data_meta", "ingress_ifindex", "rx_queue_index", "egress_ifindex")]
-
-
 def run_stats(prog_fd):
     """(run_cnt, run_time_ns) of a program, counted while BPF stats are enabled."""
-    info = _libbpf._info(prog_fd, _ProgInfoWithStats())
-    return info.run_cnt, info.run_time_ns
-
-
-def enable_stats():
-    """A descriptor that keeps BPF run-time statistics on until it is closed (or this process ends)."""
-    library = _libbpf.library()
-    library.bpf_enable_stats.restype, library.bpf_enable_stats.argtypes = ctypes.c_int, [ctypes.c_int]
-    return _libbpf._check(library.bpf_enable_stats(BPF_STATS_RUN_TIME), "cannot enable BPF statistics")
-
-
-def send_live_frames(prog_fd, frame, ifindex, repeat, batch):
-    """Runs prog_fd on `repeat` copies of frame as live frames arriving on ifindex (of this thread's namespace)."""
-    data = ctypes.create_string_buffer(frame, len(frame))
-    context = _XdpMd(data_end=len(frame), ingress_ifindex=ifindex)
-    opts = _libbpf._TestRunOpts(sz=ctypes.sizeof(_libbpf._TestRunOpts), data_in=ctypes.cast(data, ctypes.c_void_p),
-                                data_size_in=len(frame), ctx_in=ctypes.addressof(context),
-                                ctx_size_in=ctypes.sizeof(context), repeat=repeat,
-                                flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch)
-    _libbpf._check(_libbpf.library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)),
-                   "BPF_PROG_RUN with live frames failed")
+    info = _libbpf.prog_info(prog_fd)
+    return info["run_cnt"], info["run_time_ns"]
 
 
 # --- namespaces -------------------------------------------------------------------------------------------------
@@ -225,7 +186,7 @@ class LiveFrames:
         return None
 
     def _send(self, frame, count):
-        send_live_frames(self.prog_fd, frame, socket.if_nametoindex(GEN_IF), count, self.batch)
+        _libbpf.prog_run_live_frames(self.prog_fd, frame, socket.if_nametoindex(GEN_IF), count, self.batch)
 
     def traffic(self, frame, seconds, received):
         """Runs in tb-gen, pinned; received() is the receiver's count so far. Returns (sent, chunks): the
@@ -476,7 +437,7 @@ def run(args, stack, directory):
     bare_pass.load()
     loaded = {"bare XDP_DROP": objects.program("bare_drop").fd,
               "bare XDP_PASS": bare_pass.program("xdpfleet_pass").fd}
-    stack.callback(os.close, enable_stats())
+    stack.callback(os.close, _libbpf.enable_stats())
     stack.enter_context(state_dirs())
     stack.callback(remove_topology)
     build_topology()

@@ -36,6 +36,8 @@ BPF_PROG_TYPE_XDP = 6
 BTF_KIND_DATASEC = 15
 READ_ONLY_SECTION = ".rodata"  # where clang places `const volatile` globals, and libbpf's map of them
 BPF_NOEXIST = 1
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+BPF_STATS_RUN_TIME = 0
 
 BATCH_UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
 
@@ -139,6 +141,19 @@ class _ProgInfo(ctypes.Structure):
         ("jited_ksyms", c_u64),
         ("jited_func_lens", c_u64),
         ("btf_id", c_u32),
+        ("func_info_rec_size", c_u32),
+        ("func_info", c_u64),
+        ("nr_func_info", c_u32),
+        ("nr_line_info", c_u32),
+        ("line_info", c_u64),
+        ("jited_line_info", c_u64),
+        ("nr_jited_line_info", c_u32),
+        ("line_info_rec_size", c_u32),
+        ("jited_line_info_rec_size", c_u32),
+        ("nr_prog_tags", c_u32),
+        ("prog_tags", c_u64),
+        ("run_time_ns", c_u64),
+        ("run_cnt", c_u64),
     ]
 
 
@@ -243,6 +258,7 @@ _SIGNATURES = {
     "bpf_map_lookup_batch": (
         c_int, [c_int, c_ptr, c_ptr, c_ptr, c_ptr, ctypes.POINTER(c_u32), ctypes.POINTER(_BatchOpts)]),
     "bpf_prog_test_run_opts": (c_int, [c_int, ctypes.POINTER(_TestRunOpts)]),
+    "bpf_enable_stats": (c_int, [c_int]),
     "bpf_map_create": (c_int, [c_int, c_str, c_u32, c_u32, c_u32, c_ptr]),
     "bpf_prog_bind_map": (c_int, [c_int, c_int, c_ptr]),
     "bpf_map_freeze": (c_int, [c_int]),
@@ -408,6 +424,8 @@ def prog_info(fd):
         "xlated_prog_len": info.xlated_prog_len,
         "jited_prog_len": info.jited_prog_len,
         "jited": info.jited_prog_len > 0,
+        "run_cnt": info.run_cnt,
+        "run_time_ns": info.run_time_ns,
     }
 
 
@@ -565,6 +583,29 @@ def prog_test_run(prog_fd, data, repeat=1, data_out_size=None):
                         data_size_out=out_size, repeat=repeat)
     _check(library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN failed")
     return opts.retval, opts.duration, data_out.raw[:opts.data_size_out]
+
+
+class _XdpMd(ctypes.Structure):
+    _fields_ = [(name, c_u32) for name in
+                ("data", "data_end", "data_meta", "ingress_ifindex", "rx_queue_index", "egress_ifindex")]
+
+
+def prog_run_live_frames(prog_fd, frame, ifindex, repeat, batch):
+    """Runs an XDP program on `repeat` copies of frame as live frames arriving on ifindex (in the calling
+    thread's network namespace): what the program returns happens to them (XDP_TX sends them out of ifindex).
+    Kernel >= 5.18; older kernels refuse with EINVAL."""
+    data = ctypes.create_string_buffer(bytes(frame), len(frame))
+    context = _XdpMd(data_end=len(frame), ingress_ifindex=ifindex)
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.cast(data, c_ptr), data_size_in=len(frame),
+                        ctx_in=ctypes.addressof(context), ctx_size_in=ctypes.sizeof(context), repeat=repeat,
+                        flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch)
+    _check(library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_RUN with live frames failed")
+
+
+def enable_stats():
+    """A descriptor that keeps the kernel's per-program run statistics (prog_info's run_cnt and run_time_ns) on
+    until it is closed, or this process ends."""
+    return _check(library().bpf_enable_stats(BPF_STATS_RUN_TIME), "cannot enable BPF statistics")
 
 
 # --- ring buffers -----------------------------------------------------------------------
