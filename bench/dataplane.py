@@ -7,7 +7,7 @@ rule drops) on a veth in a namespace this script creates and removes, with
 LIBXDP_SKIP_DISPATCHER=1 so its own program is the one attached; it is run by id.
 Addresses: 198.18.0.0/15 only (IPv6 frames use its IPv4-mapped form).
 
-    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--bcc] [--breakdown]
+    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--bcc] [--breakdown] [--cpu N]
 
 With --breakdown, where the nanoseconds go: the same frames through the firewall with rule sets that switch on
 one lookup path at a time (nothing but parsing and counting; the port/protocol index; a source hash; a source
@@ -250,7 +250,10 @@ def main():
     parser.add_argument("--bcc", action="store_true", help="also the firewall compiled by bcc (16 s to compile)")
     parser.add_argument("--json", help="write the comparison to this file")
     parser.add_argument("--breakdown", action="store_true", help="only where the nanoseconds go (see the docstring)")
+    parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
+                        help="CPU the test runs stay on (default: the last one); unpinned runs vary more")
     args = parser.parse_args()
+    os.sched_setaffinity(0, {args.cpu})
     if args.breakdown:
         breakdown(args)
         return
