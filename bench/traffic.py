@@ -17,14 +17,17 @@ When the kernel refuses live frames, trafgen (netsniff-ng) sends from tb-gen ins
 
 Counting: kernel.bpf_stats_enabled (through BPF_ENABLE_STATS, which ends with this process) gives every
 receiving program's run_cnt and run_time_ns. Each measurement checks the receiver's verdict on its frame
-first, counts what it received against what was sent ("lost"), and gives the median rate of its chunks.
+first, counts what it received against what was sent ("lost"), and gives the median rate of its chunks. Every
+case is measured in --rounds rounds, in turns with the other cases (each program is loaded once and attached again
+for its turn), so that a drift of the shared machine's speed reaches all of them; a row gives the median of its
+rounds' rates and the sum of their counts.
 
 xdp-filter runs as its CLI loads it (LIBXDP_SKIP_DISPATCHER=1, native, default allow policy); its first rule is
 added by its CLI and the others copied into its filter_ipv4 map, which holds 10,000 addresses at most. The
 firewall is attached and given its rules by the xdp_program and xdp_rules modules. Both are set up by a child
 process inside tb-rx, in a private mount namespace with its own bpffs and state directories.
 
-    .venv/bin/python bench/traffic.py [--seconds S] [--quick] [--smoke] [--cpu N] [--batch N]
+    .venv/bin/python bench/traffic.py [--seconds S] [--rounds N] [--quick] [--smoke] [--cpu N] [--batch N]
                                       [--generator auto|live|trafgen] [--json FILE]
 
 --quick: 0.3 s per measurement, 10,000 rules as the large rule set. --smoke: the firewall with 10 rules only.
@@ -400,13 +403,35 @@ def cases(args):
             + [(program, rules, both) for program in ("xdp-filter", "xdpfleet") for rules in (SMALL_RULES, large)])
 
 
-def attach_case(program, rules, loaded):
-    """Attaches the case's program to tb-rx0; returns (rules it holds, program id)."""
+def load_receiver(stack, program, rules, loaded):
+    """(rules it holds, prog fd, verdict map fd or None) of a case's program, loaded once and detached again:
+    the fds keep it and its maps, so that the rounds attach it again as it is."""
     if program in loaded:
         attach_loaded(loaded[program])
     else:
         rules = set_up_in_child(program, rules)
-    return rules, in_namespace(RX_NS, attached_program)
+    prog_id = in_namespace(RX_NS, attached_program)
+    prog_fd = _libbpf.prog_fd_by_id(prog_id)
+    stack.callback(os.close, prog_fd)
+    verdict_fd = map_by_name(prog_id, VERDICT_MAPS)
+    if verdict_fd:
+        stack.callback(os.close, verdict_fd)
+    in_namespace(RX_NS, detach_receiver)
+    return rules, prog_fd, verdict_fd
+
+
+def combined(results):
+    """One row from the rounds' measurements of a case: the median rate, the counts summed."""
+    received = sum(result["received"] for result in results)
+    on_cpu = [result["on_cpu"] for result in results if result["on_cpu"]]
+    row = {"sent": sum(result["sent"] for result in results), "received": received,
+           "rx_ns": sum(result["rx_ns"] * result["received"] for result in results) / max(received, 1),
+           "mpps": statistics.median(result["mpps"] for result in results),
+           "on_cpu": statistics.mean(on_cpu) if on_cpu else None, "rx_cpus": None, "rounds": len(results)}
+    if results[0]["rx_cpus"] is not None:
+        row["rx_cpus"] = sorted(set(cpu for result in results for cpu in result["rx_cpus"]))
+        row["verdict_packets"] = sum(result["verdict_packets"] for result in results)
+    return row
 
 
 def compile_programs(directory):
@@ -442,23 +467,23 @@ def run(args, stack, directory):
     stack.callback(remove_topology)
     build_topology()
     generator = generator_for(args, objects.program("traffic_gen").fd, directory)
-    rows = []
-    for program, rules, traffic in cases(args):
-        held, prog_id = attach_case(program, rules, loaded)
-        prog_fd = _libbpf.prog_fd_by_id(prog_id)
-        verdict_fd = map_by_name(prog_id, VERDICT_MAPS)
-        try:
-            for kind, verdict in traffic:
-                frame = frame_for(kind, held or SMALL_RULES)
-                result = measure(generator, args.cpu, prog_fd, verdict_fd, frame, verdict, args.seconds)
-                rows.append(dict(result, program=program, rules=held, traffic=kind))
-                print("  %-14s %7s rules  %-7s %6.2f Mpps" % (program, held or "-", kind, result["mpps"]),
-                      file=sys.stderr, flush=True)
-        finally:
-            os.close(prog_fd)
-            if verdict_fd:
-                os.close(verdict_fd)
-            in_namespace(RX_NS, detach_receiver)
+    receivers = [(program, load_receiver(stack, program, rules, loaded), traffic)
+                 for program, rules, traffic in cases(args)]
+    measured = {}
+    for _round in range(args.rounds):
+        for program, (held, prog_fd, verdict_fd), traffic in receivers:
+            attach_loaded(prog_fd)
+            try:
+                for kind, verdict in traffic:
+                    frame = frame_for(kind, held or SMALL_RULES)
+                    result = measure(generator, args.cpu, prog_fd, verdict_fd, frame, verdict, args.seconds)
+                    measured.setdefault((program, held, kind), []).append(result)
+                    print("  %-14s %7s rules  %-7s %6.2f Mpps" % (program, held or "-", kind, result["mpps"]),
+                          file=sys.stderr, flush=True)
+            finally:
+                in_namespace(RX_NS, detach_receiver)
+    rows = [dict(combined(results), program=program, rules=held, traffic=kind)
+            for (program, held, kind), results in measured.items()]
     return generator, rows
 
 
@@ -488,10 +513,10 @@ def report(args, generator, rows):
           % (generator.description, args.cpu, args.seconds, " ".join("%.1f" % load for load in os.getloadavg())))
     print("receiver: %s in native mode, on the generator's CPU (veth runs it in the generator's softirq)" % RX_IF)
     print("Mpps: packets received per CPU second of the generator's thread, which includes the receiver's work "
-          "(trafgen: per wall second), median of %.1f s chunks;\non CPU: that thread's CPU time / wall time (the "
+          "(trafgen: per wall second), median of %.1f s chunks, then of %d rounds;\non CPU: that thread's CPU time / wall time (the "
           "rest went to other processes); rx ns: the receiving program's run_time_ns / run_cnt (BPF stats on: the "
           "bare programs' figure is the cost of timing);\nrx CPU: where its per-CPU counters counted; lost: sent - "
-          "received\n" % CHUNK_SECONDS)
+          "received\n" % (CHUNK_SECONDS, args.rounds))
     header = ["program", "rules", "traffic", "Mpps", "vs bare", "vs xdp-filter", "rx ns", "on CPU", "rx CPU", "sent",
               "lost"]
     lines = [header, ["---"] * len(header)] + [cells(row, rows) for row in rows]
@@ -506,7 +531,9 @@ def report(args, generator, rows):
 
 def parse_arguments():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, help="of traffic per measurement (default 2, --quick 0.3)")
+    parser.add_argument("--seconds", type=float, help="of traffic per measurement (default 1, --quick 0.3)")
+    parser.add_argument("--rounds", type=int,
+                        help="measurements of each case, in turns with the others (default 3, --smoke 1)")
     parser.add_argument("--quick", action="store_true", help="0.3 s per measurement, 10,000 rules as the large set")
     parser.add_argument("--smoke", action="store_true", help="only the firewall with 10 rules")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
@@ -519,7 +546,9 @@ def parse_arguments():
     parser.add_argument("--rules", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.seconds is None:
-        args.seconds = 0.3 if args.quick else 2.0
+        args.seconds = 0.3 if args.quick else 1.0
+    if args.rounds is None:
+        args.rounds = 1 if args.smoke else 3
     return args
 
 
