@@ -112,6 +112,14 @@ struct {
 		__type(value, struct xf_chain);                    \
 	} map_name SEC(".maps")
 
+#define HOST_TABLE(map_name)                                       \
+	struct {                                                   \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                  \
+		__uint(max_entries, XF_HOST_BUCKETS);              \
+		__type(key, __u32);                                \
+		__type(value, struct xf_hosts4);                   \
+	} map_name SEC(".maps")
+
 /* One rule set; the program reads xf_config.active once per packet and then
  * uses only that slot's maps, so a rule-set switch is a single word write. */
 #define RULESET_MAPS(n)                                                        \
@@ -127,6 +135,8 @@ struct {
 		__type(key, __u32);                                            \
 		__type(value, __u32); /* first position + 1; 0 = none */      \
 	} xf_gen_##n SEC(".maps");                                             \
+	HOST_TABLE(xf_s4x_##n);                                                \
+	HOST_TABLE(xf_d4x_##n);                                                \
 	PREFIX_MAP(xf_s4h_##n, BPF_MAP_TYPE_HASH, __u32);                      \
 	PREFIX_MAP(xf_s4t_##n, BPF_MAP_TYPE_LPM_TRIE, struct xf_lpm4);         \
 	PREFIX_MAP(xf_s6h_##n, BPF_MAP_TYPE_HASH, struct in6_addr);            \
@@ -288,25 +298,70 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 /* Per-slot functions, stamped out twice so that every map reference is a
  * constant the verifier can inline array lookups for. */
 #define RULESET_CLASSIFIER(n)                                                                  \
-	static __always_inline void scan_chain_##n(const struct xf_chain *chain, struct scratch *work)\
+	static __always_inline void try_position_##n(__u32 position, struct scratch *work)     \
 	{                                                                                      \
-		if (!chain)                                                                    \
-			return;                                                                \
-		for (__u32 i = 0; i < XF_CHAIN_MAX && i < chain->len; i++) {                   \
-			__u32 position = chain->pos[i];                                        \
-			struct xf_rule *rule;                                                  \
+		struct xf_rule *rule;                                                          \
                                                                                                \
-			if (position >= work->position)                                        \
-				return;                                                        \
-			rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                  \
-			if (rule && rule_matches(rule, &work->pkt)) {                          \
-				found(work, position, rule);                                   \
-				return;                                                        \
-			}                                                                      \
-		}                                                                              \
+		if (position >= work->position)                                                \
+			return;                                                                \
+		rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
+		if (rule && rule_matches(rule, &work->pkt))                                    \
+			found(work, position, rule);                                           \
 	}                                                                                      \
                                                                                                \
-	/* The compiler folds the protocol rules of TCP and UDP into their port entries, so one\
+	/* Not written with try_position: returning at once on a match keeps the load-time          \
+	 * verification at 95,000 instructions instead of 105,000. */                                  \
+	static __always_inline void scan_chain_##n(const struct xf_chain *chain, struct scratch *work)     \
+	{                                                                                              \
+		if (!chain)                                                                            \
+			return;                                                                        \
+		for (__u32 i = 0; i < XF_CHAIN_MAX && i < chain->len; i++) {                           \
+			__u32 position = chain->pos[i];                                                \
+			struct xf_rule *rule;                                                          \
+                                                                                                       \
+			if (position >= work->position)                                                \
+				return;                                                                \
+			rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
+			if (rule && rule_matches(rule, &work->pkt)) {                                  \
+				found(work, position, rule);                                           \
+				return;                                                                \
+			}                                                                              \
+		}                                                                                      \
+	}                                                                                              \
+                                                                                                       \
+	/* One side of an IPv4 packet: the host table first (see struct xf_hosts4), the /32 hash map \
+	 * only where the table sends the lookup on, the trie of shorter prefixes after a miss. */ \
+	static __always_inline void match_host4_##n(void *hosts, void *hash, void *trie, __u32 has_hash, \
+						    __u32 has_trie, __u32 address, struct scratch *work) \
+	{                                                                                      \
+		struct xf_lpm4 key = { .prefixlen = 32, .addr = address };                     \
+		__u32 index = (address * XF_HOST_HASH) >> (32 - XF_HOST_BUCKET_BITS);          \
+		__u32 only_rule = XF_NO_RULE, in_hash = has_hash;                              \
+		struct xf_chain *chain = 0;                                                    \
+		struct xf_hosts4 *bucket;                                                      \
+                                                                                               \
+		bucket = has_hash ? bpf_map_lookup_elem(hosts, &index) : 0;                    \
+		if (bucket) {                                                                  \
+			for (__u32 i = 0; i < XF_BUCKET_HOSTS && i < bucket->count; i++) {     \
+				if (bucket->addr[i] == address) {                              \
+					only_rule = bucket->pos[i];                            \
+					break;                                                 \
+				}                                                              \
+			}                                                                      \
+			in_hash = bucket->overflow || only_rule == XF_CHAINED;                 \
+		}                                                                              \
+		if (only_rule != XF_NO_RULE && only_rule != XF_CHAINED) {                      \
+			try_position_##n(only_rule, work);                                     \
+			return;                                                                \
+		}                                                                              \
+		if (in_hash)                                                                   \
+			chain = bpf_map_lookup_elem(hash, &address);                           \
+		if (!chain && has_trie)                                                        \
+			chain = bpf_map_lookup_elem(trie, &key);                               \
+		scan_chain_##n(chain, work);                                                   \
+	}                                                                                      \
+                                                                                               \
+	/* The compiler folds the protocol rules of TCP and UDP into their port entries, so one \
 	 * lookup finds the first general rule. */                                             \
 	static __always_inline void match_general_##n(struct scratch *work)                    \
 	{                                                                                      \
@@ -316,7 +371,7 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 		__u32 *first;                                                                  \
                                                                                                \
 		if (pkt->has_ports)                                                            \
-			key = (pkt->proto == IPPROTO_UDP ? XF_GEN_UDP : XF_GEN_TCP) + pkt->dport;\
+			key = (pkt->proto == IPPROTO_UDP ? XF_GEN_UDP : XF_GEN_TCP) + pkt->dport; \
 		first = bpf_map_lookup_elem(&xf_gen_##n, &key);                                \
 		if (!first || !*first)                                                         \
 			return;                                                                \
@@ -329,24 +384,10 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 	static __always_inline void match_ipv4_##n(const struct xf_slot_meta *meta,            \
 						   struct scratch *work)                       \
 	{                                                                                      \
-		struct xf_lpm4 key = { .prefixlen = 32 };                                      \
-		struct xf_chain *chain = 0;                                                    \
-                                                                                               \
-		if (meta->prefixes[XF_S4H])                                                    \
-			chain = bpf_map_lookup_elem(&xf_s4h_##n, &work->pkt.src[0]);           \
-		if (!chain && meta->prefixes[XF_S4T]) {                                        \
-			key.addr = work->pkt.src[0];                                           \
-			chain = bpf_map_lookup_elem(&xf_s4t_##n, &key);                        \
-		}                                                                              \
-		scan_chain_##n(chain, work);                                                   \
-		chain = 0;                                                                     \
-		if (meta->prefixes[XF_D4H])                                                    \
-			chain = bpf_map_lookup_elem(&xf_d4h_##n, &work->pkt.dst[0]);           \
-		if (!chain && meta->prefixes[XF_D4T]) {                                        \
-			key.addr = work->pkt.dst[0];                                           \
-			chain = bpf_map_lookup_elem(&xf_d4t_##n, &key);                        \
-		}                                                                              \
-		scan_chain_##n(chain, work);                                                   \
+		match_host4_##n(&xf_s4x_##n, &xf_s4h_##n, &xf_s4t_##n, meta->prefixes[XF_S4H], \
+				meta->prefixes[XF_S4T], work->pkt.src[0], work);               \
+		match_host4_##n(&xf_d4x_##n, &xf_d4h_##n, &xf_d4t_##n, meta->prefixes[XF_D4H], \
+				meta->prefixes[XF_D4T], work->pkt.dst[0], work);               \
 	}                                                                                      \
                                                                                                \
 	static __always_inline void match_ipv6_##n(const struct xf_slot_meta *meta,            \
@@ -372,7 +413,7 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 		scan_chain_##n(chain, work);                                                   \
 	}                                                                                      \
                                                                                                \
-	static __always_inline void classify_##n(const struct xf_slot_meta *meta, struct scratch *work)\
+	static __always_inline void classify_##n(const struct xf_slot_meta *meta, struct scratch *work) \
 	{                                                                                      \
 		if (meta->general)                                                             \
 			match_general_##n(work);                                               \

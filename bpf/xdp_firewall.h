@@ -21,6 +21,11 @@
 #define XF_GEN_PROTO (2 * XF_PORTS)
 #define XF_GEN_ENTRIES (XF_GEN_PROTO + 256)
 #define XF_NO_RULE 0xffffffffU
+#define XF_HOST_BUCKETS 32768    /* buckets of each IPv4 host table */
+#define XF_HOST_BUCKET_BITS 15
+#define XF_HOST_HASH 0x9e3779b1U /* bucket = (address * XF_HOST_HASH) >> (32 - XF_HOST_BUCKET_BITS), in 32 bits */
+#define XF_BUCKET_HOSTS 7        /* addresses per bucket: a bucket is one 64-byte cache line */
+#define XF_CHAINED 0xfffffffeU   /* the address has more than one rule: its chain is in the hash map */
 #define XF_REASON_MALFORMED 5    /* stats index after the XDP action codes */
 #define XF_REASONS 6
 
@@ -54,6 +59,17 @@ struct xf_rule {                 /* xf_rules_N[position] */
 struct xf_chain {                /* value of every prefix hash/trie */
 	__u32 len;
 	__u32 pos[XF_CHAIN_MAX]; /* ascending rule positions */
+};
+
+/* xf_<s|d>4x_N[bucket]: the IPv4 host table, an index in front of the /32 hash map that the program reads
+ * without a helper call. Its bucket holds up to XF_BUCKET_HOSTS of the addresses that hash to it, in
+ * ascending order, with the position of each one's only rule; the hash map holds every address as before.
+ * An address missing from a bucket without overflow is in no rule of the hash map. */
+struct xf_hosts4 {
+	__u32 count;
+	__u32 overflow;          /* more addresses hash here than it holds: a miss looks in the hash map */
+	__u32 addr[XF_BUCKET_HOSTS];  /* as the packet carries them (network order) */
+	__u32 pos[XF_BUCKET_HOSTS];   /* the address's one rule, or XF_CHAINED */
 };
 
 struct xf_lpm4 {

@@ -17,7 +17,7 @@ import itertools
 import struct
 from collections import defaultdict, deque, namedtuple
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _fw_hosts
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     CHAIN, CHAIN_MAX, DST_SET, EMPTY_RULE, GEN_ENTRIES, GEN_PROTO, GEN_TCP, GEN_UDP, HAS_DST, HAS_PORT, HAS_PROTO,
@@ -31,7 +31,7 @@ class CompileError(_errors.XdpfleetError, ValueError):
     pass
 
 
-Compiled = namedtuple("Compiled", "default_action rules gen prefixes meta counters")
+Compiled = namedtuple("Compiled", "default_action rules gen prefixes hosts meta counters")
 
 # The compiler reads packed rules column by column (one tuple per field) through a struct format that skips the
 # fields it does not need (pad bytes: unpacking them was a quarter of the work) and splits each address after its
@@ -102,7 +102,8 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
     positions between them are holes, which hold an empty rule that no index refers to.
     sets: {set tag: AddressSet} of the sets the rules name.
     rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1);
-    prefixes: {short map name: {key: packed xf_chain}}; meta: packed xf_slot_meta.
+    prefixes: {short map name: {key: packed xf_chain}}; hosts: the IPv4 host tables (_fw_hosts.host_tables);
+    meta: packed xf_slot_meta.
     """
     if len(packed) > MAX_RULES:
         raise CompileError("%d rules exceed the program's capacity of %d" % (len(packed), MAX_RULES))
@@ -122,7 +123,8 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
     action = XDP_ACTIONS[default_action]
     rules = _by_position(_split_with_counters(raw, counters), positions, EMPTY_RULE)
     meta = SLOT_META.format.pack(action, len(rules), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
-    return Compiled(action, rules, _compile_general(columns, positions, general), prefixes, meta, counters)
+    return Compiled(action, rules, _compile_general(columns, positions, general), prefixes,
+                    _fw_hosts.host_tables(prefixes), meta, counters)
 
 
 PREFIX_MAP_WHAT = {"s": "source", "d": "destination", "4": "IPv4", "6": "IPv6", "h": "full-length", "t": "shorter"}
@@ -201,7 +203,7 @@ def patch_compiled(meta, rules, default_action, changed):
     rules = list(rules)
     for position, (packed, counter) in changed.items():
         rules[position] = packed[:COUNTER] + U32.pack(counter) + packed[COUNTER_END:]
-    return Compiled(action, rules, None, None, meta, None)
+    return Compiled(action, rules, None, None, None, meta, None)
 
 
 def match_digest(raw):

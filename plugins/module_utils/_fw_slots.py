@@ -18,10 +18,11 @@ from collections import namedtuple
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import match_digest
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_hosts import EMPTY_BUCKET, bucket_edits
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import read_config
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32,
-    ZERO_U32)
+    CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, HOST_BUCKETS, HOSTS4, NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE,
+    SLOT_META, SRC_SET, U32, ZERO_U32)
 
 READ_CHUNK = 8192  # elements per BPF_MAP_LOOKUP_BATCH call when reading a map back
 # byte offsets into packed rules and metas
@@ -110,8 +111,9 @@ def inactive_with_matches(maps, raw, meta):
 
 
 # What makes a slot hold a compiled rule set: rules and gen are the positions and indexes to write; prefixes
-# is {short map name: (keys to delete, keys to write)}, or None when compiled carries no index maps.
-SlotEdits = namedtuple("SlotEdits", "rules gen prefixes")
+# is {short map name: (keys to delete, keys to write)} and hosts {host table name: bucket indexes to write},
+# or None when compiled carries no index maps.
+SlotEdits = namedtuple("SlotEdits", "rules gen prefixes hosts")
 
 
 def _slot_edits(maps, slot, compiled, rules_now, sets_changed=False):
@@ -120,12 +122,15 @@ def _slot_edits(maps, slot, compiled, rules_now, sets_changed=False):
     those compiled from them."""
     rules = _rule_edits(maps["xf_rules_%d" % slot], compiled.rules, rules_now)
     if compiled.prefixes is None:
-        return SlotEdits(rules, None, None)
+        return SlotEdits(rules, None, None, None)
     prefixes = None if rules_now is None or sets_changed else _host_prefix_edits(rules_now, compiled, rules)
     if prefixes is None:
         prefixes = dict((name, _prefix_edits(maps["xf_%s_%d" % (name, slot)], compiled.prefixes[name]))
                         for name in PREFIX_MAPS)
-    return SlotEdits(rules, _general_edits(maps["xf_gen_%d" % slot], compiled.gen), prefixes)
+    hosts = dict((table, bucket_edits(_libbpf.array_values(maps["xf_%s_%d" % (table, slot)], HOSTS4.size,
+                                                            HOST_BUCKETS), compiled.hosts[table]))
+                 for table in compiled.hosts)
+    return SlotEdits(rules, _general_edits(maps["xf_gen_%d" % slot], compiled.gen), prefixes, hosts)
 
 
 TRIE_MAPS = tuple(index for index, name in enumerate(PREFIX_MAPS) if name.endswith("t"))
@@ -180,7 +185,7 @@ def _host_entry(rule):
 
 
 def _write_slot(maps, slot, compiled, edits, config):
-    """Applies edits to one slot (not the active one): prefix maps, the general index, then the rules; its
+    """Applies edits to one slot (not the active one): prefix maps, host tables, the general index, then the rules; its
     meta in config (active slot, rate, metas) reads UNFINISHED until all is written."""
     active, rate, metas = config
     metas[slot] = UNFINISHED_META
@@ -190,6 +195,9 @@ def _write_slot(maps, slot, compiled, edits, config):
             fd = maps["xf_%s_%d" % (name, slot)]
             _libbpf.map_delete_batch(fd, stale)
             _libbpf.map_update_batch(fd, changed, [compiled.prefixes[name][key] for key in changed])
+        for table, buckets in edits.hosts.items():
+            _libbpf.map_update_batch(maps["xf_%s_%d" % (table, slot)], [U32.pack(index) for index in buckets],
+                                     [compiled.hosts[table].get(index, EMPTY_BUCKET) for index in buckets])
         _libbpf.map_update_batch(maps["xf_gen_%d" % slot], [U32.pack(index) for index in edits.gen],
                                  [U32.pack(compiled.gen[index]) for index in edits.gen])
     _libbpf.map_update_batch(maps["xf_rules_%d" % slot], [U32.pack(position) for position in edits.rules],

@@ -31,7 +31,11 @@ REASONS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")  # xf_stats
 
 # Prefix maps (xf_<side><family><h: hash of full-length addresses | t: LPM trie>_N), in xf_slot_meta order
 PREFIX_MAPS = ("s4h", "s4t", "s6h", "s6t", "d4h", "d4t", "d6h", "d6t")
-RULESET_MAPS = ("rules", "gen") + PREFIX_MAPS  # the maps of one slot: xf_<name>_<slot>
+# The IPv4 host table in front of each IPv4 hash map (xf_<s|d>4x_N, struct xf_hosts4)
+HOST_TABLES = {"s4h": "s4x", "d4h": "d4x"}
+HOST_BUCKETS, HOST_BUCKET_BITS, HOST_HASH, BUCKET_HOSTS = 32768, 15, 0x9E3779B1, 7
+CHAINED = 0xFFFFFFFE  # a host table's position for an address with more than one rule
+RULESET_MAPS = ("rules", "gen") + PREFIX_MAPS + tuple(HOST_TABLES.values())  # one slot's maps: xf_<name>_<slot>
 
 
 class Layout:
@@ -60,6 +64,8 @@ RULE = Layout("xf_rule", (
     ("reserved", "H"), ("port_lo", "H"), ("port_hi", "H"), ("counter", "I"),
     ("src", "16s"), ("dst", "16s"), ("dst_mask", "16s")))
 CHAIN = Layout("xf_chain", [("len", "I")] + [("pos%d" % index, "I") for index in range(CHAIN_MAX)])
+HOSTS4 = Layout("xf_hosts4", [("count", "I"), ("overflow", "I")] + [("addr%d" % index, "I") for index in range(BUCKET_HOSTS)]
+                + [("pos%d" % index, "I") for index in range(BUCKET_HOSTS)])
 SLOT_META = Layout("xf_slot_meta", [("default_action", "I"), ("rules", "I"), ("general", "I")]
                    + [("prefixes_%s" % name, "I") for name in PREFIX_MAPS])
 CONFIG_HEAD = Layout("xf_config_head", (("active", "I"), ("sample_rate", "I")))  # then slot[2]: SLOT_META

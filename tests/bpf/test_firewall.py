@@ -4,7 +4,8 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_compile, _fw_kernel, _fw_model, _fw_slots, _layout, _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
+    _fw_compile, _fw_hosts, _fw_kernel, _fw_model, _fw_slots, _layout, _libbpf)
 from tests.helpers import reference
 from tests.helpers.reference import Packet, parse_rules
 from tests.helpers.slots import compiled_contents, slot_contents
@@ -225,3 +226,57 @@ def test_a_set_rule_with_a_destination_finds_only_the_set_entries_of_its_family(
     specs = [FrameSpec(A, "0.0.0.1", UDP_, 53), FrameSpec(A6, C6, UDP_, 53)]
     firewall.apply(parse_rules(config), "pass", sets=sets)
     assert firewall.check(frames_for(specs)) == []
+
+
+def same_bucket_addresses(count, network="198.18.0.0/15"):
+    """count addresses of network that share one IPv4 host-table bucket (198.18.0.0/15 spreads evenly: four
+    addresses per bucket)."""
+    by_bucket = {}
+    for address in ipaddress.ip_network(network).hosts():
+        bucket = _fw_hosts.bucket_of(int.from_bytes(address.packed, "little"))
+        by_bucket.setdefault(bucket, []).append(str(address))
+        if len(by_bucket[bucket]) == count:
+            return by_bucket[bucket]
+    raise AssertionError("no bucket of %s holds %d addresses" % (network, count))
+
+
+def crowd_case(side):
+    """(rules, frames) of four addresses in one bucket: the first with two rules (so the table sends it on to
+    the hash map), two more with one, the last with none but a /24 that covers it."""
+    chained, single, other_single, outsider = same_bucket_addresses(4)
+    config = [{"action": "pass", side: chained, "protocol": "tcp", "port": 22}] + [
+        {"action": "drop", side: address} for address in (chained, single, other_single)] + [
+        {"action": "drop", side: str(ipaddress.ip_network(outsider + "/24", strict=False))}]
+    peer = "198.19.255.254"
+    specs = [FrameSpec(address, peer, proto, port) if side == "source" else FrameSpec(peer, address, proto, port)
+             for address in (chained, single, other_single, outsider, peer) for proto, port in ((TCP_, 22), (UDP_, 53))]
+    return config, frames_for(specs), (chained, single, other_single)
+
+
+def host_table_fd(firewall, side):
+    table = _layout.HOST_TABLES[side[0] + "4h"]
+    return firewall.maps["xf_%s_%d" % (table, _fw_kernel.read_config(firewall.maps)[0])]
+
+
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_host_table_finds_single_and_chained_addresses_and_misses_meet_shorter_prefixes(firewall, side):
+    config, frames, crowd = crowd_case(side)
+    assert_agrees(firewall, config, "pass", frames)
+    size = _layout.HOSTS4.size
+    raw = _libbpf.array_values(host_table_fd(firewall, side), size, _layout.HOST_BUCKETS)
+    (bucket,) = [_layout.HOSTS4.unpack(raw[start:start + size]) for start in range(0, len(raw), size)
+                 if raw[start:start + size] != _fw_hosts.EMPTY_BUCKET]
+    assert (bucket.count, bucket.overflow, bucket.pos0) == (3, 0, _layout.CHAINED)
+
+
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_an_overflowing_bucket_sends_the_addresses_it_lacks_to_the_hash_map(firewall, side):
+    """The bucket the compiler writes when more addresses hash to it than it holds (198.18.0.0/15 never
+    does that, so the test writes it): two of the three addresses are left to the hash map."""
+    config, frames, crowd = crowd_case(side)
+    firewall.apply(parse_rules(config), "pass")
+    address = int.from_bytes(ipaddress.ip_address(crowd[0]).packed, "little")
+    values = [1, 1, address] + [0] * (_layout.BUCKET_HOSTS - 1) + [_layout.CHAINED] + [0] * (_layout.BUCKET_HOSTS - 1)
+    _libbpf.map_update(host_table_fd(firewall, side), _layout.U32.pack(_fw_hosts.bucket_of(address)),
+                       _layout.HOSTS4.format.pack(*values))
+    assert firewall.check(frames) == []

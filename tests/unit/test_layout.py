@@ -32,7 +32,7 @@ def firewall_btf(firewall_object):
             described = {}
             for name, kind in (("xf_rule", BTF_KIND_STRUCT), ("xf_chain", BTF_KIND_STRUCT),
                                ("xf_slot_meta", BTF_KIND_STRUCT), ("xf_config", BTF_KIND_STRUCT),
-                               ("xf_datarec", BTF_KIND_STRUCT), ("xf_event", BTF_KIND_STRUCT),
+                               ("xf_datarec", BTF_KIND_STRUCT), ("xf_event", BTF_KIND_STRUCT), ("xf_hosts4", BTF_KIND_STRUCT),
                                ("xf_rule_flags", BTF_KIND_ENUM), ("xf_prefix_map", BTF_KIND_ENUM)):
                 type_id = find(btf._pointer, name.encode(), kind)
                 assert type_id > 0, "%s is not in the firewall's BTF" % name
@@ -72,7 +72,7 @@ def _field_sizes(layout):
 
 @pytest.mark.parametrize("layout, struct", [(_layout.RULE, "xf_rule"), (_layout.CHAIN, "xf_chain"),
                                             (_layout.SLOT_META, "xf_slot_meta"), (_layout.DATAREC, "xf_datarec"),
-                                            (_layout.EVENT, "xf_event")])
+                                            (_layout.EVENT, "xf_event"), (_layout.HOSTS4, "xf_hosts4")])
 def test_each_layout_is_the_struct_the_program_uses(firewall_btf, layout, struct):
     assert_layout_matches(layout, firewall_btf[struct])
 
@@ -118,3 +118,5 @@ def test_capacities_are_the_programs(firewall_object):
     assert sizes["xf_rules_0"] == sizes["xf_hits"] == _layout.MAX_RULES
     assert set(sizes["xf_%s_%d" % (name, slot)] for name in _layout.PREFIX_MAPS for slot in (0, 1)) == \
         {_layout.MAX_PREFIXES}
+    assert set(sizes["xf_%s_%d" % (table, slot)] for table in _layout.HOST_TABLES.values() for slot in (0, 1)) == \
+        {_layout.HOST_BUCKETS}
