@@ -10,8 +10,8 @@ Addresses: 198.18.0.0/15 only (IPv6 frames use its IPv4-mapped form).
     .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--bcc] [--breakdown] [--cpu N]
 
 With --breakdown, where the nanoseconds go: the same frames through the firewall with rule sets that switch on
-one lookup path at a time (nothing but parsing and counting; the port/protocol index; a source hash; a source
-trie behind it; a destination hash), and the size of the JIT-compiled program.
+one lookup path at a time (nothing but parsing and counting; the port/protocol index; the source host table; a
+source trie behind it; the destination host table), and the size of the JIT-compiled program.
 """
 
 import argparse
@@ -221,10 +221,10 @@ def scale(args):
 BREAKDOWN_STEPS = (
     ("no rules: parse, config, stats", lambda blocked: []),
     ("+ 50 port rules: general index", lambda blocked: firewall_rules(0)),
-    ("+ 10,000 /32 sources: source hash", lambda blocked: firewall_rules(ADDRESS_RULES)),
+    ("+ 10,000 /32 sources: source host table", lambda blocked: firewall_rules(ADDRESS_RULES)),
     ("+ one /17 source: source trie on a miss", lambda blocked: firewall_rules(ADDRESS_RULES) + [
         _fw_model.Rule("drop", ipaddress.ip_network("198.19.128.0/17"), None, None, None)]),
-    ("+ 10 /32 destinations: destination hash", lambda blocked: firewall_rules(ADDRESS_RULES) + [
+    ("+ 10 /32 destinations: destination host table", lambda blocked: firewall_rules(ADDRESS_RULES) + [
         _fw_model.Rule("drop", ipaddress.ip_network("198.19.128.0/17"), None, None, None)] + [
         _fw_model.Rule("drop", None, ipaddress.ip_network("198.19.201.%d/32" % host), None, None)
         for host in range(10)]),

@@ -13,16 +13,15 @@ __metaclass__ = type
 from collections import defaultdict
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    BUCKET_HOSTS, CHAINED, HOST_BUCKET_BITS, HOST_BUCKETS, HOST_HASH, HOST_TABLES, HOSTS4, U32)
+    BUCKET_HOSTS, CHAIN, CHAINED, HOST_BUCKET_BITS, HOST_BUCKETS, HOST_HASH, HOST_TABLES, HOSTS4, U32)
 
 EMPTY_BUCKET = bytes(HOSTS4.size)
-_ONE_RULE = U32.pack(1)  # the length field that leads a packed xf_chain of one position
 _SHIFT = 32 - HOST_BUCKET_BITS
 
 
 def bucket_of(address):
     """The bucket of an address as the program computes it: address is the u32 the program loads from the
-    packet's network-order bytes (little-endian here, as every layout of _layout)."""
+    packet's network-order bytes, in this host's byte order (little-endian, as every layout of _layout)."""
     return ((address * HOST_HASH) & 0xFFFFFFFF) >> _SHIFT
 
 
@@ -33,11 +32,13 @@ def host_tables(prefixes):
 
 
 def _table(entries):
+    # The keys and chains as u32 columns in one pass each: the per-entry work is the bucket alone.
+    addresses = memoryview(b"".join(entries)).cast("I")
+    chains = memoryview(b"".join(entries.values())).cast("I")
+    step = CHAIN.size // U32.size
     buckets = defaultdict(list)
-    for key, chain in entries.items():
-        address = int.from_bytes(key, "little")
-        only_rule = int.from_bytes(chain[4:8], "little") if chain[:4] == _ONE_RULE else CHAINED
-        buckets[bucket_of(address)].append((address, only_rule))
+    for address, length, first in zip(addresses, chains[0::step], chains[1::step]):
+        buckets[((address * HOST_HASH) & 0xFFFFFFFF) >> _SHIFT].append((address, first if length == 1 else CHAINED))
     return dict((index, _bucket(sorted(held))) for index, held in buckets.items())
 
 
