@@ -127,9 +127,8 @@ def _slot_edits(maps, slot, compiled, rules_now, sets_changed=False):
     if prefixes is None:
         prefixes = dict((name, _prefix_edits(maps["xf_%s_%d" % (name, slot)], compiled.prefixes[name]))
                         for name in PREFIX_MAPS)
-    hosts = dict((table, bucket_edits(_libbpf.array_values(maps["xf_%s_%d" % (table, slot)], HOSTS4.size,
-                                                            HOST_BUCKETS), compiled.hosts[table]))
-                 for table in compiled.hosts)
+    hosts = dict((table, _bucket_edits(maps["xf_%s_%d" % (table, slot)], buckets))
+                 for table, buckets in compiled.hosts.items())
     return SlotEdits(rules, _general_edits(maps["xf_gen_%d" % slot], compiled.gen), prefixes, hosts)
 
 
@@ -278,6 +277,11 @@ def _general_edits(fd, table):
         return []
     current = memoryview(current).cast("I").tolist()
     return [index for index, (now, first) in enumerate(zip(current, table)) if now != first]
+
+
+def _bucket_edits(fd, buckets):
+    """The indexes of a host table's buckets that differ from buckets (_fw_hosts.host_tables)."""
+    return bucket_edits(_libbpf.array_values(fd, HOSTS4.size, HOST_BUCKETS), buckets)
 
 
 def _prefix_edits(fd, desired):
