@@ -141,8 +141,9 @@ def map_definitions(text):
 
 def _specialise_map_functions(text, maps):
     """f(&map, ...) calls of an inline function whose first parameter is a map pointer become f__map(...)."""
-    for match in list(INLINE_FUNCTION.finditer(text)):
-        function, parameter = match.group(1), match.group(2)
+    for function in [match.group(1) for match in INLINE_FUNCTION.finditer(text)]:
+        match = next(match for match in INLINE_FUNCTION.finditer(text) if match.group(1) == function)
+        parameter = match.group(2)  # found again in the text as rewritten so far: offsets move with each copy
         called_with = sorted(set(re.findall(r"\b%s\(\s*&(\w+)\s*," % function, text)) & set(maps))
         if not called_with:
             continue

@@ -208,7 +208,18 @@ def pings(fleet, host, attempts=1):
     return any(fleet.client.run("ping -c 1 -W 1 %s" % host.address).rc == 0 for attempt in range(attempts))
 
 
-def test_traffic_verdicts_from_the_client(fleet, web_servers):
+@pytest.fixture(params=["native", "skb"])
+def attach_mode(request, host):
+    """The firewall attached in each XDP mode in turn (the rules carried over), native again after."""
+    attached = succeeded(ansible(host, "xdp_program", interface="eth0", object=str(FIREWALL), mode=request.param))
+    assert attached["mode"] == request.param
+    yield request.param
+    succeeded(ansible(host, "xdp_program", interface="eth0", object=str(FIREWALL), mode="native"))
+
+
+def test_traffic_verdicts_from_the_client(fleet, web_servers, attach_mode):
+    """Through the general index, the IPv4 host table (an address with one rule, and one with several) and the
+    trie, in native and in generic (skb) mode."""
     host = web_servers
     assert reaches(fleet, host, 80, 3) and reaches(fleet, host, 8080, 3) and pings(fleet, host, 3)
     pass_8081 = {"name": "8081", "action": "pass", "source": CLIENT + "/32", "protocol": "tcp", "port": 8081}
