@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _libbpf, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _layout, _libbpf, _program
 from tests.integration import test_xdp_facts as clang_suite
 from tests.integration.test_xdp_facts import RULES, SETS, ansible, succeeded
 
@@ -60,7 +60,7 @@ def test_translation_covers_every_map_and_leaves_no_btf_definition():
 
 
 @pytest.mark.parametrize("cflags, version", [
-    ([], 1), (["-DXF_SCHEMA_VERSION=2"], 2), (["-D", "XF_SCHEMA_VERSION=3"], 3),
+    ([], _layout.XF_SCHEMA_VERSION), (["-DXF_SCHEMA_VERSION=7"], 7), (["-D", "XF_SCHEMA_VERSION=8"], 8),
 ])
 def test_bcc_reads_the_map_schema_version_the_clang_object_declares(tmp_path, cflags, version):
     clang_object = str(tmp_path / "firewall.o")

@@ -15,6 +15,11 @@ test_hit_counters_survive_a_merged_update = clang_suite.test_hit_counters_surviv
 test_traffic_verdicts_from_the_client = clang_suite.test_traffic_verdicts_from_the_client
 
 
+@pytest.fixture
+def attach_mode():
+    return "native"  # the bcc-loaded firewall as attached; the clang suite covers skb mode
+
+
 @pytest.fixture(scope="module")
 def host(fleet):  # replaces the clang-loaded host of test_xdp_rules
     host = fleet.hosts[0]

@@ -210,11 +210,19 @@ def pings(fleet, host, attempts=1):
 
 @pytest.fixture(params=["native", "skb"])
 def attach_mode(request, host):
-    """The firewall attached in each XDP mode in turn (the rules carried over), native again after."""
-    attached = succeeded(ansible(host, "xdp_program", interface="eth0", object=str(FIREWALL), mode=request.param))
-    assert attached["mode"] == request.param
+    """The firewall attached in each XDP mode in turn. A mode switch cannot be atomic, so it detaches first;
+    the test applies its rules after."""
+    if request.param != "native":
+        reattach(host, request.param)
     yield request.param
-    succeeded(ansible(host, "xdp_program", interface="eth0", object=str(FIREWALL), mode="native"))
+    if request.param != "native":
+        reattach(host, "native")
+
+
+def reattach(host, mode):
+    succeeded(ansible(host, "xdp_program", interface="eth0", state="detached"))
+    attached = succeeded(ansible(host, "xdp_program", interface="eth0", object=str(FIREWALL), mode=mode))
+    assert attached["mode"] == mode
 
 
 def test_traffic_verdicts_from_the_client(fleet, web_servers, attach_mode):
