@@ -4,39 +4,39 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc
 
 SOURCE = """
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
 } first_map SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
 } second_map SEC(".maps");
 
 static __always_inline __u32 read_one(void *map, __u32 key)
 {
-	__u32 *value = bpf_map_lookup_elem(map, &key);
+    __u32 *value = bpf_map_lookup_elem(map, &key);
 
-	return value ? *value : 0;
+    return value ? *value : 0;
 }
 
 static __always_inline void bump(void *map, __u32 key)
 {
-	__u32 *value = bpf_map_lookup_elem(map, &key);
+    __u32 *value = bpf_map_lookup_elem(map, &key);
 
-	if (value)
-		*value += 1;
+    if (value)
+        *value += 1;
 }
 
 SEC("xdp")
 int prog(struct xdp_md *ctx)
 {
-	bump(&second_map, read_one(&first_map, 0) + read_one(&second_map, 0));
-	return XDP_PASS;
+    bump(&second_map, read_one(&first_map, 0) + read_one(&second_map, 0));
+    return XDP_PASS;
 }
 """
 
