@@ -112,31 +112,22 @@ struct {
 		__type(value, struct xf_chain);                    \
 	} map_name SEC(".maps")
 
-#define HOST_TABLE(map_name)                                       \
+#define ARRAY_MAP(map_name, entries, value_type)                   \
 	struct {                                                   \
 		__uint(type, BPF_MAP_TYPE_ARRAY);                  \
-		__uint(max_entries, XF_HOST_BUCKETS);              \
+		__uint(max_entries, entries);                      \
 		__type(key, __u32);                                \
-		__type(value, struct xf_hosts4);                   \
+		__type(value, value_type);                         \
 	} map_name SEC(".maps")
 
 /* One rule set; the program reads xf_config.active once per packet and then
- * uses only that slot's maps, so a rule-set switch is a single word write. */
+ * uses only that slot's maps, so a rule-set switch is a single word write.
+ * xf_gen_N holds the first position + 1 (0: none). */
 #define RULESET_MAPS(n)                                                        \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
-		__uint(max_entries, XF_MAX_RULES);                             \
-		__type(key, __u32);                                            \
-		__type(value, struct xf_rule);                                 \
-	} xf_rules_##n SEC(".maps");                                           \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_ARRAY);                              \
-		__uint(max_entries, XF_GEN_ENTRIES);                           \
-		__type(key, __u32);                                            \
-		__type(value, __u32); /* first position + 1; 0 = none */      \
-	} xf_gen_##n SEC(".maps");                                             \
-	HOST_TABLE(xf_s4x_##n);                                                \
-	HOST_TABLE(xf_d4x_##n);                                                \
+	ARRAY_MAP(xf_rules_##n, XF_MAX_RULES, struct xf_rule);                 \
+	ARRAY_MAP(xf_gen_##n, XF_GEN_ENTRIES, __u32);                         \
+	ARRAY_MAP(xf_s4x_##n, XF_HOST_BUCKETS, struct xf_hosts4);              \
+	ARRAY_MAP(xf_d4x_##n, XF_HOST_BUCKETS, struct xf_hosts4);              \
 	PREFIX_MAP(xf_s4h_##n, BPF_MAP_TYPE_HASH, __u32);                      \
 	PREFIX_MAP(xf_s4t_##n, BPF_MAP_TYPE_LPM_TRIE, struct xf_lpm4);         \
 	PREFIX_MAP(xf_s6h_##n, BPF_MAP_TYPE_HASH, struct in6_addr);            \

@@ -38,7 +38,7 @@ def _table(entries):
     step = CHAIN.size // U32.size
     buckets = defaultdict(list)
     for address, length, first in zip(addresses, chains[0::step], chains[1::step]):
-        buckets[((address * HOST_HASH) & 0xFFFFFFFF) >> _SHIFT].append((address, first if length == 1 else CHAINED))
+        buckets[bucket_of(address)].append((address, first if length == 1 else CHAINED))
     return dict((index, _bucket(sorted(held))) for index, held in buckets.items())
 
 
@@ -53,6 +53,5 @@ def bucket_edits(current, table):
     """The bucket indexes whose packed bucket in current (the table map's values, HOST_BUCKETS of them) is
     not the one table gives."""
     size = HOSTS4.size
-    wanted = dict(table)
     return [index for index in range(HOST_BUCKETS)
-            if current[index * size:(index + 1) * size] != wanted.get(index, EMPTY_BUCKET)]
+            if current[index * size:(index + 1) * size] != table.get(index, EMPTY_BUCKET)]
