@@ -17,6 +17,8 @@
 #define IPV6_FRAG_OFFSET 0xfff8
 #define ND_FIRST_TYPE 133 /* router solicitation .. redirect */
 #define ND_LAST_TYPE 137
+#define TCP_FLAGS_OFFSET 13
+#define CAS_ATTEMPTS 3
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -33,6 +35,12 @@ struct packet {
 	__u8 family;
 	__u8 proto;
 	__u8 has_ports; /* TCP/UDP header present (not a non-first fragment) */
+	__u8 has_icmp;  /* ICMP/ICMPv6 header present */
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 ttl;
+	__u16 length;   /* IP total length; IPv6: payload length + 40 */
 };
 
 /* The match keeps what the program needs of the rule, not a pointer to it: a rule is looked up
@@ -43,6 +51,7 @@ struct scratch {
 	__u32 position;         /* of the first matching rule so far; XF_NO_RULE: none */
 	__u32 counter;          /* its hit-counter slot */
 	__u32 action;
+	__u32 from;             /* the first position that counts: past the rate limits the packet went through */
 };
 
 struct vlan_tag {
@@ -78,6 +87,29 @@ struct {
 	__type(value, struct xf_datarec);
 } xf_hits SEC(".maps");
 
+struct {                        /* by counter slot: what each rate limit let through */
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XF_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct xf_datarec);
+} xf_passed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, XF_LIMIT_SOURCES);
+	__type(key, struct xf_limit_key);
+	__type(value, struct xf_limit_state);
+} xf_limits SEC(".maps");
+
+/* xf_clock[0]: the wall clock minus the boot clock in ns, written at apply and at restore, so that rules expire
+ * by the boot clock (which sleeps and steps do not move) at their wall-clock deadline. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} xf_clock SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -88,7 +120,10 @@ struct {
  * plugins/module_utils/_layout.py against all of the program's layouts. */
 const volatile struct {
 	struct xf_event event;
+	struct xf_limit_state limit_state;
 	enum xf_rule_flags flags;
+	enum xf_more_flags more;
+	enum xf_limit_per per;
 	enum xf_prefix_map prefix_map;
 } xf_btf_anchor = {};
 
@@ -126,6 +161,7 @@ struct {
 #define RULESET_MAPS(n)                                                        \
 	ARRAY_MAP(xf_rules_##n, XF_MAX_RULES, struct xf_rule);                 \
 	ARRAY_MAP(xf_gen_##n, XF_GEN_ENTRIES, __u32);                         \
+	ARRAY_MAP(xf_cond_##n, 1, struct xf_chain);                            \
 	ARRAY_MAP(xf_s4x_##n, XF_HOST_BUCKETS, struct xf_hosts4);              \
 	ARRAY_MAP(xf_d4x_##n, XF_HOST_BUCKETS, struct xf_hosts4);              \
 	PREFIX_MAP(xf_s4h_##n, BPF_MAP_TYPE_HASH, __u32);                      \
@@ -153,6 +189,8 @@ static __always_inline int parse_l4(void *l4, void *end, struct packet *pkt)
 		pkt->sport = bpf_ntohs(ports->source);
 		pkt->dport = bpf_ntohs(ports->dest);
 		pkt->has_ports = 1;
+		if (pkt->proto == IPPROTO_TCP)
+			pkt->tcp_flags = ((__u8 *)l4)[TCP_FLAGS_OFFSET];
 	} else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
 		__u8 *type = l4;
 
@@ -161,6 +199,9 @@ static __always_inline int parse_l4(void *l4, void *end, struct packet *pkt)
 		if (pkt->family == 6 && pkt->proto == IPPROTO_ICMPV6 &&
 		    *type >= ND_FIRST_TYPE && *type <= ND_LAST_TYPE)
 			return ALWAYS_PASS;
+		pkt->has_icmp = 1;
+		pkt->icmp_type = type[0];
+		pkt->icmp_code = type[1];
 	}
 	return PARSED_IP;
 }
@@ -177,6 +218,8 @@ static __always_inline int parse_ipv4(void *l3, void *end, struct packet *pkt)
 		return MALFORMED;
 	pkt->family = 4;
 	pkt->proto = ip->protocol;
+	pkt->length = bpf_ntohs(ip->tot_len);
+	pkt->ttl = ip->ttl;
 	pkt->src[0] = ip->saddr;
 	pkt->dst[0] = ip->daddr;
 	if (ip->frag_off & bpf_htons(IPV4_FRAG_OFFSET))
@@ -199,6 +242,8 @@ static __always_inline int parse_ipv6(void *l3, void *end, struct packet *pkt)
 	if (cursor > end || ip6->version != 6)
 		return MALFORMED;
 	pkt->family = 6;
+	pkt->length = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+	pkt->ttl = ip6->hop_limit;
 	__builtin_memcpy(pkt->src, &ip6->saddr, 16);
 	__builtin_memcpy(pkt->dst, &ip6->daddr, 16);
 	header = ip6->nexthdr;
@@ -261,6 +306,18 @@ static __always_inline int parse(struct xdp_md *ctx, struct packet *pkt)
 	return NOT_IP;
 }
 
+/* --- accounting ---------------------------------------------------------- */
+
+static __always_inline void count(void *map, __u32 index, __u64 bytes)
+{
+	struct xf_datarec *rec = bpf_map_lookup_elem(map, &index);
+
+	if (rec) {
+		rec->packets++;
+		rec->bytes += bytes;
+	}
+}
+
 /* --- classification ------------------------------------------------------ */
 
 static __always_inline void found(struct scratch *work, __u32 position, const struct xf_rule *rule)
@@ -270,6 +327,42 @@ static __always_inline void found(struct scratch *work, __u32 position, const st
 	work->action = rule->action;
 }
 
+static __always_inline int expired(__u64 deadline)
+{
+	__u32 zero = 0;
+	__u64 *wall_minus_boot = bpf_map_lookup_elem(&xf_clock, &zero);
+
+	return wall_minus_boot && bpf_ktime_get_boot_ns() + *wall_minus_boot >= deadline;
+}
+
+/* The conditions of a rule's second half. A global function: the verifier checks it once rather than at every
+ * place a rule is matched, and rules without such conditions never call it. Its pointers are checked because
+ * a global function's pointer arguments may be null as far as the verifier knows. */
+__noinline int more_matches(const struct xf_rule *rule, const struct packet *pkt)
+{
+	__u16 more;
+
+	if (!rule || !pkt)
+		return 0;
+	more = rule->more;
+	if ((more & XF_SPORT) &&
+	    (!pkt->has_ports || pkt->sport < rule->sport_lo || pkt->sport > rule->sport_hi))
+		return 0;
+	if ((more & XF_TCP_FLAGS) &&
+	    (!pkt->has_ports || pkt->proto != IPPROTO_TCP || (pkt->tcp_flags & rule->tcp_set) != rule->tcp_set ||
+	     (pkt->tcp_flags & rule->tcp_clear)))
+		return 0;
+	if ((more & XF_ICMP_TYPE) && (!pkt->has_icmp || pkt->icmp_type != rule->icmp_type))
+		return 0;
+	if ((more & XF_ICMP_CODE) && (!pkt->has_icmp || pkt->icmp_code != rule->icmp_code))
+		return 0;
+	if ((more & XF_LENGTH) && (pkt->length < rule->length_lo || pkt->length > rule->length_hi))
+		return 0;
+	if ((more & XF_TTL) && (pkt->ttl < rule->ttl_lo || pkt->ttl > rule->ttl_hi))
+		return 0;
+	return !(more & XF_EXPIRES) || !expired(rule->expires);
+}
+
 static __always_inline int rule_matches(const struct xf_rule *rule, const struct packet *pkt)
 {
 	if ((rule->flags & XF_HAS_PROTO) && rule->proto != pkt->proto)
@@ -277,12 +370,11 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 	if ((rule->flags & XF_HAS_PORT) &&
 	    (!pkt->has_ports || pkt->dport < rule->port_lo || pkt->dport > rule->port_hi))
 		return 0;
-	if (rule->flags & XF_HAS_DST)
-		return (pkt->dst[0] & rule->dst_mask[0]) == rule->dst[0] &&
-		       (pkt->dst[1] & rule->dst_mask[1]) == rule->dst[1] &&
-		       (pkt->dst[2] & rule->dst_mask[2]) == rule->dst[2] &&
-		       (pkt->dst[3] & rule->dst_mask[3]) == rule->dst[3];
-	return 1;
+	if ((rule->flags & XF_HAS_DST) &&
+	    ((pkt->dst[0] & rule->dst_mask[0]) != rule->dst[0] || (pkt->dst[1] & rule->dst_mask[1]) != rule->dst[1] ||
+	     (pkt->dst[2] & rule->dst_mask[2]) != rule->dst[2] || (pkt->dst[3] & rule->dst_mask[3]) != rule->dst[3]))
+		return 0;
+	return !rule->more || more_matches(rule, pkt);
 }
 
 
@@ -335,7 +427,7 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 	{                                                                                      \
 		struct xf_rule *rule;                                                          \
                                                                                                \
-		if (position >= work->position)                                                \
+		if (position >= work->position || position < work->from)                       \
 			return;                                                                \
 		rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
 		if (rule && rule_matches(rule, &work->pkt))                                    \
@@ -354,6 +446,8 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
                                                                                                        \
 			if (position >= work->position)                                                \
 				return;                                                                \
+			if (position < work->from)                                                     \
+				continue;                                                              \
 			rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
 			if (rule && rule_matches(rule, &work->pkt)) {                                  \
 				found(work, position, rule);                                           \
@@ -363,7 +457,8 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 	}                                                                                              \
                                                                                                        \
 	/* The compiler folds the protocol rules of TCP and UDP into their port entries, so one \
-	 * lookup finds the first general rule. */                                             \
+	 * lookup finds the first general rule that takes every packet of its port or protocol; \
+	 * general rules with further conditions are in xf_cond_N, scanned as a chain. */       \
 	static __always_inline void match_general_##n(struct scratch *work)                    \
 	{                                                                                      \
 		const struct packet *pkt = &work->pkt;                                         \
@@ -377,9 +472,18 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 		if (!first || !*first)                                                         \
 			return;                                                                \
 		position = *first - 1;                                                         \
+		if (position < work->from)                                                     \
+			return;                                                                \
 		rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
 		if (rule)                                                                      \
 			found(work, position, rule);                                           \
+	}                                                                                      \
+                                                                                               \
+	static __always_inline void match_conditional_##n(struct scratch *work)                \
+	{                                                                                      \
+		__u32 zero = 0;                                                                \
+                                                                                               \
+		scan_chain_##n(bpf_map_lookup_elem(&xf_cond_##n, &zero), work);                \
 	}                                                                                      \
                                                                                                \
 	HOST4_SIDE(n, s, S)                                                                    \
@@ -418,6 +522,8 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 	{                                                                                      \
 		if (meta->general)                                                             \
 			match_general_##n(work);                                               \
+		if (meta->conditional)                                                         \
+			match_conditional_##n(work);                                           \
 		if (work->pkt.family == 4)                                                     \
 			match_ipv4_##n(meta, work);                                            \
 		else                                                                           \
@@ -427,15 +533,120 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 RULESET_CLASSIFIER(0)
 RULESET_CLASSIFIER(1)
 
-/* --- accounting ---------------------------------------------------------- */
-
-static __always_inline void count(void *map, __u32 index, __u64 bytes)
+static __always_inline void classify(__u32 slot, const struct xf_slot_meta *meta, struct scratch *work)
 {
-	struct xf_datarec *rec = bpf_map_lookup_elem(map, &index);
+	if (slot)
+		classify_1(meta, work);
+	else
+		classify_0(meta, work);
+}
 
-	if (rec) {
-		rec->packets++;
-		rec->bytes += bytes;
+/* The classification again, from work->from on. A global function: the verifier checks the classifier once
+ * more, not once for every rate limit a packet may go through. */
+__noinline int reclassify(__u32 slot)
+{
+	__u32 zero = 0;
+	struct scratch *work = bpf_map_lookup_elem(&xf_scratch, &zero);
+	struct xf_config *config = bpf_map_lookup_elem(&xf_config, &zero);
+
+	if (!work || !config)
+		return 0;
+	slot &= 1;
+	work->position = XF_NO_RULE;
+	classify(slot, &config->slot[slot], work);
+	return 0;
+}
+
+/* --- rate limits --------------------------------------------------------- */
+
+static __always_inline void limit_key(struct xf_limit_key *key, const struct xf_rule *rule, const struct packet *pkt)
+{
+	__u32 prefix = pkt->family == 4 ? rule->limit_prefix4 : rule->limit_prefix6;
+
+	key->counter = rule->counter;
+	if (rule->limit_per != XF_PER_SOURCE)
+		return;
+	key->family = pkt->family;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 bits = prefix > 32 ? 32 : prefix;
+
+		key->src[i] = bits ? pkt->src[i] & bpf_htonl(0xffffffffU << (32 - bits)) : 0;
+		prefix -= bits;
+	}
+}
+
+/* Where a rate's schedule stands once a packet of this cost is let through. */
+static __always_inline __u64 due_after(__u64 due, __u64 now, __u64 cost)
+{
+	return (due > now ? due : now) + cost;
+}
+
+/* Charges a rate with a packet's cost by compare-and-swap, again when another CPU charged it in between; a
+ * packet that loses CAS_ATTEMPTS times goes uncharged rather than dropped. */
+static __always_inline void charge(__u64 *due, __u64 now, __u64 cost)
+{
+#pragma unroll
+	for (int i = 0; i < CAS_ATTEMPTS; i++) {
+		__u64 seen = *due;
+
+		if (__sync_val_compare_and_swap(due, seen, due_after(seen, now, cost)) == seen)
+			return;
+	}
+}
+
+/* 1 when the packet is over the rule's rate limit; else charges the packet to it. */
+__noinline int over_limit(const struct xf_rule *rule, const struct packet *pkt, __u32 bytes)
+{
+	struct xf_limit_key key = {};
+	struct xf_limit_state *state, fresh = {};
+	__u64 now = bpf_ktime_get_boot_ns(), packet_cost, byte_cost;
+
+	if (!rule || !pkt)
+		return 0;
+	limit_key(&key, rule, pkt);
+	state = bpf_map_lookup_elem(&xf_limits, &key);
+	if (!state) {
+		bpf_map_update_elem(&xf_limits, &key, &fresh, BPF_NOEXIST);
+		state = bpf_map_lookup_elem(&xf_limits, &key);
+		if (!state) /* nowhere to keep the source's bucket: let the packet through rather than drop it */
+			return 0;
+	}
+	packet_cost = rule->packet_cost >> 16;
+	byte_cost = (rule->byte_cost * bytes) >> 16;
+	if ((rule->packet_cost && due_after(state->packets_due, now, packet_cost) - now > rule->packet_burst) ||
+	    (rule->byte_cost && due_after(state->bytes_due, now, byte_cost) - now > rule->byte_burst))
+		return 1;
+	if (rule->packet_cost)
+		charge(&state->packets_due, now, packet_cost);
+	if (rule->byte_cost)
+		charge(&state->bytes_due, now, byte_cost);
+	return 0;
+}
+
+static __always_inline const struct xf_rule *rule_at(__u32 slot, __u32 position)
+{
+	return slot ? bpf_map_lookup_elem(&xf_rules_1, &position) : bpf_map_lookup_elem(&xf_rules_0, &position);
+}
+
+/* A rate limit is not a verdict: within its limit the packet goes on to the rules after it. The compiler
+ * refuses rule sets in which a packet could match more than XF_LIMITS_PER_PACKET rate limits. */
+static __always_inline void go_through_limits(__u32 slot, struct scratch *work, __u32 bytes)
+{
+#pragma unroll
+	for (int i = 0; i < XF_LIMITS_PER_PACKET; i++) {
+		const struct xf_rule *rule;
+
+		if (work->position == XF_NO_RULE || work->action != XF_RATE_LIMIT)
+			return;
+		rule = rule_at(slot, work->position);
+		if (!rule || over_limit(rule, &work->pkt, bytes)) {
+			work->action = XDP_DROP;
+			return;
+		}
+		count(&xf_passed, work->counter, bytes);
+		work->from = work->position + 1;
+		reclassify(slot);
 	}
 }
 
@@ -482,16 +693,15 @@ int xdpfleet_fw(struct xdp_md *ctx)
 		return XDP_PASS;
 	__builtin_memset(&work->pkt, 0, sizeof(work->pkt));
 	work->position = XF_NO_RULE;
+	work->from = 0;
 	parsed = parse(ctx, &work->pkt);
 	slot = config->active & 1;
 	meta = &config->slot[slot];
 	action = meta->default_action ?: XDP_PASS;
 	if (parsed == PARSED_IP) {
-		if (slot)
-			classify_1(meta, work);
-		else
-			classify_0(meta, work);
-		matched = work->position != XF_NO_RULE;
+		classify(slot, meta, work);
+		go_through_limits(slot, work, bytes);
+		matched = work->position != XF_NO_RULE && work->action != XF_RATE_LIMIT;
 		if (matched)
 			action = work->action;
 	} else if (parsed == ALWAYS_PASS) {

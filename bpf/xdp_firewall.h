@@ -10,7 +10,7 @@
 #include <linux/types.h>
 
 #ifndef XF_SCHEMA_VERSION /* -D sets it only where tests build objects of two versions */
-#define XF_SCHEMA_VERSION 2
+#define XF_SCHEMA_VERSION 3
 #endif
 #define XF_CHAIN_MAX 16          /* positions per prefix entry */
 #define XF_MAX_RULES 131072      /* rule positions and hit-counter slots */
@@ -26,6 +26,9 @@
 #define XF_HOST_HASH 0x9e3779b1U /* bucket = (address * XF_HOST_HASH) >> (32 - XF_HOST_BUCKET_BITS), in 32 bits */
 #define XF_BUCKET_HOSTS 7        /* addresses per bucket: a bucket is one 64-byte cache line */
 #define XF_CHAINED 0xfffffffeU   /* the address has more than one rule: its chain is in the hash map */
+#define XF_RATE_LIMIT 8          /* xf_rule.action of a rate limit (not an XDP action): over it drops, within it goes on */
+#define XF_LIMITS_PER_PACKET 4   /* rate limits a packet can go through; the compiler refuses rule sets with more */
+#define XF_LIMIT_SOURCES 65536   /* default entries of xf_limits; the loader may size it otherwise */
 #define XF_REASON_MALFORMED 5    /* stats index after the XDP action codes */
 #define XF_REASONS 6
 
@@ -37,23 +40,57 @@ enum xf_rule_flags {
 	XF_DST_SET = 16,         /* the same by destination; dst holds the tag */
 };
 
+/* xf_rule.more: the conditions of a rule's second half, which more_matches() checks. */
+enum xf_more_flags {
+	XF_SPORT = 1,
+	XF_TCP_FLAGS = 2,
+	XF_ICMP_TYPE = 4,
+	XF_ICMP_CODE = 8,
+	XF_LENGTH = 16,
+	XF_TTL = 32,
+	XF_EXPIRES = 64,
+};
+
+enum xf_limit_per { XF_PER_RULE, XF_PER_SOURCE };
+
 /* Prefix map order in xf_slot_meta.prefixes (names xf_<s|d><4|6><h|t>_N). */
 enum xf_prefix_map { XF_S4H, XF_S4T, XF_S6H, XF_S6T, XF_D4H, XF_D4T, XF_D6H, XF_D6T, XF_PREFIX_MAPS };
 
 struct xf_rule {                 /* xf_rules_N[position] */
-	__u8 action;             /* XDP_DROP or XDP_PASS */
+	__u8 action;             /* XDP_DROP, XDP_PASS or XF_RATE_LIMIT */
 	__u8 flags;              /* enum xf_rule_flags */
 	__u8 proto;
 	__u8 family;             /* 0 (any), 4 or 6 */
 	__u8 src_len;            /* 0xff: no source */
 	__u8 dst_len;            /* 0xff: no destination */
-	__u16 reserved;
+	__u16 more;              /* enum xf_more_flags */
 	__u16 port_lo;
 	__u16 port_hi;
 	__u32 counter;           /* slot in xf_hits */
 	__u32 src[4];            /* network order; IPv4 in src[0] */
 	__u32 dst[4];            /* masked, network order */
 	__u32 dst_mask[4];
+	/* The second cache line: read only for a rule with `more` conditions or a rate limit. Ranges are
+	 * inclusive, in host order. */
+	__u16 sport_lo;
+	__u16 sport_hi;
+	__u16 length_lo;         /* IP total length (IPv6: payload length + 40) */
+	__u16 length_hi;
+	__u8 ttl_lo;             /* IPv4 TTL, IPv6 hop limit */
+	__u8 ttl_hi;
+	__u8 tcp_set;            /* TCP flags (header byte 13) that must be set */
+	__u8 tcp_clear;          /* and that must be clear */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 limit_per;          /* enum xf_limit_per */
+	__u8 limit_prefix4;      /* XF_PER_SOURCE: the source prefix one bucket covers */
+	__u8 limit_prefix6;
+	__u8 reserved[7];
+	__u64 expires;           /* XF_EXPIRES: wall-clock deadline in ns since the epoch (see xf_clock) */
+	__u64 packet_cost;       /* rate limit: ns per packet << 16; 0: no packet rate */
+	__u64 packet_burst;      /* ns: how far ahead of now the packets may run */
+	__u64 byte_cost;         /* ns per byte << 16; 0: no byte rate */
+	__u64 byte_burst;
 };
 
 struct xf_chain {                /* value of every prefix hash/trie */
@@ -72,6 +109,20 @@ struct xf_hosts4 {
 	__u32 pos[XF_BUCKET_HOSTS];   /* the address's one rule, or XF_CHAINED */
 };
 
+/* xf_limits: one token bucket per rate-limit rule (per: rule) or per rule and source prefix (per: source).
+ * Each rate is a virtual schedule: a packet is within the limit when, after adding its cost, the schedule
+ * runs no more than the burst ahead of now. */
+struct xf_limit_key {
+	__u32 counter;           /* the rule's hit-counter slot, which it keeps across changes */
+	__u32 family;            /* of the source; 0 for per: rule */
+	__u32 src[4];            /* the source masked to the rule's prefix; 0 for per: rule */
+};
+
+struct xf_limit_state {          /* updated with compare-and-swap: LRU maps cannot hold a bpf_spin_lock */
+	__u64 packets_due;       /* boot ns at which the packets let through so far are paid off */
+	__u64 bytes_due;
+};
+
 struct xf_lpm4 {
 	__u32 prefixlen;
 	__u32 addr;
@@ -86,6 +137,7 @@ struct xf_slot_meta {
 	__u32 default_action;    /* 0 (unconfigured) behaves as XDP_PASS */
 	__u32 rules;
 	__u32 general;           /* rules with neither source nor destination */
+	__u32 conditional;       /* of them, those in xf_cond_N (conditions beyond protocol and port, or a rate limit) */
 	__u32 prefixes[XF_PREFIX_MAPS];
 };
 

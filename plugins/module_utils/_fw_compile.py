@@ -21,7 +21,8 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _fw_h
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     CHAIN, CHAIN_MAX, DST_SET, EMPTY_RULE, GEN_ENTRIES, GEN_PROTO, GEN_TCP, GEN_UDP, HAS_DST, HAS_PORT, HAS_PROTO,
-    MAX_PREFIXES, MAX_RULES, NO_PREFIX, PORTS, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, XDP_ACTIONS)
+    LIMITS_PER_PACKET, MAX_PREFIXES, MAX_RULES, NO_PREFIX, PORTS, PREFIX_MAPS, RATE_LIMIT, RULE, SLOT_META, SRC_SET, U32,
+    XDP_ACTIONS)
 
 COUNTER = RULE.offset["counter"]
 COUNTER_END = COUNTER + U32.size
@@ -31,12 +32,12 @@ class CompileError(_errors.XdpfleetError, ValueError):
     pass
 
 
-Compiled = namedtuple("Compiled", "default_action rules gen prefixes hosts meta counters")
+Compiled = namedtuple("Compiled", "default_action rules gen cond prefixes hosts meta counters")
 
 # The compiler reads packed rules column by column (one tuple per field) through a struct format that skips the
 # fields it does not need (pad bytes: unpacking them was a quarter of the work) and splits each address after its
 # first 4 bytes, which are the whole of an IPv4 address, so that IPv4 needs no slicing.
-COLUMNS_OF_FIELD = {"flags": ("flags",), "proto": ("protocol",), "family": ("family",), "src_len": ("src_len",),
+COLUMNS_OF_FIELD = {"action": ("action",), "flags": ("flags",), "more": ("more",), "proto": ("protocol",), "family": ("family",), "src_len": ("src_len",),
                     "dst_len": ("dst_len",), "port_lo": ("low",), "port_hi": ("high",),
                     "src": ("source_head", "source_tail"), "dst": ("destination_head", "destination_tail")}
 
@@ -101,7 +102,8 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
     positions: the position of each rule (increasing; see place_rules), 0, 1, 2... when not given; the
     positions between them are holes, which hold an empty rule that no index refers to.
     sets: {set tag: AddressSet} of the sets the rules name.
-    rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1);
+    rules: [packed xf_rule by position]; gen: 131328 u32 (first position + 1); cond: the packed xf_chain of the
+    general rules with further conditions (or a rate limit), which gen leaves out;
     prefixes: {short map name: {key: packed xf_chain}}; hosts: the IPv4 host tables (_fw_hosts.host_tables);
     meta: packed xf_slot_meta.
     """
@@ -112,19 +114,54 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
     raw = b"".join(packed)
     columns = _columns(raw)
     prefixes = dict((name, {}) for name in PREFIX_MAPS)
-    flags = _by_position(columns.flags, positions, 0)
     set_prefixes = _SetPrefixes(sets or {})
-    _compile_chains(columns, positions, flags, "source", prefixes, set_prefixes)
-    _compile_chains(columns, positions, flags, "destination", prefixes, set_prefixes)
+    for side in ("source", "destination"):
+        conditional = _by_position(_conditional(columns, side), positions, False)
+        _compile_chains(columns, positions, conditional, side, prefixes, set_prefixes)
     _check_prefix_capacity(prefixes)
     general = [index for index, (src_len, dst_len, rule_flags) in
                enumerate(zip(columns.src_len, columns.dst_len, columns.flags))
                if src_len == NO_PREFIX and dst_len == NO_PREFIX and not rule_flags & (SRC_SET | DST_SET)]
+    further = [index for index in general if columns.more[index] or columns.action[index] == RATE_LIMIT]
+    cond = _conditional_chain([positions[index] for index in further])
+    if RATE_LIMIT in columns.action:
+        _check_limits_per_packet(columns, positions, further, prefixes)
     action = XDP_ACTIONS[default_action]
     rules = _by_position(_split_with_counters(raw, counters), positions, EMPTY_RULE)
-    meta = SLOT_META.format.pack(action, len(rules), len(general), *(len(prefixes[name]) for name in PREFIX_MAPS))
-    return Compiled(action, rules, _compile_general(columns, positions, general), prefixes,
+    meta = SLOT_META.format.pack(action, len(rules), len(general), len(further),
+                                 *(len(prefixes[name]) for name in PREFIX_MAPS))
+    terminal = sorted(set(general) - set(further))
+    return Compiled(action, rules, _compile_general(columns, positions, terminal), cond, prefixes,
                     _fw_hosts.host_tables(prefixes), meta, counters)
+
+
+def _conditional_chain(positions):
+    """The packed xf_chain of the general rules that the index cannot stand for: each needs its own check."""
+    if len(positions) > CHAIN_MAX:
+        raise CompileError(
+            "%d rules without source or destination have conditions beyond protocol and port, or rate limits "
+            "(positions %s...), more than the %d the program checks for every packet: give them a source or "
+            "destination, or merge them" % (len(positions), ", ".join(map(str, positions[:CHAIN_MAX])), CHAIN_MAX))
+    return CHAIN.format.pack(len(positions), *positions, *_CHAIN_PAD[len(positions):])
+
+
+def _check_limits_per_packet(columns, positions, further, prefixes):
+    """Refuses a rule set in which one packet could go through more rate limits than the program follows: those
+    without addresses, plus the most on any one source chain, plus the most on any one destination chain."""
+    limited = set(position for position, action in zip(positions, columns.action) if action == RATE_LIMIT)
+    general = sum(1 for index in further if positions[index] in limited)
+    by_side = [max([_chain_limits(chain, limited) for name in PREFIX_MAPS if name[0] == side
+                    for chain in prefixes[name].values()] or [0]) for side in "sd"]
+    if general + sum(by_side) > LIMITS_PER_PACKET:
+        raise CompileError(
+            "a packet could go through %d rate limits (%d without source or destination, %d by its source, %d by "
+            "its destination), more than the %d the program follows: merge rate limits or narrow their matches"
+            % (general + sum(by_side), general, by_side[0], by_side[1], LIMITS_PER_PACKET))
+
+
+def _chain_limits(chain, limited):
+    length = U32.unpack_from(chain)[0]
+    return sum(1 for position in struct.unpack_from("<%dI" % length, chain, U32.size) if position in limited)
 
 
 PREFIX_MAP_WHAT = {"s": "source", "d": "destination", "4": "IPv4", "6": "IPv6", "h": "full-length", "t": "shorter"}
@@ -203,29 +240,33 @@ def patch_compiled(meta, rules, default_action, changed):
     rules = list(rules)
     for position, (packed, counter) in changed.items():
         rules[position] = packed[:COUNTER] + U32.pack(counter) + packed[COUNTER_END:]
-    return Compiled(action, rules, None, None, None, meta, None)
+    return Compiled(action, rules, None, None, None, None, meta, None)
 
 
 def match_digest(raw):
-    """Digest of concatenated packed rules without their actions and counters: the index maps
-    (gen, prefixes) of two rule sets are the same when this and their counts are."""
+    """Digest of concatenated packed rules without their counters, and of their actions only whether each is a
+    rate limit: the index maps (gen, cond, prefixes) of two rule sets are the same when this and their counts
+    are."""
     masked = bytearray(raw)
     count = len(masked) // RULE.size
-    for offset in (0,) + tuple(range(COUNTER, COUNTER_END)):
+    masked[0::RULE.size] = bytes(action == RATE_LIMIT for action in masked[0::RULE.size])
+    for offset in range(COUNTER, COUNTER_END):
         masked[offset::RULE.size] = bytes(count)
     return hashlib.sha256(masked).digest()
 
 
 def same_matches(packed, other):
-    """True when two packed rules differ at most in action and counter."""
-    return packed[1:COUNTER] == other[1:COUNTER] and \
-        packed[COUNTER_END:] == other[COUNTER_END:]
+    """True when two packed rules differ at most in counter and in a verdict (drop or pass) for another."""
+    return packed[1:COUNTER] == other[1:COUNTER] and packed[COUNTER_END:] == other[COUNTER_END:] and \
+        (packed[0] == RATE_LIMIT) == (other[0] == RATE_LIMIT)
 
 
-def _is_unconditional(flags, side):
-    """True when a rule with these flags, found through its `side` prefix, matches without further checks."""
+def _conditional(columns, side):
+    """Per rule, True unless it is a verdict for every packet its `side` prefix finds: it has no other
+    condition and is not a rate limit (which lets packets within it go on)."""
     conditions = HAS_PROTO | HAS_PORT | (HAS_DST if side == "source" else 0)
-    return not flags & conditions
+    return [bool(flags & conditions or more) or action == RATE_LIMIT
+            for flags, more, action in zip(columns.flags, columns.more, columns.action)]
 
 
 _CHAIN_PAD = [0] * CHAIN_MAX
@@ -298,9 +339,9 @@ def _add_to_group(group, address, position):
         group.more.setdefault(address, []).append(position)
 
 
-def _compile_chains(columns, positions, flags, side, prefixes, set_prefixes):
-    """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it; flags: the
-    rules' flags by position."""
+def _compile_chains(columns, positions, conditional, side, prefixes, set_prefixes):
+    """Each prefix of `side` gets the ordered positions of the rules whose prefix contains it, up to the first
+    that is not conditional (by position)."""
     groups = _side_groups(columns, positions, side, set_prefixes)
     for (version, prefixlen), group in groups.items():
         width = 32 if version == 4 else 128
@@ -318,7 +359,7 @@ def _compile_chains(columns, positions, flags, side, prefixes, set_prefixes):
             if len(chain) == 1:
                 target[key_head + raw] = ONE_RULE_CHAIN.pack(1, chain[0])
                 continue
-            chain = _truncate(chain, flags, side, version, prefixlen, int.from_bytes(raw, "big"))
+            chain = _truncate(chain, conditional, side, version, prefixlen, int.from_bytes(raw, "big"))
             target[key_head + raw] = CHAIN.format.pack(len(chain), *chain, *_CHAIN_PAD[len(chain):])
 
 
@@ -330,9 +371,9 @@ def _covering_positions(groups, version, lengths, raw):
         groups[version, length], (address >> (width - length) << (width - length)).to_bytes(width // 8, "big"))]
 
 
-def _truncate(chain, flags, side, version, prefixlen, address):
+def _truncate(chain, conditional, side, version, prefixlen, address):
     for index, position in enumerate(chain):
-        if _is_unconditional(flags[position], side):
+        if not conditional[position]:
             chain = chain[:index + 1]
             break
     if len(chain) > CHAIN_MAX:
@@ -346,7 +387,8 @@ def _truncate(chain, flags, side, version, prefixlen, address):
 
 def _compile_general(columns, positions, general):
     """First general rule (+1) per TCP port, UDP port and protocol; later writes are earlier rules. general:
-    the indexes of the rules with neither source nor destination. A TCP or UDP port entry also holds its
+    the indexes of the rules with neither source nor destination that take every packet of their protocol and
+    port. A TCP or UDP port entry also holds its
     protocol's entry when that comes first, so that the program looks up one entry per packet: the port's
     when the packet has ports, the protocol's when it has none."""
     table = [0] * GEN_ENTRIES

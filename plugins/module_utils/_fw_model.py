@@ -174,6 +174,7 @@ def _set_errors(values, where):
 # canonical form of Rule.to_dict (IPv4) are packed directly; anything else goes through parse_rule.
 
 FULL_MASK4 = 0xFFFFFFFF
+NO_MORE = (0,) * 13 + (b"",) + (0,) * 5  # the second half of an xf_rule without its conditions or rate limit
 
 
 def pack_canonical(values):
@@ -196,7 +197,7 @@ def pack_canonical(values):
     low, high = ports or (0, 0)
     return RULE.format.pack(XDP_ACTIONS[action], flags, number or 0, 4 if (src or dst) else 0, src_len, dst_len,
                             0, low, high, 0, set_tag(source_set) if source_set else src_bytes,
-                            set_tag(destination_set) if destination_set else dst_bytes, mask)
+                            set_tag(destination_set) if destination_set else dst_bytes, mask, *NO_MORE)
 
 
 def _canonical_sets(source_set, destination_set, source, destination):
@@ -316,7 +317,7 @@ def pack_rule(rule, counter=0):
         source.prefixlen if source else NO_PREFIX, destination.prefixlen if destination else NO_PREFIX, 0,
         low, high, counter, set_tag(rule.source_set) if rule.source_set else _address_bytes(source),
         set_tag(rule.destination_set) if rule.destination_set else _address_bytes(destination),
-        destination.netmask.packed if destination else b"")
+        destination.netmask.packed if destination else b"", *NO_MORE)
 
 
 def _address_bytes(network):

@@ -199,13 +199,14 @@ def _write_slot(maps, slot, compiled, edits, config):
                                      [compiled.hosts[table].get(index, EMPTY_BUCKET) for index in buckets])
         _libbpf.map_update_batch(maps["xf_gen_%d" % slot], [U32.pack(index) for index in edits.gen],
                                  [U32.pack(compiled.gen[index]) for index in edits.gen])
+        _libbpf.map_update(maps["xf_cond_%d" % slot], ZERO_U32, compiled.cond)
     _libbpf.map_update_batch(maps["xf_rules_%d" % slot], [U32.pack(position) for position in edits.rules],
                              [compiled.rules[position] for position in edits.rules])
     metas[slot] = compiled.meta
     write_config(maps, active, rate, metas)
 
 
-UNFINISHED_META = SLOT_META.format.pack(0, NO_RULE, *[0] * (1 + len(PREFIX_MAPS)))  # no rule set has NO_RULE rules
+UNFINISHED_META = SLOT_META.format.pack(0, NO_RULE, *[0] * (2 + len(PREFIX_MAPS)))  # no rule set has NO_RULE rules
 
 
 def _rule_edits(fd, rules, current=None):

@@ -14,7 +14,7 @@ __metaclass__ = type
 import struct
 from collections import namedtuple
 
-XF_SCHEMA_VERSION = 2  # bump with bpf/xdp_firewall.h when a layout below changes
+XF_SCHEMA_VERSION = 3  # bump with bpf/xdp_firewall.h when a layout below changes
 CHAIN_MAX = 16
 MAX_RULES = 131072
 MAX_PREFIXES = 131072  # entries per prefix hash or trie
@@ -24,6 +24,13 @@ GEN_ENTRIES = GEN_PROTO + 256
 NO_RULE = 0xFFFFFFFF
 NO_PREFIX = 0xFF
 HAS_PROTO, HAS_PORT, HAS_DST, SRC_SET, DST_SET = 1, 2, 4, 8, 16
+# xf_rule.more: the conditions of the rule's second half
+MORE_SPORT, MORE_TCP_FLAGS, MORE_ICMP_TYPE, MORE_ICMP_CODE, MORE_LENGTH, MORE_TTL, MORE_EXPIRES = 1, 2, 4, 8, 16, 32, 64
+RATE_LIMIT = 8  # xf_rule.action of a rate limit
+PER_RULE, PER_SOURCE = 0, 1
+LIMITS_PER_PACKET = 4  # rate limits one packet may go through
+LIMIT_SOURCES = 65536  # default entries of xf_limits
+COST_SHIFT = 16  # packet_cost and byte_cost are ns << COST_SHIFT
 
 XDP_ACTIONS = {"aborted": 0, "drop": 1, "pass": 2, "tx": 3, "redirect": 4}
 ACTION_NAMES = dict((code, name) for name, code in XDP_ACTIONS.items())
@@ -35,7 +42,7 @@ PREFIX_MAPS = ("s4h", "s4t", "s6h", "s6t", "d4h", "d4t", "d6h", "d6t")
 HOST_TABLES = {"s4h": "s4x", "d4h": "d4x"}
 HOST_BUCKETS, HOST_BUCKET_BITS, HOST_HASH, BUCKET_HOSTS = 32768, 15, 0x9E3779B1, 7
 CHAINED = 0xFFFFFFFE  # a host table's position for an address with more than one rule
-RULESET_MAPS = ("rules", "gen") + PREFIX_MAPS + tuple(HOST_TABLES.values())  # one slot's maps: xf_<name>_<slot>
+RULESET_MAPS = ("rules", "gen", "cond") + PREFIX_MAPS + tuple(HOST_TABLES.values())  # one slot's maps: xf_<name>_<slot>
 
 
 class Layout:
@@ -61,12 +68,16 @@ class Layout:
 
 RULE = Layout("xf_rule", (
     ("action", "B"), ("flags", "B"), ("proto", "B"), ("family", "B"), ("src_len", "B"), ("dst_len", "B"),
-    ("reserved", "H"), ("port_lo", "H"), ("port_hi", "H"), ("counter", "I"),
-    ("src", "16s"), ("dst", "16s"), ("dst_mask", "16s")))
+    ("more", "H"), ("port_lo", "H"), ("port_hi", "H"), ("counter", "I"),
+    ("src", "16s"), ("dst", "16s"), ("dst_mask", "16s"),
+    ("sport_lo", "H"), ("sport_hi", "H"), ("length_lo", "H"), ("length_hi", "H"), ("ttl_lo", "B"), ("ttl_hi", "B"),
+    ("tcp_set", "B"), ("tcp_clear", "B"), ("icmp_type", "B"), ("icmp_code", "B"), ("limit_per", "B"),
+    ("limit_prefix4", "B"), ("limit_prefix6", "B"), ("reserved", "7s"), ("expires", "Q"), ("packet_cost", "Q"),
+    ("packet_burst", "Q"), ("byte_cost", "Q"), ("byte_burst", "Q")))
 CHAIN = Layout("xf_chain", [("len", "I")] + [("pos%d" % index, "I") for index in range(CHAIN_MAX)])
 HOSTS4 = Layout("xf_hosts4", [("count", "I"), ("overflow", "I")] + [("addr%d" % index, "I") for index in range(BUCKET_HOSTS)]
                 + [("pos%d" % index, "I") for index in range(BUCKET_HOSTS)])
-SLOT_META = Layout("xf_slot_meta", [("default_action", "I"), ("rules", "I"), ("general", "I")]
+SLOT_META = Layout("xf_slot_meta", [("default_action", "I"), ("rules", "I"), ("general", "I"), ("conditional", "I")]
                    + [("prefixes_%s" % name, "I") for name in PREFIX_MAPS])
 CONFIG_HEAD = Layout("xf_config_head", (("active", "I"), ("sample_rate", "I")))  # then slot[2]: SLOT_META
 CONFIG_SIZE = CONFIG_HEAD.size + 2 * SLOT_META.size
@@ -75,6 +86,9 @@ EVENT = Layout("xf_event", (
     ("timestamp", "Q"), ("ifindex", "I"), ("position", "I"), ("counter", "I"), ("family", "B"), ("proto", "B"),
     ("action", "B"), ("reason", "B"), ("sport", "H"), ("dport", "H"), ("reserved", "I"), ("src", "16s"),
     ("dst", "16s")))
+LIMIT_KEY = Layout("xf_limit_key", (("counter", "I"), ("family", "I"), ("src", "16s")))
+LIMIT_STATE = Layout("xf_limit_state", (("packets_due", "Q"), ("bytes_due", "Q")))
+U64 = struct.Struct("<Q")  # xf_clock[0]
 U32 = struct.Struct("<I")  # keys of the array maps, values of xf_gen_N
 ZERO_U32 = U32.pack(0)
 

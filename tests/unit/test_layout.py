@@ -33,7 +33,9 @@ def firewall_btf(firewall_object):
             for name, kind in (("xf_rule", BTF_KIND_STRUCT), ("xf_chain", BTF_KIND_STRUCT),
                                ("xf_slot_meta", BTF_KIND_STRUCT), ("xf_config", BTF_KIND_STRUCT),
                                ("xf_datarec", BTF_KIND_STRUCT), ("xf_event", BTF_KIND_STRUCT), ("xf_hosts4", BTF_KIND_STRUCT),
-                               ("xf_rule_flags", BTF_KIND_ENUM), ("xf_prefix_map", BTF_KIND_ENUM)):
+                               ("xf_limit_key", BTF_KIND_STRUCT), ("xf_limit_state", BTF_KIND_STRUCT),
+                               ("xf_rule_flags", BTF_KIND_ENUM), ("xf_prefix_map", BTF_KIND_ENUM),
+                               ("xf_more_flags", BTF_KIND_ENUM), ("xf_limit_per", BTF_KIND_ENUM)):
                 type_id = find(btf._pointer, name.encode(), kind)
                 assert type_id > 0, "%s is not in the firewall's BTF" % name
                 described[name] = btf.type_tree(type_id)
@@ -72,7 +74,9 @@ def _field_sizes(layout):
 
 @pytest.mark.parametrize("layout, struct", [(_layout.RULE, "xf_rule"), (_layout.CHAIN, "xf_chain"),
                                             (_layout.SLOT_META, "xf_slot_meta"), (_layout.DATAREC, "xf_datarec"),
-                                            (_layout.EVENT, "xf_event"), (_layout.HOSTS4, "xf_hosts4")])
+                                            (_layout.EVENT, "xf_event"), (_layout.HOSTS4, "xf_hosts4"),
+                                            (_layout.LIMIT_KEY, "xf_limit_key"),
+                                            (_layout.LIMIT_STATE, "xf_limit_state")])
 def test_each_layout_is_the_struct_the_program_uses(firewall_btf, layout, struct):
     assert_layout_matches(layout, firewall_btf[struct])
 
@@ -90,6 +94,13 @@ def test_flags_and_prefix_map_order_are_the_programs(firewall_btf):
     assert (flags["XF_HAS_PROTO"], flags["XF_HAS_PORT"], flags["XF_HAS_DST"], flags["XF_SRC_SET"],
             flags["XF_DST_SET"]) == \
         (_layout.HAS_PROTO, _layout.HAS_PORT, _layout.HAS_DST, _layout.SRC_SET, _layout.DST_SET)
+    more = dict((name, value) for value, name in firewall_btf["xf_more_flags"]["names"].items())
+    assert [more["XF_" + name] for name in ("SPORT", "TCP_FLAGS", "ICMP_TYPE", "ICMP_CODE", "LENGTH", "TTL",
+                                            "EXPIRES")] == \
+        [_layout.MORE_SPORT, _layout.MORE_TCP_FLAGS, _layout.MORE_ICMP_TYPE, _layout.MORE_ICMP_CODE,
+         _layout.MORE_LENGTH, _layout.MORE_TTL, _layout.MORE_EXPIRES]
+    per = dict((name, value) for value, name in firewall_btf["xf_limit_per"]["names"].items())
+    assert (per["XF_PER_RULE"], per["XF_PER_SOURCE"]) == (_layout.PER_RULE, _layout.PER_SOURCE)
     order = firewall_btf["xf_prefix_map"]["names"]
     assert [order[index] for index in range(len(_layout.PREFIX_MAPS))] == \
         ["XF_%s" % name.upper() for name in _layout.PREFIX_MAPS]
@@ -115,7 +126,8 @@ def test_capacities_are_the_programs(firewall_object):
     with _libbpf.BpfObject(firewall_object) as firewall:
         firewall.load()
         sizes = dict((bpf_map.name, _libbpf.map_info(bpf_map.fd)["max_entries"]) for bpf_map in firewall.maps)
-    assert sizes["xf_rules_0"] == sizes["xf_hits"] == _layout.MAX_RULES
+    assert sizes["xf_rules_0"] == sizes["xf_hits"] == sizes["xf_passed"] == _layout.MAX_RULES
+    assert sizes["xf_limits"] == _layout.LIMIT_SOURCES
     assert set(sizes["xf_%s_%d" % (name, slot)] for name in _layout.PREFIX_MAPS for slot in (0, 1)) == \
         {_layout.MAX_PREFIXES}
     assert set(sizes["xf_%s_%d" % (table, slot)] for table in _layout.HOST_TABLES.values() for slot in (0, 1)) == \
