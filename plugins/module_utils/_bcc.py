@@ -12,7 +12,8 @@ truth (bpf/xdp_firewall.bpf.c) into bcc's dialect at load time:
    in the source are expanded, so every map reference is written out;
 3. BTF map definitions become BPF_F_TABLE declarations (optionally pinned, see below);
 4. functions taking a map pointer are specialised per map, then bpf_map_lookup_elem(&m, k)
-   becomes m.lookup(k) and bpf_ringbuf_reserve(&m, n, 0) m.ringbuf_reserve(n).
+   becomes m.lookup(k), bpf_map_update_elem(&m, k, v, BPF_NOEXIST) m.insert(k, v) and
+   bpf_ringbuf_reserve(&m, n, 0) m.ringbuf_reserve(n).
 
 Maps carried over on upgrade use bcc's own sharing mechanism: a section "maps/<type>:<pin path>"
 makes bcc use the map pinned there. bcc does not check that map's layout, so BccObject compares it.
@@ -47,9 +48,11 @@ MACRO_DEFINITION = re.compile(r'^[ \t]*#[ \t]*define[ \t]+(\w+)\(([^)]*)\)((?:[^
 MAP_DEFINITION = re.compile(r'struct\s*\{([^{}]*)\}\s*(\w+)\s+SEC\("\.maps"\)\s*;')
 MAP_ATTRIBUTE = re.compile(r'__(uint|type)\(\s*(\w+)\s*,\s*([^;]*?)\s*\)\s*;')
 PROGRAM_SECTION = re.compile(r'SEC\("(xdp[^"]*)"\)\s*(?:int|__u32|unsigned int)\s+(\w+)\s*\(')
+GLOBAL_FUNCTION = re.compile(r'^__noinline\s+', re.M)
 COMMENT = re.compile(r'/\*.*?\*/|//[^\n]*', re.S)
 INLINE_FUNCTION = re.compile(r'static\s+__always_inline\s+[\w\s\*]*?\b(\w+)\s*\(\s*(?:const\s+)?void\s*\*\s*(\w+)\s*,')
 MAP_LOOKUP = re.compile(r'bpf_map_lookup_elem\(\s*\(?&(\w+)\)?\s*,')
+MAP_INSERT = re.compile(r'bpf_map_update_elem\(\s*&(\w+)\s*,\s*([^,]+),\s*([^,]+),\s*BPF_NOEXIST\s*\)')
 DESIGNATED_LOCAL = re.compile(r'^([ \t]+(?:const\s+)?struct\s+\w+\s+)(\w+)\s*=\s*\{\s*(\.\w+\s*=[^{};]*?)\s*\};', re.M)
 OBJECT_MACRO = re.compile(r'^[ \t]*#[ \t]*define[ \t]+(\w+)[ \t]+(\w+)[ \t]*$', re.M)
 RINGBUF_RESERVE = re.compile(r'bpf_ringbuf_reserve\(\s*\(?&(\w+)\)?\s*,\s*([^,()]+(?:\([^()]*\))?)\s*,\s*0\s*\)')
@@ -193,13 +196,16 @@ def translate(text, pins=None):
                                                          pins.get(m.group(2))), text)
     text = re.sub(r'SEC\("xdp[^"]*"\)\s*', "", text)
     text = DESIGNATED_LOCAL.sub(_zero_then_assign, text)
+    text = GLOBAL_FUNCTION.sub("static __always_inline ", text)  # bcc cannot call a global function
     text = _specialise_map_functions(text, definitions)
     text = MAP_LOOKUP.sub(lambda m: "%s.lookup(" % m.group(1), text)
+    text = MAP_INSERT.sub(lambda m: "%s.insert(%s, %s)" % m.groups(), text)
     text = RINGBUF_RESERVE.sub(lambda m: "%s.ringbuf_reserve(%s)" % (m.group(1), m.group(2)), text)
     leftover = re.findall(r"&(%s)\b" % "|".join(map(re.escape, definitions)), text) if definitions else []
     if leftover:
         raise BccError("map %s is used in a way the bcc translation does not support (only "
-                       "bpf_map_lookup_elem, bpf_ringbuf_reserve and inline functions taking the map "
+                       "bpf_map_lookup_elem, bpf_map_update_elem with BPF_NOEXIST, bpf_ringbuf_reserve and "
+                       "inline functions taking the map "
                        "as first argument)" % leftover[0])
     return COMPAT_HEADER + text, list(definitions), programs
 
