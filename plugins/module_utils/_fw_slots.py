@@ -12,6 +12,7 @@ import ctypes
 import errno
 import itertools
 import os
+import time
 from array import array
 from collections import namedtuple
 
@@ -21,8 +22,8 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_D
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_hosts import EMPTY_BUCKET, bucket_edits
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import read_config
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, HOST_BUCKETS, HOSTS4, NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE,
-    SLOT_META, SRC_SET, U32, ZERO_U32)
+    CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, HOST_BUCKETS, HOSTS4, LIMIT_KEY, LIMIT_STATE, NO_PREFIX, NO_RULE,
+    PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, U64, ZERO_U32)
 
 READ_CHUNK = 8192  # elements per BPF_MAP_LOOKUP_BATCH call when reading a map back
 # byte offsets into packed rules and metas
@@ -62,6 +63,7 @@ def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None, sets_change
     for slots whose rules are known, which are then not read back. sets_changed: the prefixes of a set
     changed, so the prefix maps are read back (the rules alone do not say which entries differ).
     """
+    set_clock(maps)
     active, rate, metas = read_config(maps)
     target = 1 - active
     rules_now = dict(rules_now or {})
@@ -294,6 +296,24 @@ def _prefix_edits(fd, desired):
 
 
 def reset_hits(maps, counters):
-    """Zeroes the hit counters of these slots on every CPU, in one batch."""
+    """Zeroes the hit and rate-limit counters of these slots on every CPU, in one batch each, and forgets the
+    rate-limit buckets kept under them."""
     zero = bytes(_libbpf.percpu_value_size(DATAREC.size) * _libbpf.num_possible_cpus())
-    _libbpf.map_update_batch(maps["xf_hits"], [U32.pack(counter) for counter in counters], [zero] * len(counters))
+    keys = [U32.pack(counter) for counter in counters]
+    for name in ("xf_hits", "xf_passed"):
+        _libbpf.map_update_batch(maps[name], keys, [zero] * len(counters))
+    if counters:
+        _forget_buckets(maps["xf_limits"], set(counters))
+
+
+def _forget_buckets(fd, counters):
+    """Deletes the xf_limits buckets of these counter slots (a rule given a slot starts with full buckets)."""
+    keys = [key for key, _state in _libbpf.map_items(fd, LIMIT_KEY.size, LIMIT_STATE.size, READ_CHUNK)
+            if U32.unpack_from(key)[0] in counters]
+    _libbpf.map_delete_batch(fd, keys)
+
+
+def set_clock(maps):
+    """xf_clock[0] := the wall clock minus the boot clock, by which the program tells a rule's deadline."""
+    offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    _libbpf.map_update(maps["xf_clock"], ZERO_U32, U64.pack(offset))
