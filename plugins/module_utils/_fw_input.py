@@ -38,7 +38,7 @@ def config_items(config):
 
 
 def entry_values(entry):
-    """The canonical (action, source, destination, protocol, port) of an entry."""
+    """The canonical values of RULE_KEYS of an entry."""
     return tuple(map(entry.get, RULE_KEYS))
 
 
@@ -78,7 +78,8 @@ Parsed = namedtuple("Parsed", "entries pairs as_given")
 class Entries:
     """Turns config items into entries; knows the packed xf_rule of every canonical value seen."""
 
-    def __init__(self):
+    def __init__(self, now=None):
+        self.now = now  # epoch seconds by which expires_at is checked (default: the clock at each parse)
         self.known = set()
         self.packed_of = {}
         self.pending = []
@@ -142,10 +143,11 @@ class Entries:
         if known:
             entry = dict((key, value) for key, value in item.items() if value is not None and key != "name")
         else:
-            rule = parse_rule(dict((k, v) for k, v in item.items() if k != "name"), "config[%d]" % index)
+            rule = parse_rule(dict((k, v) for k, v in item.items() if k != "name"), "config[%d]" % index, self.now)
             entry = _entry(rule, None)
             self.known.add(entry_values(entry))
-            self.packed_of[entry_values(entry)] = pack_rule(rule)
+            if rule.expires_after is None:  # else packed once _fw_expiry gives it a deadline
+                self.packed_of[entry_values(entry)] = pack_rule(rule)
         if name:
             entry["name"] = name
         return entry
@@ -162,7 +164,7 @@ class Entries:
                 for position, entry, value in zip(positions, entries, values)]
 
     def _parse(self, entry, index):
-        rule = parse_rule(dict((k, v) for k, v in entry.items() if k != "name"), "rule %d" % (index + 1))
+        rule = parse_rule(dict((k, v) for k, v in entry.items() if k != "name"), "rule %d" % (index + 1), self.now)
         self.packed_of[entry_values(entry)] = pack_rule(rule)
         return self.packed_of[entry_values(entry)]
 

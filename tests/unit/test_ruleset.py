@@ -36,7 +36,7 @@ BAD = rule("drop", source="198.19.0.0/16")
 
 def test_named_rule_is_identified_by_name_and_others_by_match():
     assert _fw_model.rule_key(SSH) == ("name", "ssh")
-    assert _fw_model.rule_key(BAD) == ("match", "198.19.0.0/16", None, None, None, None, None)
+    assert _fw_model.rule_key(BAD) == ("match", "198.19.0.0/16") + (None,) * (len(_fw_model.MATCH_FIELDS) - 1)
     assert _fw_model.rule_key(dict(BAD, action="pass")) == _fw_model.rule_key(BAD)
 
 
