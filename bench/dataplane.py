@@ -7,7 +7,10 @@ rule drops) on a veth in a namespace this script creates and removes, with
 LIBXDP_SKIP_DISPATCHER=1 so its own program is the one attached; it is run by id.
 Addresses: 198.18.0.0/15 only (IPv6 frames use its IPv4-mapped form).
 
-    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--bcc] [--breakdown] [--cpu N]
+    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--limits] [--bcc] [--breakdown] [--cpu N]
+
+With --limits, a rate limit's cost: UDP over its per-source limit, with 10,000 sources tracked in the limit's
+LRU, against UDP dropped by a plain port rule of the same firewall.
 
 With --breakdown, where the nanoseconds go: the same frames through the firewall with rule sets that switch on
 one lookup path at a time (nothing but parsing and counting; the port/protocol index; the source host table; a
@@ -34,6 +37,7 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_model, _fw_slots, _hostfs, _libbpf  # noqa: E402
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import LIMIT_KEY  # noqa: E402
 from bench.addresses import host_addresses as blocked_sources  # noqa: E402
 from tests.helpers import reference  # noqa: E402
 
@@ -222,6 +226,36 @@ def scale(args):
     return rows
 
 
+LIMITED_PORT, DROPPED_PORT, TRACKED_SOURCES = 9000, 9001, 10000
+LIMIT_RULES = ({"action": "rate_limit", "protocol": "udp", "port": LIMITED_PORT, "pps": 1, "burst": 1, "per": "source"},
+               {"action": "drop", "protocol": "udp", "port": DROPPED_PORT})
+
+
+def limits(args):
+    """ns per packet of UDP over its per-source rate limit (TRACKED_SOURCES sources tracked) and of UDP dropped
+    by a plain port rule, in one firewall."""
+    ether = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    sources = [str(address) for address in ipaddress.ip_network("198.18.0.0/15").hosts()][:TRACKED_SOURCES]
+    with _libbpf.BpfObject(FIREWALL) as ours:
+        ours.load()
+        fd, maps = ours.program("xdpfleet_fw").fd, reference.map_fds(ours)
+        load_ruleset(maps, [_fw_model.parse_rule(rule) for rule in LIMIT_RULES])
+        for source in sources:  # each source's first packet is within its burst and starts its bucket
+            _libbpf.prog_test_run(fd, bytes(ether / IP(src=source, dst=DESTINATION) / UDP(dport=LIMITED_PORT)))
+        tracked = len(_libbpf.map_keys(maps["xf_limits"], LIMIT_KEY.size))
+        measured = sources[::len(sources) // SOURCES][:SOURCES]
+        rows = []
+        for name, port in (("UDP over its rate limit", LIMITED_PORT), ("UDP dropped by port", DROPPED_PORT)):
+            packets = [bytes(ether / IP(src=source, dst=DESTINATION) / UDP(dport=port)) for source in measured]
+            for frame in packets:  # spends what the buckets refilled (1 packet a second) since they started
+                _libbpf.prog_test_run(fd, frame)
+            rows.append((name, [ns_per_packet(fd, packets, XDP_DROP, args.repeat, args.runs)]))
+    print("\nlimits: %d sources tracked; ns per packet (median of %d x %d repeats); limited / plain drop %.2f"
+          % (tracked, args.runs, args.repeat, rows[0][1][0] / rows[1][1][0]))
+    print(table(["packet"], ["ns"], rows))
+    return rows
+
+
 # (name, rules): each adds one lookup path to the one before (see docs/PERFORMANCE.md, "Where the nanoseconds go")
 BREAKDOWN_STEPS = (
     ("no rules: parse, config, stats", lambda blocked: []),
@@ -266,6 +300,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=1000000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scale", action="store_true", help="also compare 10 with 100,000 rules")
+    parser.add_argument("--limits", action="store_true", help="also a rate limit's cost (see the docstring)")
     parser.add_argument("--bcc", action="store_true", help="also the firewall compiled by bcc (16 s to compile)")
     parser.add_argument("--json", help="write the comparison to this file")
     parser.add_argument("--breakdown", action="store_true", help="only where the nanoseconds go (see the docstring)")
@@ -279,6 +314,8 @@ def main():
     results = compare(args)
     if args.scale:
         scale(args)
+    if args.limits:
+        limits(args)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

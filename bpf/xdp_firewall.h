@@ -120,7 +120,7 @@ struct xf_limit_key {
 };
 
 struct xf_limit_state {          /* updated with compare-and-swap: LRU maps cannot hold a bpf_spin_lock */
-	__u64 packets_due;       /* boot ns at which the packets let through so far are paid off */
+	__u64 packets_due;       /* monotonic ns at which the packets let through so far are paid off */
 	__u64 bytes_due;
 };
 
