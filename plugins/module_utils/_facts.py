@@ -9,11 +9,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import contextlib
 import heapq
 import itertools
 import operator
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
@@ -23,8 +25,11 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import Ker
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_index
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
+    LIMIT_KEY, LIMIT_STATE, MORE_EXPIRES, RATE_LIMIT, RULE, U32)
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
+RATE_LIMIT_MAPS = ("xf_passed", "xf_limits")  # absent from objects before map schema version 3
 NETDEV_XDP_ACT_BASIC = 1 << 0
 NETDEV_XDP_ACT_HW_OFFLOAD = 1 << 4
 SYS_NET = "/sys/class/net"
@@ -110,16 +115,69 @@ def top_rules(kernel, index, top):
     return result
 
 
+def _positions_where(kernel, field, test):
+    """The rule numbers whose packed byte at this field's offset passes test."""
+    column = kernel.raw[RULE.offset[field]::RULE.size]
+    return [number for number, position in enumerate(kernel.positions) if test(column[position])]
+
+
+def _sources_tracked(limits_fd):
+    """{counter slot: buckets xf_limits holds for it}."""
+    tracked = collections.Counter()
+    for key, _state in libbpf.map_items(limits_fd, LIMIT_KEY.size, LIMIT_STATE.size, 8192):
+        tracked[U32.unpack_from(key)[0]] += 1
+    return tracked
+
+
+def _rule_summary(kernel, index, number, set_names):
+    rule, counter = kernel.rule_at(number, set_names)
+    return rule, counter, {"position": number + 1, "name": index.names.get(number), "rule": rule_line(rule.to_dict())}
+
+
+def rate_limits(kernel, index, maps):
+    """Each rate-limit rule: its position, name, text, the packets and bytes it let on (passed) and dropped
+    (limited), and the sources (or prefixes) it tracks a bucket for."""
+    numbers = _positions_where(kernel, "action", RATE_LIMIT.__eq__)
+    if not numbers or "xf_passed" not in maps:
+        return []
+    set_names, counters = tag_names(index.sets), kernel.counters()
+    slots = max(counters[number] for number in numbers) + 1
+    passed, hits = PerCpuRecords(maps["xf_passed"], slots), PerCpuRecords(maps["xf_hits"], slots)
+    tracked = _sources_tracked(maps["xf_limits"])
+    result = []
+    for number in numbers:
+        _rule, counter, summary = _rule_summary(kernel, index, number, set_names)
+        (passed_packets, passed_bytes), (limited_packets, limited_bytes) = passed.summed(counter), hits.summed(counter)
+        summary.update(passed={"packets": passed_packets, "bytes": passed_bytes},
+                       limited={"packets": limited_packets, "bytes": limited_bytes}, sources=tracked[counter])
+        result.append(summary)
+    return result
+
+
+def expiring_rules(kernel, index, now=None):
+    """Each rule with a deadline: its position, name, text, expires_at and the seconds left (0 once passed: the
+    data plane no longer matches it, and the next xdp_rules run removes it)."""
+    now = time.time() if now is None else now
+    set_names = tag_names(index.sets)
+    result = []
+    for number in _positions_where(kernel, "more", lambda more: more & MORE_EXPIRES):
+        rule, _counter, summary = _rule_summary(kernel, index, number, set_names)
+        summary.update(expires_at=rule.to_dict()["expires_at"], seconds_left=max(0, int(rule.expires_at - now)))
+        result.append(summary)
+    return result
+
+
 # --- one interface --------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def firewall_maps(described):
-    """{name: fd} of the firewall maps of the attached program (by id, so pins are not needed)."""
+    """{name: fd} of the firewall maps of the attached program (by id, so pins are not needed); the rate-limit
+    maps where the program has them."""
     ids = dict((item["name"], item["id"]) for item in described["maps"])
     fds = {}
     try:
         if all(name in ids for name in FIREWALL_MAPS):
-            for name in FIREWALL_MAPS:
+            for name in FIREWALL_MAPS + tuple(name for name in RATE_LIMIT_MAPS if name in ids):
                 fds[name] = libbpf.map_fd_by_id(ids[name])
         yield fds
     finally:
@@ -138,12 +196,15 @@ def firewall_facts(maps, interface, per_cpu, top, state_dir):
         "active_slot": kernel.active,
         "stats": action_stats(maps["xf_stats"], per_cpu),
         "top_rules": top_rules(kernel, index, top),
+        "rate_limits": rate_limits(kernel, index, maps),
+        "expiring_rules": expiring_rules(kernel, index),
         "sets": index.sets,
     }
 
 
 EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None, "sample_rate": None,
-                  "active_slot": None, "stats": {}, "top_rules": [], "sets": {}}
+                  "active_slot": None, "stats": {}, "top_rules": [], "rate_limits": [], "expiring_rules": [],
+                  "sets": {}}
 
 
 def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):

@@ -64,6 +64,19 @@ def rule_hit_samples(field):
     return samples
 
 
+def rate_limit_samples(*path):
+    """Samples of a figure of each rate-limit rule: rule[path[0]][path[1]]..."""
+    def samples(metric, name, interface):
+        for rule in interface.get("rate_limits", []):
+            labels = [("interface", name), ("position", rule["position"]), ("name", rule["name"]),
+                      ("rule", rule["rule"])]
+            value = rule
+            for key in path:
+                value = value[key]
+            yield sample(metric, labels, value)
+    return samples
+
+
 # (name, type, help, samples(name, interface name, interface facts), firewall interfaces only)
 FAMILIES = (
     ("xdpfleet_program_attached", "gauge",
@@ -85,6 +98,15 @@ FAMILIES = (
     ("xdpfleet_rule_hit_bytes_total", "counter",
      "Bytes of the packets matched by each of the most hit rules.",
      rule_hit_samples("bytes"), True),
+    ("xdpfleet_rate_limit_passed_packets_total", "counter",
+     "Packets each rate-limit rule let on to the rules after it.",
+     rate_limit_samples("passed", "packets"), True),
+    ("xdpfleet_rate_limit_limited_packets_total", "counter",
+     "Packets each rate-limit rule dropped as over its limit.",
+     rate_limit_samples("limited", "packets"), True),
+    ("xdpfleet_rate_limit_sources", "gauge",
+     "Sources (or source prefixes) each rate-limit rule keeps a bucket for now.",
+     rate_limit_samples("sources"), True),
 )
 
 

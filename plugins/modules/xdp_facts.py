@@ -103,8 +103,12 @@ ansible_facts:
             - For the xdpfleet firewall (C(firewall=true)) also C(rule_count), C(default_action),
               C(sample_rate), C(active_slot), C(stats) (per reason C(aborted), C(drop), C(pass), C(tx),
               C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request) and
-              C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes))
-              and C(sets) (the entries of each address set the rules name, by set name).
+              C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes)),
+              C(rate_limits) (each rate-limit rule: C(position), C(name), C(rule), C(passed) and C(limited), each
+              with C(packets) and C(bytes), and C(sources), the sources or prefixes it keeps a bucket for),
+              C(expiring_rules) (each rule with a deadline: C(position), C(name), C(rule), C(expires_at) and
+              C(seconds_left), 0 once it has passed) and C(sets) (the entries of each address set the rules
+              name, by set name).
           type: dict
           sample:
             eth0:
@@ -128,6 +132,11 @@ ansible_facts:
               stats: {"drop": {"packets": 50, "bytes": 4900}, "pass": {"packets": 12, "bytes": 1140}}
               top_rules: [{"position": 1, "name": "no-ping", "rule": "drop icmp from 198.18.0.2/32 to any",
                            "action": "drop", "counter": 0, "packets": 50, "bytes": 4900}]
+              rate_limits: [{"position": 2, "name": "syn-flood", "sources": 31,
+                             "rule": "rate_limit tcp from any to any tcp_flags syn,!ack (50 pps burst 100 per source /32)",
+                             "passed": {"packets": 1500, "bytes": 90000}, "limited": {"packets": 98500, "bytes": 5910000}}]
+              expiring_rules: [{"position": 1, "name": "block-scanner", "rule": "drop ip from 198.18.7.0/24 to any",
+                                "expires_at": "2026-12-05T18:00:00Z", "seconds_left": 3480}]
 """
 
 from ansible.module_utils.basic import AnsibleModule

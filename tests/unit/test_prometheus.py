@@ -14,11 +14,11 @@ VERDICTS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
-def firewall(top_rules=()):
+def firewall(top_rules=(), rate_limits=()):
     return {"attached": True, "owner": "xdpfleet", "mode": "native", "tag": "3b185187f1855c4c",
             "object_sha256": "9f" * 32, "firewall": True, "rule_count": 2, "default_action": "pass",
             "stats": {verdict: {"packets": 10 + index, "bytes": 1000 + index} for index, verdict in enumerate(VERDICTS)},
-            "top_rules": list(top_rules)}
+            "top_rules": list(top_rules), "rate_limits": list(rate_limits)}
 
 
 NOTHING_ATTACHED = {"attached": False, "owner": None, "mode": None, "tag": None, "object_sha256": None,
@@ -27,6 +27,9 @@ NO_PING = {"position": 1, "name": "no-ping", "rule": "drop icmp from 198.18.0.2/
            "counter": 0, "packets": 50, "bytes": 4900}
 UNNAMED = {"position": 2, "name": None, "rule": "drop udp to any port 53", "action": "drop",
            "counter": 1, "packets": 0, "bytes": 0}
+SYN_FLOOD = {"position": 3, "name": "syn-flood", "sources": 31,
+             "rule": "rate_limit tcp from any to any tcp_flags syn,!ack (50 pps burst 100 per source /32)",
+             "passed": {"packets": 1500, "bytes": 90000}, "limited": {"packets": 98500, "bytes": 5910000}}
 
 
 def families(text):
@@ -58,6 +61,10 @@ def test_every_family_has_a_valid_name_a_type_and_help():
         "xdpfleet_bytes_total": ("counter", found["xdpfleet_bytes_total"][1]),
         "xdpfleet_rule_hit_packets_total": ("counter", found["xdpfleet_rule_hit_packets_total"][1]),
         "xdpfleet_rule_hit_bytes_total": ("counter", found["xdpfleet_rule_hit_bytes_total"][1]),
+        "xdpfleet_rate_limit_passed_packets_total": ("counter", found["xdpfleet_rate_limit_passed_packets_total"][1]),
+        "xdpfleet_rate_limit_limited_packets_total": ("counter",
+                                                      found["xdpfleet_rate_limit_limited_packets_total"][1]),
+        "xdpfleet_rate_limit_sources": ("gauge", found["xdpfleet_rate_limit_sources"][1]),
     }
     for name, (kind, help_text) in found.items():
         assert METRIC_NAME.match(name) and help_text, name
@@ -92,6 +99,16 @@ def test_each_top_rule_gives_a_packets_and_a_bytes_sample_with_escaped_labels():
     assert samples(text, "xdpfleet_rule_hit_bytes_total")[0].endswith("} 4900")
 
 
+def test_each_rate_limit_gives_passed_limited_and_tracked_sources():
+    text = _prometheus.render({"eth0": firewall(rate_limits=[SYN_FLOOD])})
+    labels = 'interface="eth0",position="3",name="syn-flood",rule="%s"' % SYN_FLOOD["rule"]
+    assert samples(text, "xdpfleet_rate_limit_passed_packets_total") == [
+        "xdpfleet_rate_limit_passed_packets_total{%s} 1500" % labels]
+    assert samples(text, "xdpfleet_rate_limit_limited_packets_total") == [
+        "xdpfleet_rate_limit_limited_packets_total{%s} 98500" % labels]
+    assert samples(text, "xdpfleet_rate_limit_sources") == ["xdpfleet_rate_limit_sources{%s} 31" % labels]
+
+
 def test_interface_without_the_firewall_only_reports_not_attached():
     text = _prometheus.render({"eth1": NOTHING_ATTACHED, "eth0": firewall()})
     assert samples(text, "xdpfleet_program_attached") == [
@@ -102,7 +119,8 @@ def test_interface_without_the_firewall_only_reports_not_attached():
 
 
 @pytest.mark.parametrize("interfaces", [{}, {"eth0": NOTHING_ATTACHED},
-                                        {"eth0": firewall([NO_PING, UNNAMED]), "eth1": NOTHING_ATTACHED}])
+                                        {"eth0": firewall([NO_PING, UNNAMED], [SYN_FLOOD]),
+                                         "eth1": NOTHING_ATTACHED}])
 def test_promtool_accepts_the_textfile(interfaces):
     checked = subprocess.run(["promtool", "check", "metrics"], input=_prometheus.render(interfaces),
                              capture_output=True, text=True, timeout=30, check=False)

@@ -1,0 +1,146 @@
+"""Rate limits in the program, packet by packet: a burst goes on to the rules after the limit and what exceeds it
+is dropped and counted as the limit's hit; buckets per source, per prefix and per rule; refill; byte rates; the
+facts that report them; the compiler's limits."""
+
+import time
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _fw_compile, _fw_kernel, _fw_slots, _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import Index
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import LIMIT_KEY, XDP_ACTIONS
+from tests.helpers import reference
+from tests.helpers.reference import parse_rules
+
+from .conftest import OBJECT, PROGRAM
+
+PASS, DROP = XDP_ACTIONS["pass"], XDP_ACTIONS["drop"]
+A, A_NEIGHBOUR, B, SERVER = "198.18.1.7", "198.18.1.8", "198.18.2.9", "198.19.0.1"
+PORT = 9000
+# within its limit a packet goes on to `pass udp`; with nothing after the limit matching, it would be dropped
+LIMIT_THEN_PASS = [{"action": "pass", "protocol": "udp"}]
+
+
+@pytest.fixture(scope="module")
+def limiter():
+    """A firewall of this module's own, so that its buckets and counters start empty."""
+    with _libbpf.BpfObject(OBJECT) as bpf_object:
+        bpf_object.load()
+        yield bpf_object.program(PROGRAM).fd, reference.map_fds(bpf_object)
+
+
+def apply(limiter, limit, default_action="drop"):
+    """Applies [rate_limit udp port PORT with `limit`, pass udp], their counters and buckets fresh; returns the
+    counter slots."""
+    _fd, maps = limiter
+    rules = parse_rules([dict({"action": "rate_limit", "protocol": "udp", "port": PORT}, **limit)] + LIMIT_THEN_PASS)
+    compiled = reference.compile_rules(rules, default_action)
+    _fw_slots.apply_ruleset(maps, compiled, fresh_counters=compiled.counters)
+    return compiled.counters
+
+
+def udp(source, size=0):
+    ip = IPv6(src=source, dst="::ffff:" + SERVER) if ":" in source else IP(src=source, dst=SERVER)
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip / UDP(sport=1234, dport=PORT)
+                 / (b"x" * size))
+
+
+def verdicts(limiter, sources):
+    fd, _maps = limiter
+    return [_libbpf.prog_test_run(fd, udp(source))[0] for source in sources]
+
+
+def counts(limiter, counter):
+    """(passed packets, limited packets) of a rate limit's counter slot."""
+    _fd, maps = limiter
+    passed = _fw_kernel.PerCpuRecords(maps["xf_passed"], counter + 1).summed(counter)[0]
+    limited = _fw_kernel.PerCpuRecords(maps["xf_hits"], counter + 1).summed(counter)[0]
+    return passed, limited
+
+
+def test_a_burst_goes_on_to_the_next_rules_and_the_rest_is_dropped_as_the_limits_hit(limiter):
+    counters = apply(limiter, {"pps": 1, "burst": 3})
+    assert verdicts(limiter, [A] * 5) == [PASS] * 3 + [DROP] * 2
+    assert counts(limiter, counters[0]) == (3, 2)
+    assert counts(limiter, counters[1])[1] == 3  # the pass rule took what the limit let on
+
+
+def test_each_source_has_its_own_bucket(limiter):
+    apply(limiter, {"pps": 1, "burst": 2})
+    assert verdicts(limiter, [A, A, A, B, B, B, A_NEIGHBOUR]) == [PASS, PASS, DROP, PASS, PASS, DROP, PASS]
+
+
+def test_a_per_prefix_bucket_covers_its_prefix(limiter):
+    apply(limiter, {"pps": 1, "burst": 2, "per_prefix": 24})
+    assert verdicts(limiter, [A, A_NEIGHBOUR, A, B]) == [PASS, PASS, DROP, PASS]
+
+
+def test_ipv6_sources_share_a_bucket_per_64_by_default(limiter):
+    apply(limiter, {"pps": 1, "burst": 1})
+    assert verdicts(limiter, ["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:2::1"]) == [PASS, DROP, PASS]
+
+
+def test_a_per_rule_bucket_is_shared_by_every_source(limiter):
+    counters = apply(limiter, {"pps": 1, "burst": 3, "per": "rule"})
+    assert verdicts(limiter, [A, B, A_NEIGHBOUR, B]) == [PASS, PASS, PASS, DROP]
+    _fd, maps = limiter
+    keys = [LIMIT_KEY.unpack(key) for key in _libbpf.map_keys(maps["xf_limits"], LIMIT_KEY.size)]
+    assert [key for key in keys if key.counter == counters[0]] == [LIMIT_KEY.Values(counters[0], 0, bytes(16))]
+
+
+def test_a_bucket_refills_at_the_rate(limiter):
+    apply(limiter, {"pps": 20, "burst": 1})
+    assert verdicts(limiter, [A, A]) == [PASS, DROP]
+    time.sleep(0.3)  # 6 packets' worth, seen through a clock that moves by kernel ticks
+    refilled = verdicts(limiter, [A] * 10).count(PASS)
+    assert 1 <= refilled <= 2  # a burst of 1 holds one packet however long the wait
+
+
+def test_a_byte_rate_counts_whole_frames(limiter):
+    apply(limiter, {"bps": 8000, "burst_bytes": 1514})  # 1,000 bytes a second
+    fd, _maps = limiter
+    frame = udp(A, size=200)  # 242 bytes with Ethernet, IP and UDP headers
+    assert [_libbpf.prog_test_run(fd, frame)[0] for _ in range(8)] == [PASS] * 6 + [DROP] * 2
+
+
+def test_facts_report_passed_limited_and_tracked_sources(limiter):
+    counters = apply(limiter, {"pps": 1, "burst": 1})
+    verdicts(limiter, [A, A, A, B])
+    _fd, maps = limiter
+    kernel = _fw_kernel.KernelRuleset(maps)
+    (limit,) = _facts.rate_limits(kernel, Index({}, {}), maps)
+    assert (limit["position"], limit["passed"]["packets"], limit["limited"]["packets"], limit["sources"]) == \
+        (1, 2, 2, 2)
+    assert limit["rule"].startswith("rate_limit udp") and counts(limiter, counters[0]) == (2, 2)
+
+
+def test_facts_give_the_seconds_a_rule_has_left(limiter):
+    _fd, maps = limiter
+    now = time.time()
+    rules = parse_rules([{"action": "drop", "source": B, "expires_after": 600}])
+    rules = [rule._replace(expires_at=int(now) + 600, expires_after=None) for rule in rules]
+    _fw_slots.apply_ruleset(maps, reference.compile_rules(rules, "pass"))
+    (rule,) = _facts.expiring_rules(_fw_kernel.KernelRuleset(maps), Index({}, {}), now=now)
+    assert rule["position"] == 1 and 599 <= rule["seconds_left"] <= 600
+    assert _facts.expiring_rules(_fw_kernel.KernelRuleset(maps), Index({}, {}), now=now + 700)[0]["seconds_left"] == 0
+
+
+def test_more_rate_limits_on_one_packets_path_than_the_program_follows_are_refused():
+    limit = {"action": "rate_limit", "pps": 100}
+    rules = parse_rules([dict(limit, protocol="udp"), dict(limit, source="198.18.0.0/16"),
+                         dict(limit, source="198.18.1.0/24"), dict(limit, destination="198.19.0.0/16")])
+    with pytest.raises(_fw_compile.CompileError, match="a packet could go through 4 rate limits "
+                                                       r"\(1 without source or destination, 2 by its source, "
+                                                       r"1 by its destination\), more than the 3"):
+        reference.compile_rules(rules, "pass")
+    reference.compile_rules(rules[:3], "pass")
+
+
+def test_more_general_rules_with_further_conditions_than_the_program_checks_are_refused():
+    rules = parse_rules([{"action": "drop", "protocol": "udp", "ttl": ttl} for ttl in range(17)])
+    with pytest.raises(_fw_compile.CompileError, match="17 rules without source or destination have conditions"):
+        reference.compile_rules(rules, "pass")
+    reference.compile_rules(rules[:16], "pass")
