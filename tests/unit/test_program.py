@@ -5,6 +5,7 @@ Objects are compiled here and opened (not loaded) with libbpf, so no kernel stat
 map_sizes tests, whose namespace and private bpffs go away with them.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -143,7 +144,7 @@ def sized(tmp_path, firewall):
                                compiler="clang", cflags=[], program=None, mode="native", pin_dir=str(bpffs / "pins"),
                                object_sha256=None, force=False, map_migration="keep"), **params)
             return _in_namespace(namespace, program.run, params, check_mode)
-        run.pin_dir = str(bpffs / "pins")
+        run.pin_dir, run.namespace = str(bpffs / "pins"), namespace
         yield run
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=True)
@@ -247,3 +248,48 @@ def test_every_problem_of_map_sizes_is_named_at_once(sized):
 def test_a_size_given_as_digits_is_taken():
     assert program.requested_map_sizes({"xf_limits": "1000", "flows": 7}) == {"xf_limits": 1000, "flows": 7}
     assert program.requested_map_sizes(None) == {}
+
+
+# bcc's Python bindings are the system interpreter's; the runs and the reads of their maps happen there.
+BCC_RUNS = """
+import json, os, sys
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _program
+source, pin_dir = sys.argv[1], sys.argv[2]
+base = dict(interface="szt0", state="attached", src=source, object=None, remote_src=True, compiler="bcc", cflags=[],
+            program=None, mode="native", pin_dir=pin_dir, object_sha256=None, force=False, map_migration="keep")
+port_key, listed = b"\\x00\\x35", b"\\x01"
+
+
+def run(**params):
+    try:
+        result = _program.run(dict(base, **params), False)
+    except _program.ProgramError as error:
+        return {"refused": str(error)}
+    ports = _libbpf.obj_get(os.path.join(pin_dir, "xt_ports"))
+    try:
+        kept = _libbpf.map_lookup(ports, port_key, 1) == listed
+        _libbpf.map_update(ports, port_key, listed)
+        size = _libbpf.map_info(ports)["max_entries"]
+    finally:
+        os.close(ports)
+    return {"changed": result["changed"], "prog_id": result["prog_id"], "xt_ports": size, "entry_kept": kept}
+
+
+print(json.dumps([run(map_sizes={"xt_ports": 64}), run(map_sizes={"xt_ports": 64}), run(map_sizes={"xt_ports": 32}),
+                  run(map_sizes={"xt_ports": 32}, map_migration="reset"), run(map_sizes={"xt_nope": 4})]))
+"""
+
+
+def test_bcc_declares_the_maps_with_their_sizes(sized):
+    done = subprocess.run(["nsenter", "--net=/run/netns/" + sized.namespace, "/usr/bin/python3", "-c", BCC_RUNS,
+                           str(DATA / "xt_ports.bpf.c"), sized.pin_dir], capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(REPO / ".collections"), "PATH": os.environ["PATH"]}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    sized_run, again, keep, reset, bad = json.loads(done.stdout)
+    assert sized_run["changed"] and sized_run["xt_ports"] == 64
+    assert again == dict(sized_run, changed=False, entry_kept=True)
+    assert "the layout of map xt_ports changed (max_entries 64 -> 32)" in keep["refused"]
+    assert reset["changed"] and reset["prog_id"] != sized_run["prog_id"] and reset["xt_ports"] == 32
+    assert not reset["entry_kept"]
+    assert bad == {"refused": "map_sizes.xt_nope: the object has no map named xt_nope; name one of its maps "
+                              "(xt_ports, xt_seen)"}
