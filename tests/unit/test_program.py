@@ -17,6 +17,7 @@ import pytest
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership as ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program as program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _restore as restore
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._hostfs import LOCK_DIR
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import BpfObject
 
@@ -248,6 +249,16 @@ def test_every_problem_of_map_sizes_is_named_at_once(sized):
 def test_a_size_given_as_digits_is_taken():
     assert program.requested_map_sizes({"xf_limits": "1000", "flows": 7}) == {"xf_limits": 1000, "flows": 7}
     assert program.requested_map_sizes(None) == {}
+
+
+def test_the_boot_time_restore_sizes_the_maps_as_recorded(sized, firewall):
+    """The firewall role records map_sizes with the program; a restore (after a reboot: nothing attached) applies
+    them, and a restore of the program still attached changes nothing."""
+    record = {"interface": INTERFACE, "object": firewall, "mode": "native", "pin_dir": sized.pin_dir,
+              "map_sizes": {"xf_limits": 1000}}
+    restored = _in_namespace(sized.namespace, restore.restore_program, record)
+    assert restored["changed"] and max_entries(restored, "xf_limits") == 1000
+    assert not _in_namespace(sized.namespace, restore.restore_program, record)["changed"]
 
 
 # bcc's Python bindings are the system interpreter's; the runs and the reads of their maps happen there.
