@@ -176,6 +176,10 @@ def max_entries(result, name):
         return libbpf.map_info(fd)["max_entries"]
 
 
+def map_ids(result):
+    return dict((item["name"], item["id"]) for item in result["maps"])
+
+
 RULE_KEY, RULE_VALUE = b"\xc6\x12\x00\x01", b"\x07" * 68  # an entry of the hash map xf_s4h_0
 SOURCE_KEY, SOURCE_BUCKET = b"\x01" * 24, b"\x02" * 16  # an entry of the LRU map xf_limits
 
@@ -212,8 +216,7 @@ def test_a_changed_size_is_refused_under_keep_and_reset_empties_that_map_alone(s
     with opened_map(reset, "xf_s4h_0") as rules, opened_map(reset, "xf_limits") as limits:
         assert libbpf.map_lookup(rules, RULE_KEY, len(RULE_VALUE)) == RULE_VALUE
         assert libbpf.map_lookup(limits, SOURCE_KEY, len(SOURCE_BUCKET)) is None
-    ids = lambda result: dict((item["name"], item["id"]) for item in result["maps"])  # noqa: E731
-    assert dict(ids(reset), xf_limits=None) == dict(ids(first), xf_limits=None)
+    assert dict(map_ids(reset), xf_limits=None) == dict(map_ids(first), xf_limits=None)
     assert not sized(map_sizes={"xf_limits": 2000})["changed"]
 
 
