@@ -36,11 +36,11 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as lib
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 
 BCC_PACKAGES = "Debian/Ubuntu: apt-get install python3-bpfcc; RHEL/Fedora: dnf install python3-bcc"
-MAP_TYPES = {
-    "BPF_MAP_TYPE_HASH": "hash", "BPF_MAP_TYPE_ARRAY": "array", "BPF_MAP_TYPE_PERCPU_HASH": "percpu_hash",
-    "BPF_MAP_TYPE_PERCPU_ARRAY": "percpu_array", "BPF_MAP_TYPE_LRU_HASH": "lru_hash",
-    "BPF_MAP_TYPE_LRU_PERCPU_HASH": "lru_percpu_hash", "BPF_MAP_TYPE_LPM_TRIE": "lpm_trie",
-    "BPF_MAP_TYPE_RINGBUF": "ringbuf",
+MAP_TYPES = {  # the map types bcc can declare: (bcc's name, kernel type number)
+    "BPF_MAP_TYPE_HASH": ("hash", 1), "BPF_MAP_TYPE_ARRAY": ("array", 2),
+    "BPF_MAP_TYPE_PERCPU_HASH": ("percpu_hash", 5), "BPF_MAP_TYPE_PERCPU_ARRAY": ("percpu_array", 6),
+    "BPF_MAP_TYPE_LRU_HASH": ("lru_hash", 9), "BPF_MAP_TYPE_LRU_PERCPU_HASH": ("lru_percpu_hash", 10),
+    "BPF_MAP_TYPE_LPM_TRIE": ("lpm_trie", 11), "BPF_MAP_TYPE_RINGBUF": ("ringbuf", 27),
 }
 LIBBPF_INCLUDE = re.compile(r'^\s*#\s*include\s*<bpf/[^>]+>[^\n]*\n', re.M)
 LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"[^\n]*$', re.M)
@@ -123,9 +123,9 @@ def expand_macros(text):
 
 
 def _map_declaration(name, attributes, pin):
-    kind = MAP_TYPES.get(attributes.get("type"))
-    if kind is None:
+    if attributes.get("type") not in MAP_TYPES:
         raise BccError("map %s: type %s has no bcc equivalent here" % (name, attributes.get("type")))
+    kind = MAP_TYPES[attributes["type"]][0]
     section = '"%s%s"' % (kind, ":" + pin if pin else "")
     if kind == "ringbuf":
         return "XF_BCC_RINGBUF(%s, %s, %s);" % (section, name, attributes["max_entries"])
@@ -183,16 +183,19 @@ def _zero_then_assign(match):
     return "%s%s = {}; %s" % (declaration, variable, stores)
 
 
-def translate(text, pins=None):
-    """(bcc source, map names, XDP program names) of a bundled libbpf-style source.
+def translate(text, pins=None, sizes=None):
+    """(bcc source, {map name: its attributes as C expressions}, XDP program names) of a bundled libbpf-style
+    source.
 
     pins: {map name: bpffs path} of existing maps bcc is to use instead of creating them.
+    sizes: {map name: max_entries} declared in place of the source's own.
     """
-    pins = pins or {}
+    pins, sizes = pins or {}, sizes or {}
     text = expand_macros(LIBBPF_INCLUDE.sub("", text))
     definitions = map_definitions(text)
     programs = [name for _section, name in PROGRAM_SECTION.findall(text)]
-    text = MAP_DEFINITION.sub(lambda m: _map_declaration(m.group(2), definitions[m.group(2)],
+    text = MAP_DEFINITION.sub(lambda m: _map_declaration(m.group(2), _sized(definitions[m.group(2)],
+                                                                            sizes.get(m.group(2))),
                                                          pins.get(m.group(2))), text)
     text = re.sub(r'SEC\("xdp[^"]*"\)\s*', "", text)
     text = DESIGNATED_LOCAL.sub(_zero_then_assign, text)
@@ -207,7 +210,11 @@ def translate(text, pins=None):
                        "bpf_map_lookup_elem, bpf_map_update_elem with BPF_NOEXIST, bpf_ringbuf_reserve and "
                        "inline functions taking the map "
                        "as first argument)" % leftover[0])
-    return COMPAT_HEADER + text, list(definitions), programs
+    return COMPAT_HEADER + text, definitions, programs
+
+
+def _sized(attributes, size):
+    return attributes if size is None else dict(attributes, max_entries=str(size))
 
 
 # bcc declares a ring buffer only through BPF_RINGBUF_OUTPUT, which cannot take a pin path; SEC is libbpf's.
@@ -338,8 +345,15 @@ class BccMap:
     def fd(self):
         return self._owner.map_fd(self.name)
 
+    @property
+    def map_type(self):
+        return self._owner.map_type(self.name)
+
     def definition(self):
         return self._owner.definition(self.name)
+
+    def set_max_entries(self, max_entries):
+        self._owner.set_size(self.name, max_entries)
 
     def reuse_fd(self, fd):
         self._owner.reuse(self.name, fd)
@@ -359,10 +373,10 @@ class BccObject:
     def __init__(self, path, cflags, live_map_fd):
         self.path, self._cflags, self._live_map_fd = path, list(cflags), live_map_fd
         self._text = bundle(path)
-        _bcc_text, map_names, program_names = translate(self._text)
-        self.maps = [BccMap(self, name) for name in map_names]
+        _bcc_text, self._definitions, program_names = translate(self._text)
+        self.maps = [BccMap(self, name) for name in self._definitions]
         self.programs = [BccProgram(self, name) for name in program_names]
-        self._bpf, self._bound, self._reused, self._loaded = None, {}, {}, {}
+        self._bpf, self._bound, self._reused, self._loaded, self._sizes = None, {}, {}, {}, {}
 
     def __enter__(self):
         return self
@@ -392,7 +406,7 @@ class BccObject:
             for name, fd in fds.items():
                 pins[name] = os.path.join(stage, name)
                 libbpf.obj_pin(fd, pins[name])
-            text = translate(self._text, pins)[0]
+            text = translate(self._text, pins, self._sizes)[0]
             with captured_stderr() as log:
                 try:
                     self._bpf = bcc.BPF(text=text, cflags=BCC_CFLAGS + self._cflags)
@@ -430,6 +444,14 @@ class BccObject:
 
     def map_fd(self, name):
         return self._table(name, "fd")
+
+    def map_type(self, name):
+        return MAP_TYPES[self._definitions[name]["type"]][1]
+
+    def set_size(self, name, max_entries):
+        """Declares the map with max_entries; a compile made before is dropped, as it used the declared size."""
+        self._sizes[name] = max_entries
+        self.close()
 
     def reuse(self, name, fd):
         self._reused[name] = fd

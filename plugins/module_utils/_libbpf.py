@@ -230,6 +230,7 @@ _SIGNATURES = {
     "bpf_map__max_entries": (c_u32, [c_ptr]),
     "bpf_map__map_flags": (c_u32, [c_ptr]),
     "bpf_map__set_ifindex": (None, [c_ptr, c_u32]),
+    "bpf_map__set_max_entries": (c_int, [c_ptr, c_u32]),
     "bpf_map__reuse_fd": (c_int, [c_ptr, c_int]),
     "bpf_map__pin": (c_int, [c_ptr, c_str]),
     "bpf_map__is_internal": (ctypes.c_bool, [c_ptr]),
@@ -723,10 +724,18 @@ class BpfMap:
         """True for .data/.bss/.rodata maps libbpf makes for global variables."""
         return bool(self._get("is_internal"))
 
+    @property
+    def map_type(self):
+        return self._get("type")
+
     def definition(self):
-        """The layout declared in the ELF object, comparable with map_info()."""
+        """The layout declared in the ELF object (or set before load), comparable with map_info()."""
         return {attribute: self._get(attribute)
                 for attribute in ("type", "key_size", "value_size", "max_entries", "map_flags")}
+
+    def set_max_entries(self, max_entries):
+        """Sizes the map before the object is loaded, in place of the size the object declares."""
+        _check(self._get("set_max_entries", max_entries), "cannot set max_entries of map %s" % self.name)
 
     def set_ifindex(self, ifindex):
         """Creates the map on a device for hardware offload."""

@@ -30,6 +30,13 @@ RACED = (errno.EEXIST, errno.EBUSY, errno.ENOENT)
 VERIFIER_LINES_IN_MESSAGE = 12
 INLINE_OBJECT_NAME = "xdp_program.o"  # libbpf names internal maps after the object's file name
 SCHEMA_VARIABLE = "xdpfleet_schema_version"  # an object's `const volatile __u32`: its maps' schema version
+MAX_ENTRIES_LIMIT = 2 ** 32 - 1
+# The map types whose max_entries is a number of entries (of a ring buffer it is bytes, of a perf event array
+# CPUs, of storage maps 0), by kernel type number: those map_sizes can size.
+SIZABLE_MAP_TYPES = {1: "hash", 2: "array", 3: "prog_array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
+                     10: "lru_percpu_hash", 11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps", 14: "devmap",
+                     15: "sockmap", 16: "cpumap", 17: "xskmap", 18: "sockhash", 22: "queue", 23: "stack",
+                     25: "devmap_hash", 30: "bloom_filter"}
 
 
 class ProgramError(XdpfleetError):
@@ -50,9 +57,17 @@ def check_kernel(release):
 
 # --- decisions ---------------------------------------------------------------------------
 
-def _summary(described):
-    return dict((key, described[key]) for key in ("prog_id", "name", "tag", "mode", "object_sha256",
-                                                  "map_schema_version"))
+def _summary(described, map_sizes):
+    summary = dict((key, described[key]) for key in ("prog_id", "name", "tag", "mode", "object_sha256",
+                                                     "map_schema_version"))
+    if map_sizes:
+        live = _live_sizes(described)
+        summary["map_sizes"] = dict((name, live.get(name)) for name in map_sizes)
+    return summary
+
+
+def _live_sizes(described):
+    return dict((item["name"], item["max_entries"]) for item in described["maps"])
 
 
 def _check_owner(described, interface, force):
@@ -65,10 +80,12 @@ def _mode_matches(requested, attached):
     return requested == attached or (requested == "auto" and attached in ("native", "skb"))
 
 
-def _is_current(described, sha256, program, mode, pin_dir):
+def _is_current(described, sha256, program, mode, pin_dir, map_sizes):
+    live_sizes = _live_sizes(described)
     return (described["owner"] == _ownership.OWNER_XDPFLEET and described["object_sha256"] == sha256
             and program in (None, described["program"]) and _mode_matches(mode, described["mode"])
-            and described["pin_dir"] == pin_dir)
+            and described["pin_dir"] == pin_dir
+            and all(live_sizes.get(name) == size for name, size in map_sizes.items()))
 
 
 def _attach_mode(described, mode):
@@ -95,6 +112,49 @@ def select_program(bpf_object, name):
             ", ".join(p.name for p in xdp_programs))
         raise ProgramError("object %s has %s" % (bpf_object.path, problem))
     return xdp_programs[0]
+
+
+def requested_map_sizes(map_sizes):
+    """The map_sizes option as {map name: int}; refuses any value that is not a positive integer."""
+    sizes, wrong = {}, []
+    for name, value in sorted((map_sizes or {}).items()):
+        number = _positive_integer(value)
+        if number is None:
+            wrong.append("map_sizes.%s: %r is not a positive integer; give the map's number of entries (1-%d)"
+                         % (name, value, MAX_ENTRIES_LIMIT))
+        else:
+            sizes[name] = number
+    if wrong:
+        raise ProgramError("; ".join(wrong))
+    return sizes
+
+
+def _positive_integer(value):
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ENTRIES_LIMIT:
+        return None
+    return value
+
+
+def apply_map_sizes(bpf_object, map_sizes):
+    """Sets the max_entries of the object's maps named in map_sizes, before it is loaded; refuses, before it sets
+    any, a name the object has no map of and a map whose size is not a number of entries."""
+    maps = dict((bpf_map.name, bpf_map) for bpf_map in bpf_object.maps if not _ownership.is_internal_map(bpf_map.name))
+    problems = []
+    for name in sorted(map_sizes):
+        if name not in maps:
+            problems.append("map_sizes.%s: the object has no map named %s; name one of its maps (%s)"
+                            % (name, name, ", ".join(maps) or "none"))
+        elif maps[name].map_type not in SIZABLE_MAP_TYPES:
+            problems.append("map_sizes.%s: map %s has type %d, whose size is not a number of entries and cannot be "
+                            "set here (map_sizes sizes maps of type %s); leave %s out of map_sizes"
+                            % (name, name, maps[name].map_type, ", ".join(sorted(SIZABLE_MAP_TYPES.values())),
+                               name))
+    if problems:
+        raise ProgramError("; ".join(problems))
+    for name, size in map_sizes.items():
+        maps[name].set_max_entries(size)
 
 
 def declared_schema_version(bpf_object):
@@ -303,17 +363,20 @@ def _load_and_attach(link, bpf_object, program, request, described, sha256):
     _unpin_stale(described, set(m.name for m in bpf_object.maps), pin_dir)
 
 
-def _predicted(described, bpf_object, program_name, mode, sha256):
-    return {"prog_id": None, "name": program_name[:libbpf.OBJ_NAME_LEN - 1], "tag": None,
-            "mode": described["mode"] if described["attached"] and mode == "auto" else mode,
-            "object_sha256": sha256, "map_schema_version": declared_schema_version(bpf_object)}
+def _predicted(described, bpf_object, program_name, mode, sha256, map_sizes):
+    predicted = {"prog_id": None, "name": program_name[:libbpf.OBJ_NAME_LEN - 1], "tag": None,
+                 "mode": described["mode"] if described["attached"] and mode == "auto" else mode,
+                 "object_sha256": sha256, "map_schema_version": declared_schema_version(bpf_object)}
+    if map_sizes:
+        predicted["map_sizes"] = dict(map_sizes)
+    return predicted
 
 
-def _result(changed, interface, before, after_described, after=None):
+def _result(changed, interface, before, after_described, map_sizes, after=None):
     result = dict((key, after_described[key]) for key in ("prog_id", "tag", "mode", "object_sha256", "program",
                                                           "owner", "pin_dir", "map_schema_version", "maps"))
     result.update(changed=changed, interface=interface,
-                  diff={"before": _summary(before), "after": after or _summary(after_described)})
+                  diff={"before": _summary(before, map_sizes), "after": after or _summary(after_described, map_sizes)})
     return result
 
 
@@ -342,24 +405,25 @@ def ensure_attached(request, check_mode):
     fails with object_required.
     """
     sha256 = _object_sha256(request)
-    interface, pin_dir = request["interface"], request["pin_dir"]
+    interface, pin_dir, map_sizes = request["interface"], request["pin_dir"], request["map_sizes"]
     with _hostfs.host_lock(interface):
         link = Link(interface)
         before = _ownership.describe_link(link)
         _check_owner(before, interface, request["force"])
-        if _is_current(before, sha256, request["program"], request["mode"], pin_dir):
-            return _restore_pins(before, interface, pin_dir, check_mode)
+        if _is_current(before, sha256, request["program"], request["mode"], pin_dir, map_sizes):
+            return _restore_pins(before, interface, pin_dir, map_sizes, check_mode)
         if not request.get("object"):
             raise ProgramError("the program attached to %s is not the one of object_sha256 %s; pass object or "
                                "src to load it" % (interface, sha256), object_required=True)
         with _open_object(request, before) as bpf_object:
             program = select_program(bpf_object, request["program"])
+            apply_map_sizes(bpf_object, map_sizes)
             if check_mode:
                 _attach_mode(before, request["mode"])
-                return _result(True, interface, before, before,
-                               _predicted(before, bpf_object, program.name, request["mode"], sha256))
+                return _result(True, interface, before, before, map_sizes,
+                               _predicted(before, bpf_object, program.name, request["mode"], sha256, map_sizes))
             _load_and_attach(link, bpf_object, program, request, before, sha256)
-        return _result(True, interface, before, _ownership.describe_link(link))
+        return _result(True, interface, before, _ownership.describe_link(link), map_sizes)
 
 
 def _uses_bcc(request):
@@ -381,13 +445,13 @@ def _open_object(request, described):
                                     lambda name: _live_map_fd(name, live, request["pin_dir"]))
 
 
-def _restore_pins(described, interface, pin_dir, check_mode):
+def _restore_pins(described, interface, pin_dir, map_sizes, check_mode):
     """The right program is attached; pins lost (say, bpffs remounted) are put back from the kernel."""
     lost = _ownership.missing_pins(described, pin_dir)
     if lost and not check_mode:
         _prepare_pin_dir(pin_dir)
         _pin_by_id(lost, pin_dir)
-    return _result(bool(lost), interface, described, described)
+    return _result(bool(lost), interface, described, described, map_sizes)
 
 
 def _pins_to_remove(described, pin_dir):
@@ -419,7 +483,7 @@ def ensure_detached(request, check_mode):
             for directory in set(directory for directory, _name in pins):
                 _hostfs.remove_pin_dir_if_empty(directory)
         after = dict(_ownership.NOT_ATTACHED) if changed else before
-        result = _result(changed, interface, before, after)
+        result = _result(changed, interface, before, after, {})
         result["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
         return result
 
@@ -454,7 +518,7 @@ def run(params, check_mode):
     """The module's whole job: params are the module options, with pin_dir and object resolved."""
     check_kernel(os.uname()[2])
     libbpf.library()
-    request = dict(params)
+    request = dict(params, map_sizes=requested_map_sizes(params.get("map_sizes")))
     if _uses_bcc(request):
         request["object"] = _bcc_source(request)
     request["pin_dir"] = (request.get("pin_dir") or _hostfs.default_pin_dir(request["interface"])).rstrip("/")

@@ -52,7 +52,7 @@ def restore_program(record):
     params = {"interface": record["interface"], "state": "attached", "object": record["object"],
               "remote_src": True, "program": record.get("program"), "mode": record.get("mode") or "auto",
               "pin_dir": record.get("pin_dir"), "object_sha256": record.get("object_sha256"),
-              "force": False, "map_migration": "keep"}
+              "force": False, "map_migration": "keep", "map_sizes": record.get("map_sizes")}
     return _program.run(params, check_mode=False)
 
 

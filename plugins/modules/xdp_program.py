@@ -113,6 +113,17 @@ options:
     type: str
     choices: [keep, reset]
     default: keep
+  map_sizes:
+    description:
+      - Sizes of the object's maps (map name to C(max_entries)), set before the object is loaded in place of the
+        sizes the object declares. With O(compiler=bcc) they replace the sizes of the translated declarations.
+      - Only maps whose size is a number of entries (hash, array, LRU, LPM trie and other such maps); a ring
+        buffer, for one, is refused.
+      - A program attached from the same object whose map has another size is loaded again. The map's layout
+        then changed, so O(map_migration) applies to it; the other maps keep their contents.
+      - Maps not named here are created with the size the object declares whenever the object is loaded; when
+        the attached program is current they are left as they are.
+    type: dict
 notes:
   - Needs root (CAP_BPF, CAP_NET_ADMIN), libbpf.so.1 (Debian package C(libbpf1)) on the host, and a kernel
     >= 5.10.
@@ -154,6 +165,14 @@ EXAMPLES = r"""
   xdpfleet.xdp.xdp_program:
     interface: eth0
     object: my_filter.o
+    map_migration: reset
+
+- name: Attach your own program with room for 1,000,000 entries in its map flows, starting it empty if it had another size
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    object: my_filter.o
+    map_sizes:
+      flows: 1000000
     map_migration: reset
 
 - name: Remove the program and its pinned maps
@@ -278,6 +297,7 @@ ARGUMENT_SPEC = dict(
     object_content=dict(type="str", no_log=True),
     force=dict(type="bool", default=False),
     map_migration=dict(type="str", choices=["keep", "reset"], default="keep"),
+    map_sizes=dict(type="dict"),
 )
 
 

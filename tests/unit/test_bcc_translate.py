@@ -48,3 +48,10 @@ def test_every_inline_function_taking_a_map_gets_a_copy_per_map():
         assert text.count(copy) == 2, copy  # its definition and its call
     assert "bump(" not in text and "read_one(" not in text
     assert sorted(maps) == ["first_map", "second_map"] and programs == ["prog"]
+
+
+def test_a_size_replaces_the_declared_one_of_that_map_alone():
+    text, maps, _programs = _bcc.translate(SOURCE, sizes={"second_map": 4096})
+    assert 'BPF_F_TABLE("array", __u32, __u32, second_map, 4096, 0);' in text
+    assert 'BPF_F_TABLE("array", __u32, __u32, first_map, 1, 0);' in text
+    assert maps["second_map"]["max_entries"] == "1", "the source's own declaration is what translate reports"
