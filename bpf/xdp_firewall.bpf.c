@@ -51,7 +51,6 @@ struct scratch {
 	__u32 position;         /* of the first matching rule so far; XF_NO_RULE: none */
 	__u32 counter;          /* its hit-counter slot */
 	__u32 action;
-	__u32 from;             /* the first position that counts: past the rate limits the packet went through */
 };
 
 struct vlan_tag {
@@ -363,8 +362,10 @@ __noinline int more_matches(const struct xf_rule *rule, const struct packet *pkt
 	return !(more & XF_EXPIRES) || !expired(rule->expires);
 }
 
-static __always_inline int rule_matches(const struct xf_rule *rule, const struct packet *pkt)
+__noinline int conditions_match(const struct xf_rule *rule, const struct packet *pkt)
 {
+	if (!rule || !pkt)
+		return 0;
 	if ((rule->flags & XF_HAS_PROTO) && rule->proto != pkt->proto)
 		return 0;
 	if ((rule->flags & XF_HAS_PORT) &&
@@ -377,6 +378,15 @@ static __always_inline int rule_matches(const struct xf_rule *rule, const struct
 	return !rule->more || more_matches(rule, pkt);
 }
 
+/* A packet's first classification (from 0) takes a rule without conditions, the most common kind, without a
+ * call. A classification after a rate limit (from > 0, which reclassify() makes known to the verifier) calls
+ * conditions_match() for every rule, so that the verifier does not walk that shortcut through it again. */
+static __always_inline int rule_matches(const struct xf_rule *rule, const struct packet *pkt, __u32 from)
+{
+	if (!from && !(rule->flags & (XF_HAS_PROTO | XF_HAS_PORT | XF_HAS_DST)) && !rule->more)
+		return 1;
+	return conditions_match(rule, pkt);
+}
 
 /* The position of the address's only /32 rule, from its host-table bucket (struct xf_hosts4); XF_CHAINED
  * when the hash map must say (the address has more rules, or its bucket overflows); XF_NO_RULE when no /32
@@ -401,7 +411,7 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
  * the lookup on, the trie of shorter prefixes after a miss. */
 #define HOST4_SIDE(n, side, SIDE)                                                                      \
 	static __always_inline void match_##side##4_##n(const struct xf_slot_meta *meta, __u32 address,      \
-							 struct scratch *work)                         \
+							 struct scratch *work, __u32 from)             \
 	{                                                                                              \
 		struct xf_lpm4 key = { .prefixlen = 32, .addr = address };                             \
 		__u32 rule = XF_NO_RULE;                                                               \
@@ -412,31 +422,33 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 		if (rule == XF_CHAINED)                                                                \
 			chain = bpf_map_lookup_elem(&xf_##side##4h_##n, &address);                     \
 		if (rule != XF_NO_RULE && rule != XF_CHAINED) {                                        \
-			try_position_##n(rule, work);                                                  \
+			try_position_##n(rule, work, from);                                            \
 			return;                                                                        \
 		}                                                                                      \
 		if (!chain && meta->prefixes[XF_##SIDE##4T])                                           \
 			chain = bpf_map_lookup_elem(&xf_##side##4t_##n, &key);                         \
-		scan_chain_##n(chain, work);                                                           \
+		scan_chain_##n(chain, work, from);                                                     \
 	}
 
 /* Per-slot functions, stamped out twice so that every map reference is a
  * constant the verifier can inline array lookups for. */
 #define RULESET_CLASSIFIER(n)                                                                  \
-	static __always_inline void try_position_##n(__u32 position, struct scratch *work)     \
+	static __always_inline void try_position_##n(__u32 position, struct scratch *work,     \
+						     __u32 from)                                       \
 	{                                                                                      \
 		struct xf_rule *rule;                                                          \
                                                                                                \
-		if (position >= work->position || position < work->from)                       \
+		if (position >= work->position || position < from)                             \
 			return;                                                                \
 		rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
-		if (rule && rule_matches(rule, &work->pkt))                                    \
+		if (rule && rule_matches(rule, &work->pkt, from))                                    \
 			found(work, position, rule);                                           \
 	}                                                                                      \
                                                                                                \
 	/* Not written with try_position: returning at once on a match keeps the verifier's walk     \
 	 * about a tenth shorter (docs/PERFORMANCE.md, load-time verification). */                     \
-	static __always_inline void scan_chain_##n(const struct xf_chain *chain, struct scratch *work)     \
+	static __always_inline void scan_chain_##n(const struct xf_chain *chain, struct scratch *work,     \
+						   __u32 from)                                                 \
 	{                                                                                              \
 		if (!chain)                                                                            \
 			return;                                                                        \
@@ -446,10 +458,10 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
                                                                                                        \
 			if (position >= work->position)                                                \
 				return;                                                                \
-			if (position < work->from)                                                     \
+			if (position < from)                                                           \
 				continue;                                                              \
 			rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
-			if (rule && rule_matches(rule, &work->pkt)) {                                  \
+			if (rule && rule_matches(rule, &work->pkt, from)) {                                  \
 				found(work, position, rule);                                           \
 				return;                                                                \
 			}                                                                              \
@@ -459,7 +471,7 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 	/* The compiler folds the protocol rules of TCP and UDP into their port entries, so one \
 	 * lookup finds the first general rule that takes every packet of its port or protocol; \
 	 * general rules with further conditions are in xf_cond_N, scanned as a chain. */       \
-	static __always_inline void match_general_##n(struct scratch *work)                    \
+	static __always_inline void match_general_##n(struct scratch *work, __u32 from)        \
 	{                                                                                      \
 		const struct packet *pkt = &work->pkt;                                         \
 		__u32 key = XF_GEN_PROTO + pkt->proto, position;                               \
@@ -472,31 +484,31 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 		if (!first || !*first)                                                         \
 			return;                                                                \
 		position = *first - 1;                                                         \
-		if (position < work->from)                                                     \
+		if (position < from)                                                           \
 			return;                                                                \
 		rule = bpf_map_lookup_elem(&xf_rules_##n, &position);                          \
 		if (rule)                                                                      \
 			found(work, position, rule);                                           \
 	}                                                                                      \
                                                                                                \
-	static __always_inline void match_conditional_##n(struct scratch *work)                \
+	static __always_inline void match_conditional_##n(struct scratch *work, __u32 from)    \
 	{                                                                                      \
 		__u32 zero = 0;                                                                \
                                                                                                \
-		scan_chain_##n(bpf_map_lookup_elem(&xf_cond_##n, &zero), work);                \
+		scan_chain_##n(bpf_map_lookup_elem(&xf_cond_##n, &zero), work, from);          \
 	}                                                                                      \
                                                                                                \
 	HOST4_SIDE(n, s, S)                                                                    \
 	HOST4_SIDE(n, d, D)                                                                    \
                                                                                                \
 	static __always_inline void match_ipv4_##n(const struct xf_slot_meta *meta,            \
-						   struct scratch *work)                       \
+						   struct scratch *work, __u32 from)           \
 	{                                                                                      \
-		match_s4_##n(meta, work->pkt.src[0], work);                                    \
-		match_d4_##n(meta, work->pkt.dst[0], work);                                    \
+		match_s4_##n(meta, work->pkt.src[0], work, from);                              \
+		match_d4_##n(meta, work->pkt.dst[0], work, from);                              \
 	}                                                                                      \
 	static __always_inline void match_ipv6_##n(const struct xf_slot_meta *meta,            \
-						   struct scratch *work)                       \
+						   struct scratch *work, __u32 from)           \
 	{                                                                                      \
 		struct xf_lpm6 key = { .prefixlen = 128 };                                     \
 		struct xf_chain *chain = 0;                                                    \
@@ -507,7 +519,7 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 			__builtin_memcpy(key.addr, work->pkt.src, 16);                         \
 			chain = bpf_map_lookup_elem(&xf_s6t_##n, &key);                        \
 		}                                                                              \
-		scan_chain_##n(chain, work);                                                   \
+		scan_chain_##n(chain, work, from);                                             \
 		chain = 0;                                                                     \
 		if (meta->prefixes[XF_D6H])                                                    \
 			chain = bpf_map_lookup_elem(&xf_d6h_##n, work->pkt.dst);               \
@@ -515,45 +527,49 @@ static __always_inline __u32 host_rule(void *hosts, __u32 address)
 			__builtin_memcpy(key.addr, work->pkt.dst, 16);                         \
 			chain = bpf_map_lookup_elem(&xf_d6t_##n, &key);                        \
 		}                                                                              \
-		scan_chain_##n(chain, work);                                                   \
+		scan_chain_##n(chain, work, from);                                             \
 	}                                                                                      \
                                                                                                \
-	static __always_inline void classify_##n(const struct xf_slot_meta *meta, struct scratch *work) \
+	/* Finds the first rule at `from` or after that matches the packet. */                 \
+	static __always_inline void classify_##n(const struct xf_slot_meta *meta, struct scratch *work, \
+						 __u32 from)                                   \
 	{                                                                                      \
 		if (meta->general)                                                             \
-			match_general_##n(work);                                               \
+			match_general_##n(work, from);                                         \
 		if (meta->conditional)                                                         \
-			match_conditional_##n(work);                                           \
+			match_conditional_##n(work, from);                                     \
 		if (work->pkt.family == 4)                                                     \
-			match_ipv4_##n(meta, work);                                            \
+			match_ipv4_##n(meta, work, from);                                      \
 		else                                                                           \
-			match_ipv6_##n(meta, work);                                            \
+			match_ipv6_##n(meta, work, from);                                      \
 	}
 
 RULESET_CLASSIFIER(0)
 RULESET_CLASSIFIER(1)
 
-static __always_inline void classify(__u32 slot, const struct xf_slot_meta *meta, struct scratch *work)
+/* Finds the first rule at `from` or after that matches; the first classification of a packet passes a constant 0,
+ * which compiles away the comparisons only a classification after a rate limit needs. */
+static __always_inline void classify(__u32 slot, const struct xf_slot_meta *meta, struct scratch *work, __u32 from)
 {
 	if (slot)
-		classify_1(meta, work);
+		classify_1(meta, work, from);
 	else
-		classify_0(meta, work);
+		classify_0(meta, work, from);
 }
 
-/* The classification again, from work->from on. A global function: the verifier checks the classifier once
+/* The classification again, from `from` on. A global function: the verifier checks the classifier once
  * more, not once for every rate limit a packet may go through. */
-__noinline int reclassify(__u32 slot)
+__noinline int reclassify(__u32 slot, __u32 from)
 {
 	__u32 zero = 0;
 	struct scratch *work = bpf_map_lookup_elem(&xf_scratch, &zero);
 	struct xf_config *config = bpf_map_lookup_elem(&xf_config, &zero);
 
-	if (!work || !config)
+	if (!work || !config || !from)
 		return 0;
 	slot &= 1;
 	work->position = XF_NO_RULE;
-	classify(slot, &config->slot[slot], work);
+	classify(slot, &config->slot[slot], work, from);
 	return 0;
 }
 
@@ -648,8 +664,9 @@ static __always_inline void go_through_limits(__u32 slot, struct scratch *work, 
 			return;
 		}
 		count(&xf_passed, work->counter, bytes);
-		work->from = work->position + 1;
-		reclassify(slot);
+		reclassify(slot, (work->position & (XF_MAX_RULES - 1)) + 1); /* a mask that changes no position but
+									   * shows the verifier `from` > 0 where
+									   * bcc inlines reclassify() */
 	}
 }
 
@@ -696,13 +713,12 @@ int xdpfleet_fw(struct xdp_md *ctx)
 		return XDP_PASS;
 	__builtin_memset(&work->pkt, 0, sizeof(work->pkt));
 	work->position = XF_NO_RULE;
-	work->from = 0;
 	parsed = parse(ctx, &work->pkt);
 	slot = config->active & 1;
 	meta = &config->slot[slot];
 	action = meta->default_action ?: XDP_PASS;
 	if (parsed == PARSED_IP) {
-		classify(slot, meta, work);
+		classify(slot, meta, work, 0);
 		go_through_limits(slot, work, bytes);
 		matched = work->position != XF_NO_RULE && work->action != XF_RATE_LIMIT;
 		if (matched)

@@ -27,7 +27,7 @@
 #define XF_BUCKET_HOSTS 7        /* addresses per bucket: a bucket is one 64-byte cache line */
 #define XF_CHAINED 0xfffffffeU   /* the address has more than one rule: its chain is in the hash map */
 #define XF_RATE_LIMIT 8          /* xf_rule.action of a rate limit (not an XDP action): over it drops, within it goes on */
-#define XF_LIMITS_PER_PACKET 3   /* rate limits a packet can go through (the compiler refuses rule sets with more):
+#define XF_LIMITS_PER_PACKET 2   /* rate limits a packet can go through (the compiler refuses rule sets with more):
 				  * bcc, which cannot call a global function, inlines each and verifies no more */
 #define XF_LIMIT_SOURCES 65536   /* default entries of xf_limits; the loader may size it otherwise */
 #define XF_REASON_MALFORMED 5    /* stats index after the XDP action codes */

@@ -15,10 +15,10 @@ import hashlib
 import ipaddress
 import itertools
 import struct
-from collections import defaultdict, deque, namedtuple
+from collections import Counter, defaultdict, deque, namedtuple
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _fw_hosts
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOLS
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOL_NAMES, PROTOCOLS
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     CHAIN, CHAIN_MAX, DST_SET, EMPTY_RULE, GEN_ENTRIES, GEN_PROTO, GEN_TCP, GEN_UDP, HAS_DST, HAS_PORT, HAS_PROTO,
     LIMITS_PER_PACKET, MAX_PREFIXES, MAX_RULES, NO_PREFIX, PORTS, PREFIX_MAPS, RATE_LIMIT, RULE, SLOT_META, SRC_SET, U32,
@@ -146,22 +146,38 @@ def _conditional_chain(positions):
 
 
 def _check_limits_per_packet(columns, positions, further, prefixes):
-    """Refuses a rule set in which one packet could go through more rate limits than the program follows: those
-    without addresses, plus the most on any one source chain, plus the most on any one destination chain."""
-    limited = set(position for position, action in zip(positions, columns.action) if action == RATE_LIMIT)
-    general = sum(1 for index in further if positions[index] in limited)
-    by_side = [max([_chain_limits(chain, limited) for name in PREFIX_MAPS if name[0] == side
-                    for chain in prefixes[name].values()] or [0]) for side in "sd"]
-    if general + sum(by_side) > LIMITS_PER_PACKET:
-        raise CompileError(
-            "a packet could go through %d rate limits (%d without source or destination, %d by its source, %d by "
-            "its destination), more than the %d the program follows: merge rate limits or narrow their matches"
-            % (general + sum(by_side), general, by_side[0], by_side[1], LIMITS_PER_PACKET))
+    """Refuses a rule set in which one packet could go through more rate limits than the program follows. For a
+    packet of each protocol: the rate limits for it (or for any protocol) without addresses, plus the most on any
+    one source chain, plus the most on any one destination chain."""
+    protocol_of = dict((position, protocol if flags & HAS_PROTO else None)
+                       for position, action, flags, protocol in zip(positions, columns.action, columns.flags,
+                                                                    columns.protocol) if action == RATE_LIMIT)
+    general = _limits_by_protocol([positions[index] for index in further], protocol_of)
+    chains = [[_limits_by_protocol(_chain_positions(chain), protocol_of)
+               for name in PREFIX_MAPS if name[0] == side for chain in prefixes[name].values()] for side in "sd"]
+    for protocol in set(protocol_of.values()) | {None}:  # None: a protocol no rate limit names
+        counts = [_for_protocol(general, protocol)] + [max([_for_protocol(found, protocol) for found in side] or [0])
+                                                       for side in chains]
+        if sum(counts) > LIMITS_PER_PACKET:
+            raise CompileError(
+                "%s packet could go through %d rate limits (%d without source or destination, %d by its source, %d "
+                "by its destination), more than the %d the program follows: merge rate limits or narrow their "
+                "matches" % ("a" if protocol is None else "a %s" % PROTOCOL_NAMES.get(protocol, protocol),
+                             sum(counts), counts[0], counts[1], counts[2], LIMITS_PER_PACKET))
 
 
-def _chain_limits(chain, limited):
-    length = U32.unpack_from(chain)[0]
-    return sum(1 for position in struct.unpack_from("<%dI" % length, chain, U32.size) if position in limited)
+def _chain_positions(chain):
+    return struct.unpack_from("<%dI" % U32.unpack_from(chain)[0], chain, U32.size)
+
+
+def _limits_by_protocol(positions, protocol_of):
+    """{protocol (None: any): the rate limits among these positions for it}."""
+    return Counter(protocol_of[position] for position in positions if position in protocol_of)
+
+
+def _for_protocol(found, protocol):
+    """The rate limits of `found` a packet of this protocol meets (None: of a protocol no rate limit names)."""
+    return found[None] + (found[protocol] if protocol is not None else 0)
 
 
 PREFIX_MAP_WHAT = {"s": "source", "d": "destination", "4": "IPv4", "6": "IPv6", "h": "full-length", "t": "shorter"}

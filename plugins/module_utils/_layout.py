@@ -28,7 +28,7 @@ HAS_PROTO, HAS_PORT, HAS_DST, SRC_SET, DST_SET = 1, 2, 4, 8, 16
 MORE_SPORT, MORE_TCP_FLAGS, MORE_ICMP_TYPE, MORE_ICMP_CODE, MORE_LENGTH, MORE_TTL, MORE_EXPIRES = 1, 2, 4, 8, 16, 32, 64
 RATE_LIMIT = 8  # xf_rule.action of a rate limit
 PER_RULE, PER_SOURCE = 0, 1
-LIMITS_PER_PACKET = 3  # rate limits one packet may go through
+LIMITS_PER_PACKET = 2  # rate limits one packet may go through
 LIMIT_SOURCES = 65536  # default entries of xf_limits
 COST_SHIFT = 16  # packet_cost and byte_cost are ns << COST_SHIFT
 

@@ -131,12 +131,21 @@ def test_facts_give_the_seconds_a_rule_has_left(limiter):
 def test_more_rate_limits_on_one_packets_path_than_the_program_follows_are_refused():
     limit = {"action": "rate_limit", "pps": 100}
     rules = parse_rules([dict(limit, protocol="udp"), dict(limit, source="198.18.0.0/16"),
-                         dict(limit, source="198.18.1.0/24"), dict(limit, destination="198.19.0.0/16")])
-    with pytest.raises(_fw_compile.CompileError, match="a packet could go through 4 rate limits "
-                                                       r"\(1 without source or destination, 2 by its source, "
-                                                       r"1 by its destination\), more than the 3"):
+                         dict(limit, destination="198.19.0.0/16")])
+    with pytest.raises(_fw_compile.CompileError, match=r"a udp packet could go through 3 rate limits \(1 without "
+                                                       r"source or destination, 1 by its source, 1 by its "
+                                                       r"destination\), more than the 2"):
         reference.compile_rules(rules, "pass")
-    reference.compile_rules(rules[:3], "pass")
+    reference.compile_rules(rules[:2], "pass")
+
+
+def test_rate_limits_for_other_protocols_do_not_add_up():
+    limits = [{"action": "rate_limit", "pps": 100, "protocol": protocol} for protocol in ("udp", "tcp", "icmp")]
+    reference.compile_rules(parse_rules(limits + [dict(limits[0], protocol="tcp", source="198.18.0.0/16")]), "pass")
+    with pytest.raises(_fw_compile.CompileError, match="a tcp packet could go through 3 rate limits"):
+        reference.compile_rules(parse_rules(limits + [dict(limits[0], protocol="tcp", source="198.18.0.0/16"),
+                                                      {"action": "rate_limit", "pps": 100,
+                                                       "source": "198.18.1.0/24"}]), "pass")
 
 
 def test_more_general_rules_with_further_conditions_than_the_program_checks_are_refused():
