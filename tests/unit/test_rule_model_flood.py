@@ -157,8 +157,8 @@ def test_a_plain_rule_packs_as_before():
 
 
 def rate_round_trip(pps=None, bps=None, burst=None, burst_bytes=None):
-    item = dict((key, value) for key, value in (("pps", pps), ("bps", bps), ("burst", burst),
-                                                 ("burst_bytes", burst_bytes)) if value is not None)
+    given = (("pps", pps), ("bps", bps), ("burst", burst), ("burst_bytes", burst_bytes))
+    item = dict((key, value) for key, value in given if value is not None)
     rule = parse(dict(item, action="rate_limit", per="rule"))
     decoded = _fw_model.canonical_of_packed(_fw_model.pack_rule(rule))
     return dict((key, decoded.get(key)) for key in item), item
@@ -167,7 +167,7 @@ def rate_round_trip(pps=None, bps=None, burst=None, burst_bytes=None):
 def test_every_packet_rate_decodes_back_though_large_rates_share_a_cost():
     generator = random.Random(19)
     rates = list(range(1, 3000)) + list(range(8100000, 8103000)) + list(range(10 ** 9 - 3000, 10 ** 9 + 1)) + \
-        [generator.randint(1, 10 ** 7) for _ in range(5000)] + [generator.randint(1, 10 ** 9) for _ in range(3000)]
+        [generator.randint(1, 10 ** 7) for draw in range(5000)] + [generator.randint(1, 10 ** 9) for draw in range(3000)]
     shared = sum(1 for pps in rates if round((10 ** 9 << 16) / round((10 ** 9 << 16) / pps)) != pps)
     assert shared > 1000  # rounding the cost back would not give these rates
     for pps in rates:
@@ -179,7 +179,7 @@ def test_every_packet_rate_decodes_back_though_large_rates_share_a_cost():
 def test_every_bit_rate_and_byte_burst_decodes_back():
     generator = random.Random(80)
     rates = list(range(8, 3000)) + list(range(23000000, 23003000)) + list(range(10 ** 12 - 3000, 10 ** 12 + 1)) + \
-        [generator.randint(8, 10 ** 12) for _ in range(8000)]
+        [generator.randint(8, 10 ** 12) for draw in range(8000)]
     for bps in rates:
         burst_bytes = generator.choice([1514, max(1514, bps // 80), generator.randint(1514, max(1514, bps // 8 * 3600))])
         decoded, given = rate_round_trip(bps=bps, burst_bytes=burst_bytes)
