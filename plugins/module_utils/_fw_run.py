@@ -7,10 +7,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import itertools
 import os
+import time
 from collections import namedtuple
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_sets, _fw_slots, _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_expiry, _fw_sets, _fw_slots, _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import (
     assign_counters, compile_packed, patch_compiled, place_rules, same_matches)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
@@ -20,7 +22,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import (
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     FreshRuleset, KernelRuleset, firewall_pinned, pinned_maps, ruleset_digest)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_lockout import check_lockout
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError, rule_key
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
     STATE_DIR, StoreError, applying, entries_json, json_digest, previous_path, read_state, write_state)
@@ -61,6 +63,7 @@ class Change:
         self.changed = self.ruleset_changed or settings_before != settings_after
         self.packed = None  # the packed rules of after, once the rule set changes
         self.after_json = None  # entries_json(after), when known
+        self.expired = []  # the rules of before whose deadline passed, which after leaves out
 
     @property
     def pairs(self):
@@ -95,7 +98,8 @@ class Change:
         return_rules (moving 100,000 rules through Ansible's result handling costs seconds)."""
         full = return_rules or max(len(self.before), len(self.after)) <= FULL_LISTS_UP_TO
         result = dict(changed=self.changed, interface=interface, summary=self.summary, sets=self.set_counts(),
-                      rule_count={"before": len(self.before), "after": len(self.after)}, **self.settings_after)
+                      rule_count={"before": len(self.before), "after": len(self.after)}, expired=self.expired,
+                      **self.settings_after)
         if full:
             result["before"] = self.before
         if state == "gathered":
@@ -171,29 +175,43 @@ def _same_as_stored(request, kernel, stored, config_json):
                 and stored["rules_digest"] == json_digest(config_json))
 
 
-def plan(request, kernel, stored):
-    """The Change that request makes of the kernel's rule set and the stored desired state."""
+def plan(request, kernel, stored, now=None):
+    """The Change that request makes of the kernel's rule set and the stored desired state at now (epoch seconds,
+    default the clock): rules whose deadline has passed leave the rule set."""
+    now = time.time() if now is None else now
     state = request["state"]
     settings_before = {"default_action": kernel.default_action, "sampling": kernel.sampling}
     settings_after = settings_before if state == "gathered" else _settings(request, kernel)
     diff = bool(request.get("diff"))
     config_json = config_text(request.get("config")) if state in UNCHANGED_BY_SAME_CONFIG else None
     if settings_after["default_action"] == kernel.default_action and \
-            _same_as_stored(request, kernel, stored, config_json):
+            _same_as_stored(request, kernel, stored, config_json) and not _expiring(stored, now):
         return Change(stored["rules"], stored["rules"], settings_before, settings_after, diff)
-    entries = Entries()
+    entries = Entries(now)
     have, have_unique = _have(kernel, stored, entries, _set_names(request, stored))
-    want = entries.from_items(config_items(request.get("config")) or [], "drop" if state == "deleted" else None)
-    after = desired_rules(state, have, want.entries, have_unique)
+    items, lapsed = _fw_expiry.lapsed(config_items(request.get("config")) or [], now,
+                                      itertools.chain(have, (stored or {}).get("rules", ())))
+    want = entries.from_items(items, "drop" if state == "deleted" else None)
+    wanted = _fw_expiry.resolve(want.entries, have, now)
+    after = desired_rules(state, have, wanted, have_unique)
+    after, expired = (after, []) if state == "gathered" else _fw_expiry.expired(after, now)
     sets_before, sets_after = _sets(request, stored or {}, have_unique, after)
-    overridden = state == "overridden"  # then after is want's entries
-    change = Change(have, after, settings_before, settings_after, diff, want.pairs if overridden else None,
+    # overridden: after is the config's entries, which want.pairs pairs with have
+    as_given = state == "overridden" and wanted is want.entries and not (expired or lapsed)
+    change = Change(have, after, settings_before, settings_after, diff, want.pairs if as_given else None,
                     sets_before, sets_after)
+    expired_keys = set(map(rule_key, expired))
+    change.expired = expired + [item for item in lapsed if rule_key(item) not in expired_keys]
     if change.ruleset_changed:
         _pack(change, kernel, entries)
-    if overridden and want.as_given:
+    if as_given and want.as_given:
         change.after_json = config_json
     return change
+
+
+def _expiring(stored, now):
+    """True when a rule of the stored desired state has passed its deadline."""
+    return _fw_expiry.due((stored or {}).get("next_expiry"), now)
 
 
 def _set_names(request, stored):
@@ -310,7 +328,7 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
         stored = read_state(interface, state_dir)
         if request.get("revert_to"):
             request = _reverting(request, stored, state_dir)
-        if _applied_already(request, kernel, stored):
+        if _applied_already(request, kernel, stored) and not _expiring(stored, time.time()):
             return _unchanged(request, stored)
         if _content_missing(request):
             return _asking_for_content(interface)
@@ -330,7 +348,8 @@ def _store(interface, request, change, digest, state_dir):
     rules_json = change.after_json or entries_json(change.after)
     write_state(interface, dict(interface=interface, rules=change.after, digest=digest,
                                 rules_digest=json_digest(rules_json), sets=_fw_sets.stored_form(change.sets_after),
-                                request_digest=request.get("content_digest"), **change.settings_after),
+                                request_digest=request.get("content_digest"),
+                                next_expiry=_fw_expiry.next_deadline(change.after), **change.settings_after),
                 state_dir, rules_json)
 
 

@@ -87,7 +87,9 @@ options:
       - The action plugin hands the list to the host as one JSON text, which the module also accepts directly.
       - Each rule has these keys; all but C(action) are optional, and a key left out matches anything.
       - C(name) (str) a name (comment) for the rule. When given, it is the rule's identity across runs.
-      - C(action) (V(drop) or V(pass)) what to do with a matching packet. Required except with O(state=deleted).
+      - C(action) (V(drop), V(pass) or V(rate_limit)) what to do with a matching packet. Required except with
+        O(state=deleted). A V(rate_limit) rule lets the packets within its limit go on to the rules after it (the
+        next match decides, else the default action) and drops those over it, counted as its hits.
       - C(source) (str) source address or CIDR, IPv4 or IPv6, without host bits set (V(198.18.0.0/15),
         V(2001:db8::/32)).
       - C(destination) (str) destination address or CIDR, of the same family as C(source) when both are given.
@@ -96,6 +98,29 @@ options:
       - C(source_set) (str) the name of a set of O(sets) the source address must be in; instead of C(source).
       - C(destination_set) (str) the same for the destination; instead of C(destination), and only in a rule
         without a source (a rule with a source is looked up by it).
+      - C(source_port) (int or str) source port (tcp/udp), V(0-65535) or a range V(low-high); a non-first fragment
+        never matches it.
+      - C(tcp_flags) (str) TCP flags that must be set, and with V(!) clear, comma-separated from V(fin), V(syn),
+        V(rst), V(psh), V(ack), V(urg), V(ece), V(cwr) (V(syn,!ack) matches a connection's first packet); only
+        with C(protocol=tcp).
+      - C(icmp_type) (int) ICMP type V(0-255), with C(protocol) V(icmp) or V(icmpv6); not the ICMPv6 neighbour
+        discovery types V(133-137), which always pass. C(icmp_code) (int) V(0-255) needs C(icmp_type).
+      - C(length) (int or str) IP total length (IPv6 payload length + 40), a number or a range, V(0-65535).
+      - C(ttl) (int or str) IPv4 TTL or IPv6 hop limit, a number or a range, V(0-255).
+      - C(pps) (int, V(1) to 10^9) packets per second, and/or C(bps) (int, V(8) to 10^12) bits per second of the
+        Ethernet frame,
+        that a V(rate_limit) rule lets through; one of them is required, and both are only for V(rate_limit).
+      - C(burst) (int, packets, at least V(1); default a tenth of C(pps)) only with C(pps); C(burst_bytes) (int,
+        at least V(1514); default a tenth of a second at C(bps)) only with C(bps); at most an hour of the rate.
+      - C(per) (V(source) or V(rule), default V(source)) one bucket per source address (IPv4 by C(per_prefix),
+        default V(32); IPv6 by C(per_prefix6), default V(64)), or one bucket for all the rule's packets. The
+        prefixes only with V(source).
+      - C(expires_at) (str) an RFC 3339 time with an offset, in the future (V("2026-12-05T18:00:00Z"), quoted in
+        YAML), or C(expires_after) (int) seconds from the run that applies the rule; not both. The data plane
+        stops matching the rule at its deadline; the next run removes it and returns it in RV(expired). Running
+        a task again keeps the deadline an installed rule with the same identity still has.
+      - The canonical form of a rule (in RV(before), RV(after) and the stored state) shows C(expires_at) in UTC
+        and the defaults of a rate limit.
       - Mutually exclusive with O(rules_file).
     type: raw
   rules_file:
@@ -292,6 +317,14 @@ summary:
   returned: always
   type: dict
   sample: {"added": 2, "removed": 1, "changed": 0}
+expired:
+  description:
+    - The rules (in canonical form, with their names) whose deadline had passed, which the task removed (or, in
+      check mode, would remove). Diff mode shows them as removed lines.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "block-scanner", "action": "drop", "source": "198.19.7.0/24", "expires_at": "2026-12-05T18:00:00Z"}]
 default_action:
   description: The default action after the task.
   returned: always

@@ -5,6 +5,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -604,3 +605,64 @@ def test_check_mode_before_the_firewall_is_attached_plans_against_a_fresh_one(tm
     with pytest.raises(_fw_kernel.FirewallMissing, match="is not attached"):
         _fw_run.run(request, False, {}, str(tmp_path / "etc"), str(tmp_path / "run"))
     assert not (tmp_path / "etc").exists()
+
+
+# --- rules that expire (issue 19) -------------------------------------------------------------------------
+
+
+def wait_past(deadline_text):
+    deadline = time.mktime(time.strptime(deadline_text, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    time.sleep(max(0.0, deadline + 1 - time.time()))
+
+
+def test_a_deadline_is_kept_by_repeated_runs_and_the_run_after_it_removes_the_rule(host):
+    block = dict(BAD, name="block", expires_after=2)
+    first = host(state="overridden", config=[SSH, block])
+    deadline = first["after"][1]["expires_at"]
+    assert first["after"][1] == dict(BAD, name="block", expires_at=deadline) and first["expired"] == []
+    assert _fw_kernel.KernelRuleset(host.maps).rule_at(1)[0].expires_at is not None
+    assert not host(state="overridden", config=[SSH, block])["changed"]
+    wait_past(deadline)
+    predicted = host(check_mode=True, diff=True, state="merged", config=[SSH])
+    assert predicted["changed"] and predicted["expired"] == [dict(BAD, name="block", expires_at=deadline)]
+    assert "- drop ip from 198.19.0.0/16 to any expires %s (block)" % deadline in predicted["diff"]["prepared"]
+    assert len(kernel_rules(host.maps)) == 2
+    done = host(state="merged", config=[SSH])
+    assert done["changed"] and done["expired"] == predicted["expired"] and done["after"] == [SSH]
+    assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22)]
+    again = host(state="merged", config=[SSH])
+    assert not again["changed"] and again["expired"] == []
+    rearmed = host(state="merged", config=[block])  # expires_after counts from the run that applies it anew
+    assert rearmed["after"][1]["expires_at"] > deadline
+
+
+def test_the_same_request_again_removes_rules_whose_deadline_passed(host):
+    """Neither the action plugin's digest of an unchanged request nor the stored rules' digest keep an expired
+    rule."""
+    deadline = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    config = [SSH, dict(BAD, expires_at=deadline)]
+    args = module_args_with_content({"interface": "eth0", "state": "overridden", "config": config})
+    host(**args)
+    wait_past(deadline)
+    result = host(**args)
+    assert result["changed"] and result["expired"] == [dict(BAD, expires_at=deadline)]
+    assert kernel_rules(host.maps) == [rule("pass", protocol="tcp", port=22)]
+    deadline = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    config = [SSH, dict(BAD, expires_at=deadline)]
+    host(state="overridden", config=config)
+    wait_past(deadline)
+    result = host(state="overridden", config=config)
+    assert result["changed"] and result["expired"] == [dict(BAD, expires_at=deadline)]
+
+
+def test_a_stored_rule_set_restored_after_a_deadline_leaves_the_expired_rule_out(host):
+    deadline = host(state="overridden", config=[SSH, dict(BAD, expires_after=2)])["after"][1]["expires_at"]
+    stored = host.state_file.read_text()
+    assert json.loads(stored)["next_expiry"] == deadline
+    host(state="overridden", config=[])
+    host.state_file.write_text(stored)  # the kernel no longer holds the stored rule set, as after a reboot
+    wait_past(deadline)
+    restored = host(state="overridden", config=json.loads(stored)["rules"])  # what _restore asks
+    assert restored["expired"] == [dict(BAD, expires_at=deadline)] and restored["after"] == [SSH]
+    with pytest.raises(_fw_model.RuleError, match=r"config\[1\].expires_at: .* is in the past"):
+        host(state="overridden", config=json.loads(stored)["rules"])  # neither held nor stored any more: a mistake
