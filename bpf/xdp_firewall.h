@@ -86,7 +86,7 @@ struct xf_rule {                 /* xf_rules_N[position] */
 	__u8 limit_per;          /* enum xf_limit_per */
 	__u8 limit_prefix4;      /* XF_PER_SOURCE: the source prefix one bucket covers */
 	__u8 limit_prefix6;
-	__u8 reserved[7];
+	__u8 reserved[7];        /* the program ignores it; user space keeps the low bits of the rates here (_fw_model) */
 	__u64 expires;           /* XF_EXPIRES: wall-clock deadline in ns since the epoch (see xf_clock) */
 	__u64 packet_cost;       /* rate limit: ns per packet << 16; 0: no packet rate */
 	__u64 packet_burst;      /* ns: how far ahead of now the packets may run */
