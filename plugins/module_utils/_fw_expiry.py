@@ -11,12 +11,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import operator
 import re
 import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import EXPIRES_FORMAT, rule_key
 
 CANONICAL_DEADLINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
+# Most rule sets have no deadline at all: these look at every entry in C, before any loop in Python does.
+DEADLINE = operator.methodcaller("get", "expires_at")
+DELAY = operator.methodcaller("get", "expires_after")
 
 
 def deadline_text(seconds):
@@ -27,9 +31,9 @@ def resolve(entries, installed, now):
     """entries with each expires_after turned into expires_at: the deadline of the installed rule with the same
     identity while it is still ahead (so a playbook run again keeps the deadline it set), else now +
     expires_after. Entries without expires_after are returned as they are."""
-    pending = [index for index, entry in enumerate(entries) if entry.get("expires_after") is not None]
-    if not pending:
+    if not any(map(DELAY, entries)):
         return entries
+    pending = [index for index, entry in enumerate(entries) if entry.get("expires_after") is not None]
     now_text = deadline_text(now)
     deadlines = dict((rule_key(rule), rule["expires_at"]) for rule in installed
                      if rule.get("expires_at") is not None and rule["expires_at"] > now_text)
@@ -44,6 +48,8 @@ def resolve(entries, installed, now):
 
 def expired(entries, now):
     """(the entries whose deadline is ahead or that have none, those whose deadline has passed), in order."""
+    if not any(map(DEADLINE, entries)):
+        return entries, []
     now_text = deadline_text(now)
     gone = [index for index, entry in enumerate(entries)
             if entry.get("expires_at") is not None and entry["expires_at"] <= now_text]
@@ -58,7 +64,8 @@ def lapsed(items, now, held):
     when the host holds (or last stored) a rule with its identity, which then simply expired: restoring or
     reverting a stored rule set, or running a playbook again, after a deadline. Any other item with a deadline
     in the past is refused by the parser."""
-    if not isinstance(items, list):
+    held = list(held)
+    if not isinstance(items, list) or not any(map(DEADLINE, held)):
         return items, []
     now_text = deadline_text(now)
     gone = [index for index, item in enumerate(items) if isinstance(item, dict)

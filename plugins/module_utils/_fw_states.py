@@ -11,13 +11,16 @@ import itertools
 import operator
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import (
-    MATCH_FIELDS, RuleError, describe_key, rule_key)
+    MATCH_FIELDS, PLAIN_KEYS, RuleError, describe_key, rule_key)
+
+PLAIN_MATCHES = PLAIN_KEYS[1:]  # the match fields most rules stop at
 
 
-def _identities(rules):
-    """[rule_key(rule) for rule in rules], a field at a time."""
+def _identities(rules, fields=MATCH_FIELDS):
+    """[rule_key(rule) for rule in rules], a field at a time; with fewer fields, identities that only ever tell
+    more rules apart."""
     names = list(map(operator.methodcaller("get", "name"), rules))
-    fields = [map(operator.methodcaller("get", field), rules) for field in MATCH_FIELDS]
+    fields = [map(operator.methodcaller("get", field), rules) for field in fields]
     matches = zip(itertools.repeat("match"), *fields)
     if not any(names):
         return list(matches)
@@ -25,6 +28,9 @@ def _identities(rules):
 
 
 def check_unique(rules, what):
+    plain = _identities(rules, PLAIN_MATCHES)
+    if len(set(plain)) == len(plain):  # rules apart by their plain matches are apart by all of theirs
+        return
     keys = _identities(rules)
     if len(set(keys)) == len(keys):
         return
