@@ -104,9 +104,9 @@ ansible_facts:
               C(sample_rate), C(active_slot), C(stats) (per reason C(aborted), C(drop), C(pass), C(tx),
               C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request) and
               C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes)),
-              C(rate_limits) (each rate-limit rule: C(position), C(name), C(rule), C(passed) and C(limited), each
+              C(rate_limits) (for each rate-limit rule C(position), C(name), C(rule), C(passed) and C(limited), each
               with C(packets) and C(bytes), and C(sources), the sources or prefixes it keeps a bucket for),
-              C(expiring_rules) (each rule with a deadline: C(position), C(name), C(rule), C(expires_at) and
+              C(expiring_rules) (for each rule with a deadline C(position), C(name), C(rule), C(expires_at) and
               C(seconds_left), 0 once it has passed) and C(sets) (the entries of each address set the rules
               name, by set name).
           type: dict

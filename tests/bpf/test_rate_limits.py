@@ -103,7 +103,7 @@ def test_a_byte_rate_counts_whole_frames(limiter):
     apply(limiter, {"bps": 8000, "burst_bytes": 1514})  # 1,000 bytes a second
     fd, _maps = limiter
     frame = udp(A, size=200)  # 242 bytes with Ethernet, IP and UDP headers
-    assert [_libbpf.prog_test_run(fd, frame)[0] for _ in range(8)] == [PASS] * 6 + [DROP] * 2
+    assert [_libbpf.prog_test_run(fd, copy)[0] for copy in [frame] * 8] == [PASS] * 6 + [DROP] * 2
 
 
 def test_facts_report_passed_limited_and_tracked_sources(limiter):

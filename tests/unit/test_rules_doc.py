@@ -43,6 +43,6 @@ def test_a_syn_over_its_limit_is_dropped_whoever_sends_it_and_within_it_the_admi
         admin, stranger = (bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") /
                                  IP(src=source, dst="198.19.0.1") / TCP(dport=22, flags="S"))
                            for source in ("198.18.0.10", "198.18.9.9"))
-        admin = [_libbpf.prog_test_run(fd, admin)[0] for _ in range(101)]
+        admin = [_libbpf.prog_test_run(fd, copy)[0] for copy in [admin] * 101]
         stranger = _libbpf.prog_test_run(fd, stranger)[0]
     assert admin == [2] * 100 + [1] and stranger == 1  # burst 100 passes ssh-admins, the 101st is limited
