@@ -2,6 +2,7 @@
 verdict, counter and sampled event against the reference classifier."""
 
 import os
+import time
 
 import pytest
 
@@ -27,7 +28,8 @@ class Firewall:
             compiled = compiler(rules, default_action)
         else:
             compiled = reference.compile_rules(rules, default_action, sets=sets)
-        _fw_slots.apply_ruleset(self.maps, compiled)
+        # every rule starts as the module starts a new one: zeroed counters and no rate-limit buckets
+        _fw_slots.apply_ruleset(self.maps, compiled, fresh_counters=compiled.counters)
         _fw_slots.set_sample_rate(self.maps, sample_rate)
         self.rules, self.default_action, self.counters, self.sets = rules, default_action, compiled.counters, sets
         self.positions = [position for position, rule in enumerate(compiled.rules) if rule != _layout.EMPTY_RULE]
@@ -35,16 +37,21 @@ class Firewall:
     def run(self, frame):
         return _libbpf.prog_test_run(self.prog_fd, frame)[0]
 
-    def check(self, frames):
-        """Runs (frame bytes, Packet) pairs; returns a list of mismatches, empty when all agree."""
+    def check(self, frames, now=None):
+        """Runs (frame bytes, Packet) pairs; returns a list of mismatches, empty when all agree.
+
+        now: the wall clock the program's xf_clock gives (epoch seconds; default the clock)."""
+        now = time.time() if now is None else now
         self.events.consume()
         stats_before = reference.read_stats(self.maps)
         hits_before = reference.read_hits(self.maps, self.counters)
+        passed_before = reference.read_hits(self.maps, self.counters, "xf_passed")
         stats = dict((reason, [0, 0]) for reason in _layout.REASONS)
         hits = [[0, 0] for counter in self.counters]
+        passed = [[0, 0] for counter in self.counters]
         events, mismatches = [], []
         for frame, packet in frames:
-            expected = reference.classify(self.rules, self.default_action, packet, self.sets)
+            expected = reference.classify(self.rules, self.default_action, packet, self.sets, now)
             got = self.run(frame)
             if got != _layout.XDP_ACTIONS[expected.action]:
                 mismatches.append("verdict %s, expected %s for %s (frame %s)"
@@ -52,26 +59,35 @@ class Firewall:
             _add(stats[_layout.REASONS[reference.stats_reason(expected)]], len(frame))
             if expected.position is not None:
                 _add(hits[expected.position], len(frame))
+            for number in reference.limits_passed(self.rules, expected, packet, self.sets, now):
+                _add(passed[number], len(frame))
             if expected.action == "drop":
                 events.append(_expected_event(expected, packet, self.counters, self.positions))
-        mismatches += self._counter_mismatches(stats_before, stats, hits_before, hits)
+        mismatches += self._stats_mismatches(stats_before, stats)
+        mismatches += self._counts_mismatches("hits", hits_before, hits, "xf_hits")
+        mismatches += self._counts_mismatches("passed", passed_before, passed, "xf_passed")
         got_events = [_comparable(_fw_kernel.decode_event(raw)) for raw in self.events.consume()]
         if got_events != events:
             mismatches.append("events %s, expected %s" % (got_events, events))
         return mismatches
 
-    def _counter_mismatches(self, stats_before, stats, hits_before, hits):
+    def _stats_mismatches(self, stats_before, stats):
         mismatches = []
         stats_after = reference.read_stats(self.maps)
         for reason, (packets, bytes_) in stats.items():
             delta = _delta(stats_before[reason], stats_after[reason])
             if delta != (packets, bytes_):
                 mismatches.append("stats[%s] grew by %s, expected %s" % (reason, delta, (packets, bytes_)))
-        hits_after = reference.read_hits(self.maps, self.counters)
-        for position, (packets, bytes_) in enumerate(hits):
-            delta = _delta(hits_before[position], hits_after[position])
+        return mismatches
+
+    def _counts_mismatches(self, what, before, expected, name):
+        """Per rule, the growth of its counter slot in `name` against the expected [packets, bytes]."""
+        mismatches = []
+        after = reference.read_hits(self.maps, self.counters, name)
+        for number, (packets, bytes_) in enumerate(expected):
+            delta = _delta(before[number], after[number])
             if delta != (packets, bytes_):
-                mismatches.append("hits of rule %d grew by %s, expected %s" % (position, delta, (packets, bytes_)))
+                mismatches.append("%s of rule %d grew by %s, expected %s" % (what, number, delta, (packets, bytes_)))
         return mismatches
 
 
@@ -93,7 +109,7 @@ def _expected_event(verdict, packet, counters, positions):
         "counter": None if verdict.position is None else counters[verdict.position],
         "action": "drop", "reason": _layout.REASONS[reference.stats_reason(verdict)],
         "src": str(packet.src) if ip else None, "dst": str(packet.dst) if ip else None,
-        "proto": packet.proto if ip else 0, "dport": packet.dport or 0,
+        "proto": packet.proto if ip else 0, "dport": packet.dport or 0, "sport": packet.sport or 0,
     }
 
 
@@ -101,9 +117,9 @@ def _comparable(event):
     """The event fields the reference model determines (malformed frames carry partial fields)."""
     result = dict((key, event[key]) for key in ("ifindex", "position", "counter", "action", "reason"))
     if event["reason"] != "malformed" and event["family"]:
-        result.update((key, event[key]) for key in ("src", "dst", "proto", "dport"))
+        result.update((key, event[key]) for key in ("src", "dst", "proto", "dport", "sport"))
     else:
-        result.update(src=None, dst=None, proto=0, dport=0)
+        result.update(src=None, dst=None, proto=0, dport=0, sport=0)
     return result
 
 
