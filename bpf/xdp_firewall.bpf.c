@@ -40,7 +40,7 @@ struct packet {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 ttl;
-	__u16 length;   /* IP total length; IPv6: payload length + 40 */
+	__u32 length;   /* IP total length; IPv6: payload length + 40, which may pass 65535 and then matches no range */
 };
 
 /* The match keeps what the program needs of the rule, not a pointer to it: a rule is looked up

@@ -85,8 +85,6 @@ def test_length_and_ttl_at_both_edges_of_their_ranges(firewall, family):
     assert_agrees(firewall, config, "pass", frames_for(specs))
 
 
-@pytest.mark.xfail(strict=True, reason="data plane: the IPv6 length (payload length + 40) is kept in 16 bits, so a "
-                                       "payload length over 65495 wraps to a small length that small ranges match")
 def test_an_ipv6_length_beyond_65535_matches_no_length_range(firewall):
     config = [{"action": "drop", "length": "0-100"}]
     specs = [FrameSpec(A6, C6, UDP_, 53, length=length) for length in (65535, 65536, 65575)]
@@ -139,12 +137,11 @@ def limit(**fields):
     return dict({"action": "rate_limit", "pps": 10 ** 7, "burst": 10 ** 7}, **fields)
 
 
-def test_a_packet_goes_through_three_rate_limits_to_the_rule_after_them(firewall):
-    """One general, one by the source's host table, one by the destination: each counts the packet as
-    passed, and the next match decides."""
+def test_a_packet_goes_through_two_rate_limits_to_the_rule_after_them(firewall):
+    """One by the source's host table, one general: each counts the packet as passed, and the next match
+    decides."""
     config = [limit(source=A, per="rule"), {"action": "pass", "source": A, "protocol": "udp"},
-              limit(protocol="tcp", per_prefix=24), limit(destination="198.19.0.0/24", bps=10 ** 12),
-              {"action": "drop", "protocol": "tcp", "port": 22}]
+              limit(protocol="tcp", per_prefix=24, bps=10 ** 12), {"action": "drop", "protocol": "tcp", "port": 22}]
     specs = both_families([FrameSpec(src, dst, proto, port) for src in (A, "198.18.5.5")
                            for dst in (C, "198.19.9.9") for proto in (TCP_, UDP_) for port in (22, 23)])
     assert_agrees(firewall, config, "pass", frames_for(specs))
