@@ -32,7 +32,6 @@ NOW = int(time.time())
 DAY = 86400
 
 
-
 def near(edges, least, most):
     """Values at and next to the edges, within least..most."""
     return sorted(set(value for edge in edges for value in (edge - 1, edge, edge + 1) if least <= value <= most))
