@@ -100,18 +100,22 @@ def most_hit(packets_at, top):
     return ranked
 
 
-def top_rules(kernel, index, top):
-    """The `top` rules with the most hits: position, name, match text, action, packets, bytes (index: the
-    _fw_store.Index of the rule set)."""
-    set_names = tag_names(index.sets)
+def hit_records(kernel):
+    """The hit counters of every rule of the rule set, read once for the facts that need them."""
     counters = kernel.counters()
-    hits = PerCpuRecords(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
+    return PerCpuRecords(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
+
+
+def top_rules(kernel, index, top, hits):
+    """The `top` rules with the most hits: position, name, match text, action, packets, bytes (index: the
+    _fw_store.Index of the rule set; hits: hit_records)."""
+    set_names = tag_names(index.sets)
     result = []
-    for position in most_hit(list(map(hits.packets().__getitem__, counters)), top):
-        rule, counter = kernel.rule_at(position, set_names)
+    for number in most_hit(list(map(hits.packets().__getitem__, kernel.counters())), top):
+        rule, counter, summary = _rule_summary(kernel, index, number, set_names)
         packets, bytes_ = hits.summed(counter)
-        result.append({"position": position + 1, "name": index.names.get(position), "rule": rule_line(rule.to_dict()),
-                       "action": rule.action, "counter": counter, "packets": packets, "bytes": bytes_})
+        summary.update(action=rule.action, counter=counter, packets=packets, bytes=bytes_)
+        result.append(summary)
     return result
 
 
@@ -134,15 +138,14 @@ def _rule_summary(kernel, index, number, set_names):
     return rule, counter, {"position": number + 1, "name": index.names.get(number), "rule": rule_line(rule.to_dict())}
 
 
-def rate_limits(kernel, index, maps):
+def rate_limits(kernel, index, maps, hits):
     """Each rate-limit rule: its position, name, text, the packets and bytes it let on (passed) and dropped
-    (limited), and the sources (or prefixes) it tracks a bucket for."""
+    (limited: its hits), and the sources (or prefixes) it tracks a bucket for."""
     numbers = _positions_where(kernel, "action", RATE_LIMIT.__eq__)
     if not numbers or "xf_passed" not in maps:
         return []
     set_names, counters = tag_names(index.sets), kernel.counters()
-    slots = max(counters[number] for number in numbers) + 1
-    passed, hits = PerCpuRecords(maps["xf_passed"], slots), PerCpuRecords(maps["xf_hits"], slots)
+    passed = PerCpuRecords(maps["xf_passed"], max(counters[number] for number in numbers) + 1)
     tracked = _sources_tracked(maps["xf_limits"])
     result = []
     for number in numbers:
@@ -188,6 +191,7 @@ def firewall_maps(described):
 def firewall_facts(maps, interface, per_cpu, top, state_dir):
     kernel = KernelRuleset(maps)
     index = read_index(interface, kernel.digest, state_dir)
+    hits = hit_records(kernel)
     return {
         "firewall": True,
         "rule_count": len(kernel),
@@ -195,8 +199,8 @@ def firewall_facts(maps, interface, per_cpu, top, state_dir):
         "sample_rate": kernel.sampling,
         "active_slot": kernel.active,
         "stats": action_stats(maps["xf_stats"], per_cpu),
-        "top_rules": top_rules(kernel, index, top),
-        "rate_limits": rate_limits(kernel, index, maps),
+        "top_rules": top_rules(kernel, index, top, hits),
+        "rate_limits": rate_limits(kernel, index, maps, hits),
         "expiring_rules": expiring_rules(kernel, index),
         "sets": index.sets,
     }

@@ -82,7 +82,7 @@ def lapsed(items, now, held):
 
 def next_deadline(entries):
     """The earliest expires_at of entries, None when none expires."""
-    return min((entry["expires_at"] for entry in entries if entry.get("expires_at") is not None), default=None)
+    return min(filter(None, map(DEADLINE, entries)), default=None)
 
 
 def due(next_text, now):

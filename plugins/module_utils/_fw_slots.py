@@ -71,7 +71,7 @@ def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None, sets_change
     wait_for_packets_in_flight()
     edits = _slot_edits(maps, target, compiled, rules_now.get(target), sets_changed)
     _write_slot(maps, target, compiled, edits, (active, rate, metas))
-    reset_hits(maps, fresh_counters)
+    reset_counters(maps, fresh_counters)
     write_config(maps, target, rate, metas)
     wait_for_packets_in_flight()
     if not alike:
@@ -295,7 +295,7 @@ def _prefix_edits(fd, desired):
             [key for key, value in desired.items() if current.get(key) != value])
 
 
-def reset_hits(maps, counters):
+def reset_counters(maps, counters):
     """Zeroes the hit and rate-limit counters of these slots on every CPU, in one batch each, and forgets the
     rate-limit buckets kept under them."""
     zero = bytes(_libbpf.percpu_value_size(DATAREC.size) * _libbpf.num_possible_cpus())

@@ -111,7 +111,7 @@ def test_facts_report_passed_limited_and_tracked_sources(limiter):
     verdicts(limiter, [A, A, A, B])
     _fd, maps = limiter
     kernel = _fw_kernel.KernelRuleset(maps)
-    (limit,) = _facts.rate_limits(kernel, Index({}, {}), maps)
+    (limit,) = _facts.rate_limits(kernel, Index({}, {}), maps, _facts.hit_records(kernel))
     assert (limit["position"], limit["passed"]["packets"], limit["limited"]["packets"], limit["sources"]) == \
         (1, 2, 2, 2)
     assert limit["rule"].startswith("rate_limit udp") and counts(limiter, counters[0]) == (2, 2)
