@@ -100,15 +100,6 @@ struct {
 	__type(value, struct xf_limit_state);
 } xf_limits SEC(".maps");
 
-/* xf_clock[0]: the wall clock minus the boot clock in ns, written at apply and at restore, so that rules expire
- * by the boot clock (which sleeps and steps do not move) at their wall-clock deadline. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} xf_clock SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -153,6 +144,10 @@ struct {
 		__type(key, __u32);                                \
 		__type(value, value_type);                         \
 	} map_name SEC(".maps")
+
+/* xf_clock[0]: the wall clock minus the boot clock in ns, written at apply and at restore, so that rules expire
+ * by the boot clock (which sleeps and steps do not move) at their wall-clock deadline. */
+ARRAY_MAP(xf_clock, 1, __u64);
 
 /* One rule set; the program reads xf_config.active once per packet and then
  * uses only that slot's maps, so a rule-set switch is a single word write.
