@@ -259,13 +259,16 @@ def patch_compiled(meta, rules, default_action, changed):
     return Compiled(action, rules, None, None, None, None, meta, None)
 
 
+IS_RATE_LIMIT = bytes(action == RATE_LIMIT for action in range(256))  # bytes.translate: an action to 1 or 0
+
+
 def match_digest(raw):
     """Digest of concatenated packed rules without their counters, and of their actions only whether each is a
     rate limit: the index maps (gen, cond, prefixes) of two rule sets are the same when this and their counts
     are."""
     masked = bytearray(raw)
     count = len(masked) // RULE.size
-    masked[0::RULE.size] = bytes(action == RATE_LIMIT for action in masked[0::RULE.size])
+    masked[0::RULE.size] = masked[0::RULE.size].translate(IS_RATE_LIMIT)
     for offset in range(COUNTER, COUNTER_END):
         masked[offset::RULE.size] = bytes(count)
     return hashlib.sha256(masked).digest()
