@@ -125,7 +125,7 @@ def requested_map_sizes(map_sizes):
         else:
             sizes[name] = number
     if wrong:
-        raise ProgramError("; ".join(wrong))
+        raise ProgramError(listed(wrong))
     return sizes
 
 
@@ -152,7 +152,7 @@ def apply_map_sizes(bpf_object, map_sizes):
                             % (name, name, maps[name].map_type, ", ".join(sorted(SIZABLE_MAP_TYPES.values())),
                                name))
     if problems:
-        raise ProgramError("; ".join(problems))
+        raise ProgramError(listed(problems))
     for name, size in map_sizes.items():
         maps[name].set_max_entries(size)
 
