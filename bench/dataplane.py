@@ -36,8 +36,7 @@ from scapy.layers.inet import IP, TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_model, _fw_slots, _hostfs, _libbpf  # noqa: E402
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import LIMIT_KEY  # noqa: E402
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _fw_model, _fw_slots, _hostfs, _libbpf  # noqa: E402
 from bench.addresses import host_addresses as blocked_sources  # noqa: E402
 from tests.helpers import reference  # noqa: E402
 
@@ -242,7 +241,7 @@ def limits(args):
         load_ruleset(maps, [_fw_model.parse_rule(rule) for rule in LIMIT_RULES])
         for source in sources:  # each source's first packet is within its burst and starts its bucket
             _libbpf.prog_test_run(fd, bytes(ether / IP(src=source, dst=DESTINATION) / UDP(dport=LIMITED_PORT)))
-        tracked = len(_libbpf.map_keys(maps["xf_limits"], LIMIT_KEY.size))
+        tracked = sum(_fw_buckets.tracked(maps).values())
         measured = sources[::len(sources) // SOURCES][:SOURCES]
         rows = []
         for name, port in (("UDP over its rate limit", LIMITED_PORT), ("UDP dropped by port", DROPPED_PORT)):

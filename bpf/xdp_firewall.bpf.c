@@ -114,6 +114,7 @@ const volatile struct {
 	enum xf_rule_flags flags;
 	enum xf_more_flags more;
 	enum xf_limit_per per;
+	enum xf_clock_entry clock;
 	enum xf_prefix_map prefix_map;
 } xf_btf_anchor = {};
 
@@ -145,9 +146,8 @@ struct {
 		__type(value, value_type);                         \
 	} map_name SEC(".maps")
 
-/* xf_clock[0]: the wall clock minus the boot clock in ns, written at apply and at restore, so that rules expire
- * by the boot clock (which sleeps and steps do not move) at their wall-clock deadline. */
-ARRAY_MAP(xf_clock, 1, __u64);
+ARRAY_MAP(xf_clock, XF_CLOCK_ENTRIES, __u64);
+ARRAY_MAP(xf_limit_slots, XF_LIMIT_SLOTS, struct xf_limit_slot);
 
 /* One rule set; the program reads xf_config.active once per packet and then
  * uses only that slot's maps, so a rule-set switch is a single word write.
@@ -323,8 +323,8 @@ static __always_inline void found(struct scratch *work, __u32 position, const st
 
 static __always_inline int expired(__u64 deadline)
 {
-	__u32 zero = 0;
-	__u64 *wall_minus_boot = bpf_map_lookup_elem(&xf_clock, &zero);
+	__u32 entry = XF_WALL_MINUS_BOOT;
+	__u64 *wall_minus_boot = bpf_map_lookup_elem(&xf_clock, &entry);
 
 	return wall_minus_boot && bpf_ktime_get_boot_ns() + *wall_minus_boot >= deadline;
 }
@@ -570,21 +570,37 @@ __noinline int reclassify(__u32 slot, __u32 from)
 
 /* --- rate limits --------------------------------------------------------- */
 
-static __always_inline void limit_key(struct xf_limit_key *key, const struct xf_rule *rule, const struct packet *pkt)
+/* The source address word i masked to the bucket's prefix of prefix bits (network order). */
+static __always_inline __u32 masked_word(const struct packet *pkt, int i, __u32 prefix)
 {
-	__u32 prefix = pkt->family == 4 ? rule->limit_prefix4 : rule->limit_prefix6;
+	__u32 bits = prefix > 32 * i ? prefix - 32 * i : 0;
+
+	return bits ? pkt->src[i] & bpf_htonl(0xffffffffU << (32 - (bits > 32 ? 32 : bits))) : 0;
+}
+
+static __always_inline __u32 limit_prefix(const struct xf_rule *rule, const struct packet *pkt)
+{
+	if (rule->limit_per != XF_PER_SOURCE)
+		return 0;
+	return pkt->family == 4 ? rule->limit_prefix4 : rule->limit_prefix6;
+}
+
+/* The key of the rule's bucket for this packet in xf_limits. A global function, which the verifier checks once;
+ * only a bucket that is not in xf_limit_slots needs it. */
+__noinline int limit_key(struct xf_limit_key *key, const struct xf_rule *rule, const struct packet *pkt)
+{
+	__u32 prefix;
+
+	if (!key || !rule || !pkt)
+		return 0;
+	prefix = limit_prefix(rule, pkt);
 
 	key->counter = rule->counter;
-	if (rule->limit_per != XF_PER_SOURCE)
-		return;
-	key->family = pkt->family;
+	key->family = rule->limit_per == XF_PER_SOURCE ? pkt->family : 0;
 #pragma unroll
-	for (int i = 0; i < 4; i++) {
-		__u32 bits = prefix > 32 ? 32 : prefix;
-
-		key->src[i] = bits ? pkt->src[i] & bpf_htonl(0xffffffffU << (32 - bits)) : 0;
-		prefix -= bits;
-	}
+	for (int i = 0; i < 4; i++)
+		key->src[i] = masked_word(pkt, i, prefix);
+	return 0;
 }
 
 /* Where a rate's schedule stands once a packet of this cost is let through. */
@@ -606,28 +622,73 @@ static __always_inline void charge(__u64 *due, __u64 now, __u64 cost)
 	}
 }
 
-/* 1 when the packet is over the rule's rate limit; else charges the packet to it. The time is the coarse
- * monotonic clock, which costs a fraction of a precise read (docs/PERFORMANCE.md): it moves by kernel ticks,
- * so a bucket sees the time up to a tick late, which never lets more through than a precise clock would and
- * leaves the long-run rate as it is. */
-__noinline int over_limit(const struct xf_rule *rule, const struct packet *pkt, __u32 bytes)
+static __always_inline int owns(const struct xf_limit_slot *slot, __u64 owner)
 {
-	struct xf_limit_key key = {};
-	struct xf_limit_state *state, fresh = {};
-	__u64 now = bpf_ktime_get_coarse_ns(), packet_cost, byte_cost;
+	return slot && slot->owner == owner;
+}
 
-	if (!rule || !pkt)
+/* 1 when the slot was free and is now the owner's (or another CPU has just claimed it for the same owner). */
+static __always_inline int claim(struct xf_limit_slot *slot, __u64 owner)
+{
+	__u64 seen;
+
+	if (!slot || slot->owner)
 		return 0;
-	limit_key(&key, rule, pkt);
-	state = bpf_map_lookup_elem(&xf_limits, &key);
-	if (!state) {
-		bpf_map_update_elem(&xf_limits, &key, &fresh, BPF_NOEXIST);
-		state = bpf_map_lookup_elem(&xf_limits, &key);
-		if (!state) /* nowhere to keep the source's bucket: let the packet through rather than drop it */
-			return 0;
-	}
-	packet_cost = rule->packet_cost >> 16;
-	byte_cost = (rule->byte_cost * bytes) >> 16;
+	seen = __sync_val_compare_and_swap(&slot->owner, 0, owner);
+	return !seen || seen == owner;
+}
+
+/* The bucket of a key that fits in 64 bits in xf_limit_slots, claiming a free slot of its pair for it; NULL
+ * when the pair is taken by others. Both slots are looked at before either is claimed, so that a key has one
+ * bucket. */
+static __always_inline struct xf_limit_state *slot_bucket(__u32 counter, __u32 source)
+{
+	__u64 owner = (__u64)(counter + 1) << 32 | source;
+	__u32 pair = ((source ^ (counter + 1) * XF_HOST_HASH) * XF_HOST_HASH) >> (32 - XF_LIMIT_SLOT_BITS) & ~1U;
+	__u32 next = pair + 1;
+	struct xf_limit_slot *first = bpf_map_lookup_elem(&xf_limit_slots, &pair);
+	struct xf_limit_slot *second = bpf_map_lookup_elem(&xf_limit_slots, &next);
+
+	if (owns(first, owner))
+		return &first->state;
+	if (owns(second, owner))
+		return &second->state;
+	if (claim(first, owner))
+		return &first->state;
+	if (claim(second, owner))
+		return &second->state;
+	return NULL;
+}
+
+/* The bucket of this key in xf_limits, made (full) when it has none; NULL when the map cannot hold it. */
+static __always_inline struct xf_limit_state *lru_bucket(const struct xf_limit_key *key)
+{
+	struct xf_limit_state *state = bpf_map_lookup_elem(&xf_limits, key), fresh = {};
+
+	if (state)
+		return state;
+	bpf_map_update_elem(&xf_limits, key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&xf_limits, key);
+}
+
+/* The time by which rate limits run, in ns: jiffies, at the resolution of the coarse clocks. A bucket sees the
+ * time up to a tick late, which never lets more through than a precise clock would and leaves the long-run
+ * rate as it is. 0 until user space has written the tick's length. */
+static __always_inline __u64 limit_clock(void)
+{
+	__u32 entry = XF_TICK_NS;
+	__u64 *tick_ns = bpf_map_lookup_elem(&xf_clock, &entry);
+
+	return tick_ns ? bpf_jiffies64() * *tick_ns : 0;
+}
+
+/* 1 when a packet of this many bytes is over the rule's rate limit, whose bucket is state; else charges the
+ * packet to the bucket. */
+static __always_inline int over_bucket(struct xf_limit_state *state, const struct xf_rule *rule, __u64 now,
+				       __u32 bytes)
+{
+	__u64 packet_cost = rule->packet_cost >> 16, byte_cost = (rule->byte_cost * bytes) >> 16;
+
 	if ((rule->packet_cost && due_after(state->packets_due, now, packet_cost) - now > rule->packet_burst) ||
 	    (rule->byte_cost && due_after(state->bytes_due, now, byte_cost) - now > rule->byte_burst))
 		return 1;
@@ -636,6 +697,25 @@ __noinline int over_limit(const struct xf_rule *rule, const struct packet *pkt, 
 	if (rule->byte_cost)
 		charge(&state->bytes_due, now, byte_cost);
 	return 0;
+}
+
+/* 1 when the packet is over the rule's rate limit; else charges the packet to it. */
+static __always_inline int over_limit(const struct xf_rule *rule, const struct packet *pkt, __u32 bytes)
+{
+	struct xf_limit_state *state = NULL;
+	struct xf_limit_key key = {};
+	__u64 now = limit_clock();
+
+	if (!now)
+		return 0;
+	if (pkt->family == 4 || rule->limit_per != XF_PER_SOURCE)
+		state = slot_bucket(rule->counter, masked_word(pkt, 0, limit_prefix(rule, pkt)));
+	if (!state) {
+		limit_key(&key, rule, pkt);
+		state = lru_bucket(&key);
+	}
+	/* with nowhere to keep the source's bucket, the packet is let through rather than dropped */
+	return state ? over_bucket(state, rule, now, bytes) : 0;
 }
 
 static __always_inline const struct xf_rule *rule_at(__u32 slot, __u32 position)

@@ -30,6 +30,8 @@
 #define XF_LIMITS_PER_PACKET 2   /* rate limits a packet can go through (the compiler refuses rule sets with more):
 				  * bcc, which cannot call a global function, inlines each and verifies no more */
 #define XF_LIMIT_SOURCES 65536   /* default entries of xf_limits; the loader may size it otherwise */
+#define XF_LIMIT_SLOTS 65536     /* entries of xf_limit_slots: pairs at the owner's hash */
+#define XF_LIMIT_SLOT_BITS 16    /* pair = ((src[0] ^ (counter + 1) * XF_HOST_HASH) * XF_HOST_HASH) >> (32 - bits) & ~1 */
 #define XF_REASON_MALFORMED 5    /* stats index after the XDP action codes */
 #define XF_REASONS 6
 
@@ -53,6 +55,15 @@ enum xf_more_flags {
 };
 
 enum xf_limit_per { XF_PER_RULE, XF_PER_SOURCE };
+
+/* xf_clock's entries, written at apply and at restore. */
+enum xf_clock_entry {
+	XF_WALL_MINUS_BOOT,      /* the wall clock minus the boot clock in ns: rules expire by the boot clock (which
+				  * sleeps and steps do not move) at their wall-clock deadline */
+	XF_TICK_NS,              /* ns per jiffy (the coarse clocks' resolution): rate limits tell the time from
+				  * jiffies, which the verifier inlines, where a clock read is a helper call */
+	XF_CLOCK_ENTRIES,
+};
 
 /* Prefix map order in xf_slot_meta.prefixes (names xf_<s|d><4|6><h|t>_N). */
 enum xf_prefix_map { XF_S4H, XF_S4T, XF_S6H, XF_S6T, XF_D4H, XF_D4T, XF_D6H, XF_D6T, XF_PREFIX_MAPS };
@@ -122,6 +133,15 @@ struct xf_limit_key {
 struct xf_limit_state {          /* updated with compare-and-swap: LRU maps cannot hold a bpf_spin_lock */
 	__u64 packets_due;       /* monotonic ns at which the packets let through so far are paid off */
 	__u64 bytes_due;
+};
+
+/* xf_limit_slots[index]: the buckets the program finds without a helper call, in front of xf_limits. A bucket
+ * whose key fits in 64 bits (per: rule, or an IPv4 source) is named exactly by its owner word and lives in one of
+ * the two slots at the owner's hash, claimed by compare-and-swap from 0 and kept until user space frees its
+ * counter slot. IPv6 sources, and owners whose two slots are taken, keep their bucket in xf_limits. */
+struct xf_limit_slot {
+	__u64 owner;             /* (counter + 1) << 32 | the key's src[0] (an IPv4 source masked; 0 for per: rule); 0: free */
+	struct xf_limit_state state;
 };
 
 struct xf_lpm4 {

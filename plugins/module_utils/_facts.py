@@ -19,14 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _link, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _hostfs, _link, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, PerCpuRecords, action_stats
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_index
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    LIMIT_KEY, LIMIT_STATE, MORE_EXPIRES, RATE_LIMIT, RULE, U32)
+    MORE_EXPIRES, RATE_LIMIT, RULE, U32)
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 RATE_LIMIT_MAPS = ("xf_passed", "xf_limits")  # absent from objects before map schema version 3
@@ -125,14 +125,6 @@ def _positions_where(kernel, field, test):
     return [number for number, position in enumerate(kernel.positions) if test(column[position])]
 
 
-def _sources_tracked(limits_fd):
-    """{counter slot: buckets xf_limits holds for it}."""
-    tracked = collections.Counter()
-    for key, _state in libbpf.map_items(limits_fd, LIMIT_KEY.size, LIMIT_STATE.size, 8192):
-        tracked[U32.unpack_from(key)[0]] += 1
-    return tracked
-
-
 def _rule_summary(kernel, index, number, set_names):
     rule, counter = kernel.rule_at(number, set_names)
     return rule, counter, {"position": number + 1, "name": index.names.get(number), "rule": rule_line(rule.to_dict())}
@@ -146,7 +138,7 @@ def rate_limits(kernel, index, maps, hits):
         return []
     set_names, counters = tag_names(index.sets), kernel.counters()
     passed = PerCpuRecords(maps["xf_passed"], max(counters[number] for number in numbers) + 1)
-    tracked = _sources_tracked(maps["xf_limits"])
+    tracked = _fw_buckets.tracked(maps)
     result = []
     for number in numbers:
         _rule, counter, summary = _rule_summary(kernel, index, number, set_names)

@@ -16,14 +16,14 @@ import time
 from array import array
 from collections import namedtuple
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _fw_buckets, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import match_digest
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_hosts import EMPTY_BUCKET, bucket_edits
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import read_config
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, HOST_BUCKETS, HOSTS4, LIMIT_KEY, LIMIT_STATE, NO_PREFIX, NO_RULE,
-    PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, U64, ZERO_U32)
+    CLOCK_TICK_NS, CLOCK_WALL_MINUS_BOOT, CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, HOST_BUCKETS, HOSTS4,
+    NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, U64, ZERO_U32)
 
 READ_CHUNK = 8192  # elements per BPF_MAP_LOOKUP_BATCH call when reading a map back
 # byte offsets into packed rules and metas
@@ -227,6 +227,7 @@ def _rule_edits(fd, rules, current=None):
 RULE_BLOCK = 16
 
 
+CLOCK_MONOTONIC_COARSE = 6  # <linux/time.h>; the time module does not name it
 MEMBARRIER_CMD_GLOBAL = 1
 MEMBARRIER_SYSCALL = {"x86_64": 324, "aarch64": 283, "ppc64le": 365, "s390x": 356}
 BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS = 2, 12
@@ -303,17 +304,13 @@ def reset_counters(maps, counters):
     for name in ("xf_hits", "xf_passed"):
         _libbpf.map_update_batch(maps[name], keys, [zero] * len(counters))
     if counters:
-        _forget_buckets(maps["xf_limits"], set(counters))
-
-
-def _forget_buckets(fd, counters):
-    """Deletes the xf_limits buckets of these counter slots (a rule given a slot starts with full buckets)."""
-    keys = [key for key, _state in _libbpf.map_items(fd, LIMIT_KEY.size, LIMIT_STATE.size, READ_CHUNK)
-            if U32.unpack_from(key)[0] in counters]
-    _libbpf.map_delete_batch(fd, keys)
+        _fw_buckets.forget(maps, counters)
 
 
 def set_clock(maps):
-    """xf_clock[0] := the wall clock minus the boot clock, by which the program tells a rule's deadline."""
-    offset = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    _libbpf.map_update(maps["xf_clock"], ZERO_U32, U64.pack(offset))
+    """Writes xf_clock: the wall clock minus the boot clock, by which the program tells a rule's deadline, and
+    the length of a jiffy, by which it runs rate limits (the resolution of the coarse clocks)."""
+    wall_minus_boot = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    tick_ns = round(time.clock_getres(CLOCK_MONOTONIC_COARSE) * 1e9)
+    _libbpf.map_update_batch(maps["xf_clock"], [U32.pack(CLOCK_WALL_MINUS_BOOT), U32.pack(CLOCK_TICK_NS)],
+                             [U64.pack(wall_minus_boot), U64.pack(tick_ns)])

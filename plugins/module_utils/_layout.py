@@ -28,6 +28,7 @@ HAS_PROTO, HAS_PORT, HAS_DST, SRC_SET, DST_SET = 1, 2, 4, 8, 16
 MORE_SPORT, MORE_TCP_FLAGS, MORE_ICMP_TYPE, MORE_ICMP_CODE, MORE_LENGTH, MORE_TTL, MORE_EXPIRES = 1, 2, 4, 8, 16, 32, 64
 RATE_LIMIT = 8  # xf_rule.action of a rate limit
 PER_RULE, PER_SOURCE = 0, 1
+CLOCK_WALL_MINUS_BOOT, CLOCK_TICK_NS = 0, 1  # xf_clock's entries
 LIMITS_PER_PACKET = 2  # rate limits one packet may go through
 LIMIT_SOURCES = 65536  # default entries of xf_limits
 COST_SHIFT = 16  # packet_cost and byte_cost are ns << COST_SHIFT
@@ -88,7 +89,8 @@ EVENT = Layout("xf_event", (
     ("dst", "16s")))
 LIMIT_KEY = Layout("xf_limit_key", (("counter", "I"), ("family", "I"), ("src", "16s")))
 LIMIT_STATE = Layout("xf_limit_state", (("packets_due", "Q"), ("bytes_due", "Q")))
-U64 = struct.Struct("<Q")  # xf_clock[0]
+LIMIT_SLOT = Layout("xf_limit_slot", (("owner", "Q"), ("state", "%ds" % LIMIT_STATE.size)))
+U64 = struct.Struct("<Q")  # values of xf_clock
 U32 = struct.Struct("<I")  # keys of the array maps, values of xf_gen_N
 ZERO_U32 = U32.pack(0)
 

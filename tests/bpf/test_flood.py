@@ -115,7 +115,8 @@ def test_as_many_conditional_general_rules_as_the_program_checks(firewall):
 def set_wall_clock(firewall, wall_seconds):
     """Writes xf_clock so that the program's wall clock reads wall_seconds now."""
     offset = int(wall_seconds * 10 ** 9) - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    _libbpf.map_update(firewall.maps["xf_clock"], _layout.ZERO_U32, _layout.U64.pack(offset))
+    _libbpf.map_update(firewall.maps["xf_clock"], _layout.U32.pack(_layout.CLOCK_WALL_MINUS_BOOT),
+                       _layout.U64.pack(offset))
 
 
 def test_a_rule_stops_matching_when_the_clock_passes_its_deadline(firewall):

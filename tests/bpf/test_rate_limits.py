@@ -2,6 +2,7 @@
 is dropped and counted as the limit's hit; buckets per source, per prefix and per rule; refill; byte rates; the
 facts that report them; the compiler's limits."""
 
+import socket
 import time
 
 import pytest
@@ -9,9 +10,10 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _fw_compile, _fw_kernel, _fw_slots, _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _fw_buckets, _fw_compile, _fw_kernel, _fw_slots, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import Index
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import LIMIT_KEY, XDP_ACTIONS
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
+    CLOCK_TICK_NS, HOST_HASH, LIMIT_KEY, LIMIT_SLOT, LIMIT_STATE, U32, U64, XDP_ACTIONS)
 from tests.helpers import reference
 from tests.helpers.reference import parse_rules
 
@@ -87,8 +89,7 @@ def test_a_per_rule_bucket_is_shared_by_every_source(limiter):
     counters = apply(limiter, {"pps": 1, "burst": 3, "per": "rule"})
     assert verdicts(limiter, [A, B, A_NEIGHBOUR, B]) == [PASS, PASS, PASS, DROP]
     _fd, maps = limiter
-    keys = [LIMIT_KEY.unpack(key) for key in _libbpf.map_keys(maps["xf_limits"], LIMIT_KEY.size)]
-    assert [key for key in keys if key.counter == counters[0]] == [LIMIT_KEY.Values(counters[0], 0, bytes(16))]
+    assert _fw_buckets.tracked(maps)[counters[0]] == 1
 
 
 def test_a_bucket_refills_at_the_rate(limiter):
@@ -153,3 +154,37 @@ def test_more_general_rules_with_further_conditions_than_the_program_checks_are_
     with pytest.raises(_fw_compile.CompileError, match="17 rules without source or destination have conditions"):
         reference.compile_rules(rules, "pass")
     reference.compile_rules(rules[:16], "pass")
+
+
+def slot_pair(counter, source):
+    """The indexes of the two xf_limit_slots an IPv4 source's bucket may take (bpf/xdp_firewall.h)."""
+    word = int.from_bytes(socket.inet_aton(source), "little")
+    pair = (((word ^ (counter + 1) * HOST_HASH) % 2 ** 32) * HOST_HASH % 2 ** 32) >> 16 & ~1
+    return pair, pair + 1
+
+
+def test_a_source_whose_pair_of_slots_is_taken_keeps_its_bucket_in_the_lru_map(limiter):
+    counters = apply(limiter, {"pps": 1, "burst": 2})
+    _fd, maps = limiter
+    strangers = LIMIT_SLOT.pack(0xffffffff << 32, bytes(LIMIT_STATE.size))  # owned by no counter of this rule set
+    pair = [U32.pack(index) for index in slot_pair(counters[0], A)]
+    _libbpf.map_update_batch(maps["xf_limit_slots"], pair, [strangers] * 2)
+    try:
+        assert verdicts(limiter, [A, A, A, B, B, B]) == [PASS, PASS, DROP, PASS, PASS, DROP]
+        lru_counters = [LIMIT_KEY.unpack(key).counter for key in _libbpf.map_keys(maps["xf_limits"], LIMIT_KEY.size)]
+        assert lru_counters.count(counters[0]) == 1 and _fw_buckets.tracked(maps)[counters[0]] == 2
+    finally:
+        _libbpf.map_update_batch(maps["xf_limit_slots"], pair, [_fw_buckets.FREE_SLOT] * 2)
+
+
+def test_without_the_tick_written_a_rate_limit_lets_packets_through(limiter):
+    apply(limiter, {"pps": 1, "burst": 1})
+    _fd, maps = limiter
+    tick = U32.pack(CLOCK_TICK_NS)
+    written = _libbpf.map_lookup(maps["xf_clock"], tick, U64.size)
+    _libbpf.map_update(maps["xf_clock"], tick, U64.pack(0))
+    try:
+        assert verdicts(limiter, [A] * 3) == [PASS] * 3
+    finally:
+        _libbpf.map_update(maps["xf_clock"], tick, written)
+    assert verdicts(limiter, [A] * 2) == [PASS, DROP]

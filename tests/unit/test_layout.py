@@ -34,8 +34,9 @@ def firewall_btf(firewall_object):
                                ("xf_slot_meta", BTF_KIND_STRUCT), ("xf_config", BTF_KIND_STRUCT),
                                ("xf_datarec", BTF_KIND_STRUCT), ("xf_event", BTF_KIND_STRUCT), ("xf_hosts4", BTF_KIND_STRUCT),
                                ("xf_limit_key", BTF_KIND_STRUCT), ("xf_limit_state", BTF_KIND_STRUCT),
-                               ("xf_rule_flags", BTF_KIND_ENUM), ("xf_prefix_map", BTF_KIND_ENUM),
-                               ("xf_more_flags", BTF_KIND_ENUM), ("xf_limit_per", BTF_KIND_ENUM)):
+                               ("xf_limit_slot", BTF_KIND_STRUCT), ("xf_rule_flags", BTF_KIND_ENUM),
+                               ("xf_prefix_map", BTF_KIND_ENUM), ("xf_more_flags", BTF_KIND_ENUM),
+                               ("xf_limit_per", BTF_KIND_ENUM), ("xf_clock_entry", BTF_KIND_ENUM)):
                 type_id = find(btf._pointer, name.encode(), kind)
                 assert type_id > 0, "%s is not in the firewall's BTF" % name
                 described[name] = btf.type_tree(type_id)
@@ -76,7 +77,8 @@ def _field_sizes(layout):
                                             (_layout.SLOT_META, "xf_slot_meta"), (_layout.DATAREC, "xf_datarec"),
                                             (_layout.EVENT, "xf_event"), (_layout.HOSTS4, "xf_hosts4"),
                                             (_layout.LIMIT_KEY, "xf_limit_key"),
-                                            (_layout.LIMIT_STATE, "xf_limit_state")])
+                                            (_layout.LIMIT_STATE, "xf_limit_state"),
+                                            (_layout.LIMIT_SLOT, "xf_limit_slot")])
 def test_each_layout_is_the_struct_the_program_uses(firewall_btf, layout, struct):
     assert_layout_matches(layout, firewall_btf[struct])
 
@@ -101,6 +103,8 @@ def test_flags_and_prefix_map_order_are_the_programs(firewall_btf):
          _layout.MORE_LENGTH, _layout.MORE_TTL, _layout.MORE_EXPIRES]
     per = dict((name, value) for value, name in firewall_btf["xf_limit_per"]["names"].items())
     assert (per["XF_PER_RULE"], per["XF_PER_SOURCE"]) == (_layout.PER_RULE, _layout.PER_SOURCE)
+    clock = dict((name, value) for value, name in firewall_btf["xf_clock_entry"]["names"].items())
+    assert (clock["XF_WALL_MINUS_BOOT"], clock["XF_TICK_NS"]) == (_layout.CLOCK_WALL_MINUS_BOOT, _layout.CLOCK_TICK_NS)
     order = firewall_btf["xf_prefix_map"]["names"]
     assert [order[index] for index in range(len(_layout.PREFIX_MAPS))] == \
         ["XF_%s" % name.upper() for name in _layout.PREFIX_MAPS]

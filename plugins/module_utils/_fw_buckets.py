@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The rate-limit buckets the program keeps, in its two maps (xf_limit_slots in front, xf_limits for the rest:
+bpf/xdp_firewall.h): how many each counter slot has, and forgetting those of counter slots given to new rules."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+from array import array
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import LIMIT_KEY, LIMIT_SLOT, LIMIT_STATE, U32
+
+READ_CHUNK = 8192  # xf_limits elements per BPF_MAP_LOOKUP_BATCH call
+FREE_SLOT = bytes(LIMIT_SLOT.size)
+
+
+def _slot_owners(fd):
+    """The owner word of every slot of xf_limit_slots, by index (0: free)."""
+    slots = _libbpf.map_info(fd)["max_entries"]
+    return array("Q", _libbpf.array_values(fd, LIMIT_SLOT.size, slots))[::LIMIT_SLOT.size // 8]
+
+
+def _owner_counter(owner):
+    return (owner >> 32) - 1
+
+
+def _lru_keys(fd):
+    """{key: its counter slot} of every bucket xf_limits holds."""
+    return dict((key, U32.unpack_from(key)[0])
+                for key, _state in _libbpf.map_items(fd, LIMIT_KEY.size, LIMIT_STATE.size, READ_CHUNK))
+
+
+def tracked(maps):
+    """{counter slot: buckets kept for it}."""
+    counted = collections.Counter(_lru_keys(maps["xf_limits"]).values())
+    counted.update(_owner_counter(owner) for owner in _slot_owners(maps["xf_limit_slots"]) if owner)
+    return counted
+
+
+def forget(maps, counters):
+    """Frees the buckets of these counter slots, so that a rule given one starts with full buckets."""
+    counters = set(counters)
+    _libbpf.map_delete_batch(maps["xf_limits"], [key for key, counter in _lru_keys(maps["xf_limits"]).items()
+                                                 if counter in counters])
+    freed = [U32.pack(index) for index, owner in enumerate(_slot_owners(maps["xf_limit_slots"]))
+             if owner and _owner_counter(owner) in counters]
+    _libbpf.map_update_batch(maps["xf_limit_slots"], freed, [FREE_SLOT] * len(freed))
