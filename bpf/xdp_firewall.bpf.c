@@ -578,29 +578,34 @@ static __always_inline __u32 masked_word(const struct packet *pkt, int i, __u32 
 	return bits ? pkt->src[i] & bpf_htonl(0xffffffffU << (32 - (bits > 32 ? 32 : bits))) : 0;
 }
 
-static __always_inline __u32 limit_prefix(const struct xf_rule *rule, const struct packet *pkt)
+/* What the rate limiting needs of a rate-limit rule, copied out of the rule by limit_at(). */
+struct limit {
+	__u64 packet_cost;
+	__u64 packet_burst;
+	__u64 byte_cost;
+	__u64 byte_burst;
+	__u32 counter;
+	__u8 per;
+	__u8 prefix4;
+	__u8 prefix6;
+};
+
+static __always_inline __u32 limit_prefix(const struct limit *limit, const struct packet *pkt)
 {
-	if (rule->limit_per != XF_PER_SOURCE)
+	if (limit->per != XF_PER_SOURCE)
 		return 0;
-	return pkt->family == 4 ? rule->limit_prefix4 : rule->limit_prefix6;
+	return pkt->family == 4 ? limit->prefix4 : limit->prefix6;
 }
 
-/* The key of the rule's bucket for this packet in xf_limits. A global function, which the verifier checks once;
- * only a bucket that is not in xf_limit_slots needs it. */
-__noinline int limit_key(struct xf_limit_key *key, const struct xf_rule *rule, const struct packet *pkt)
+static __always_inline void limit_key(struct xf_limit_key *key, const struct limit *limit, const struct packet *pkt)
 {
-	__u32 prefix;
+	__u32 prefix = limit_prefix(limit, pkt);
 
-	if (!key || !rule || !pkt)
-		return 0;
-	prefix = limit_prefix(rule, pkt);
-
-	key->counter = rule->counter;
-	key->family = rule->limit_per == XF_PER_SOURCE ? pkt->family : 0;
+	key->counter = limit->counter;
+	key->family = limit->per == XF_PER_SOURCE ? pkt->family : 0;
 #pragma unroll
 	for (int i = 0; i < 4; i++)
 		key->src[i] = masked_word(pkt, i, prefix);
-	return 0;
 }
 
 /* Where a rate's schedule stands once a packet of this cost is let through. */
@@ -682,45 +687,67 @@ static __always_inline __u64 limit_clock(void)
 	return tick_ns ? bpf_jiffies64() * *tick_ns : 0;
 }
 
-/* 1 when a packet of this many bytes is over the rule's rate limit, whose bucket is state; else charges the
- * packet to the bucket. */
-static __always_inline int over_bucket(struct xf_limit_state *state, const struct xf_rule *rule, __u64 now,
+/* 1 when a packet of this many bytes is over the rate limit, whose bucket is state; else charges the packet to
+ * the bucket. */
+static __always_inline int over_bucket(struct xf_limit_state *state, const struct limit *limit, __u64 now,
 				       __u32 bytes)
 {
-	__u64 packet_cost = rule->packet_cost >> 16, byte_cost = (rule->byte_cost * bytes) >> 16;
+	__u64 packet_cost = limit->packet_cost >> 16, byte_cost = (limit->byte_cost * bytes) >> 16;
 
-	if ((rule->packet_cost && due_after(state->packets_due, now, packet_cost) - now > rule->packet_burst) ||
-	    (rule->byte_cost && due_after(state->bytes_due, now, byte_cost) - now > rule->byte_burst))
+	if ((limit->packet_cost && due_after(state->packets_due, now, packet_cost) - now > limit->packet_burst) ||
+	    (limit->byte_cost && due_after(state->bytes_due, now, byte_cost) - now > limit->byte_burst))
 		return 1;
-	if (rule->packet_cost)
+	if (limit->packet_cost)
 		charge(&state->packets_due, now, packet_cost);
-	if (rule->byte_cost)
+	if (limit->byte_cost)
 		charge(&state->bytes_due, now, byte_cost);
 	return 0;
 }
 
-/* 1 when the packet is over the rule's rate limit; else charges the packet to it. */
-static __always_inline int over_limit(const struct xf_rule *rule, const struct packet *pkt, __u32 bytes)
+/* 1 when the packet is over the rate limit; else charges the packet to it. A global function, which the
+ * verifier checks once. */
+__noinline int over_limit(const struct limit *limit, const struct packet *pkt, __u32 bytes)
 {
 	struct xf_limit_state *state = NULL;
 	struct xf_limit_key key = {};
 	__u64 now = limit_clock();
 
-	if (!now)
+	if (!limit || !pkt || !now)
 		return 0;
-	if (pkt->family == 4 || rule->limit_per != XF_PER_SOURCE)
-		state = slot_bucket(rule->counter, masked_word(pkt, 0, limit_prefix(rule, pkt)));
+	if (pkt->family == 4 || limit->per != XF_PER_SOURCE)
+		state = slot_bucket(limit->counter, masked_word(pkt, 0, limit_prefix(limit, pkt)));
 	if (!state) {
-		limit_key(&key, rule, pkt);
+		limit_key(&key, limit, pkt);
 		state = lru_bucket(&key);
 	}
 	/* with nowhere to keep the source's bucket, the packet is let through rather than dropped */
-	return state ? over_bucket(state, rule, now, bytes) : 0;
+	return state ? over_bucket(state, limit, now, bytes) : 0;
 }
 
-static __always_inline const struct xf_rule *rule_at(__u32 slot, __u32 position)
+/* Copies the rate limit at a position of a slot out of its rule; 0 when there is none. The empty asm keeps clang
+ * from joining the two lookups into one call that could see either map, which the verifier does not inline (a
+ * helper call); the copy lets the verifier walk the rate limiting once for both slots. */
+static __always_inline int limit_at(__u32 slot, __u32 position, struct limit *limit)
 {
-	return slot ? bpf_map_lookup_elem(&xf_rules_1, &position) : bpf_map_lookup_elem(&xf_rules_0, &position);
+	const struct xf_rule *rule;
+
+	if (slot) {
+		rule = bpf_map_lookup_elem(&xf_rules_1, &position);
+		asm volatile("" ::: "memory");
+	} else {
+		rule = bpf_map_lookup_elem(&xf_rules_0, &position);
+	}
+	if (!rule)
+		return 0;
+	limit->packet_cost = rule->packet_cost;
+	limit->packet_burst = rule->packet_burst;
+	limit->byte_cost = rule->byte_cost;
+	limit->byte_burst = rule->byte_burst;
+	limit->counter = rule->counter;
+	limit->per = rule->limit_per;
+	limit->prefix4 = rule->limit_prefix4;
+	limit->prefix6 = rule->limit_prefix6;
+	return 1;
 }
 
 /* A rate limit is not a verdict: within its limit the packet goes on to the rules after it. The compiler
@@ -729,12 +756,11 @@ static __always_inline void go_through_limits(__u32 slot, struct scratch *work, 
 {
 #pragma unroll
 	for (int i = 0; i < XF_LIMITS_PER_PACKET; i++) {
-		const struct xf_rule *rule;
+		struct limit limit;
 
 		if (work->position == XF_NO_RULE || work->action != XF_RATE_LIMIT)
 			return;
-		rule = rule_at(slot, work->position);
-		if (!rule || over_limit(rule, &work->pkt, bytes)) {
+		if (!limit_at(slot, work->position, &limit) || over_limit(&limit, &work->pkt, bytes)) {
 			work->action = XDP_DROP;
 			return;
 		}
