@@ -80,6 +80,11 @@ def lapsed(items, now, held):
             [item for index, item in enumerate(items) if index in gone])
 
 
+def timed(entries):
+    """True when an entry of the list entries has a deadline or an expires_after."""
+    return any(map(DEADLINE, entries)) or any(map(DELAY, entries))
+
+
 def next_deadline(entries):
     """The earliest expires_at of entries, None when none expires."""
     return min(filter(None, map(DEADLINE, entries)), default=None)

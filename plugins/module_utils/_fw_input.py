@@ -15,6 +15,7 @@ import json
 import operator
 from collections import namedtuple
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_expiry
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER, equal_pairs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import (
     ENTRY_KEYS, RULE_KEYS, RuleError, pack_canonical, pack_rule, parse_rule)
@@ -71,8 +72,10 @@ def _entry(rule, name):
 
 
 # entries: the validated entries of config items; pairs: for each, the index of an equal remembered entry or None
-# (as equal_pairs gives); as_given: True when every entry is its item itself, so the items' JSON is the entries'
-Parsed = namedtuple("Parsed", "entries pairs as_given")
+# (as equal_pairs gives); as_given: True when every entry is its item itself, so the items' JSON is the entries';
+# timed: True when an entry equal to no remembered entry has a deadline or an expires_after (the others have a
+# deadline only where the remembered entries have)
+Parsed = namedtuple("Parsed", "entries pairs as_given timed")
 
 
 class Entries:
@@ -120,7 +123,7 @@ class Entries:
         if errors:
             raise RuleError(errors)
         as_given = all(entries[index] is items[index] for index in misplaced)
-        return Parsed(entries, pairs, as_given)
+        return Parsed(entries, pairs, as_given, _fw_expiry.timed([entries[index] for index in misplaced]))
 
     def _from_item(self, item, index, default_action):
         if not isinstance(item, dict):

@@ -18,9 +18,11 @@ from array import array
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import canonical_of_packed, decode_rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, NO_RULE, REASONS, RULE, RULESET_MAPS, SLOT_META, U32,
-    ZERO_U32)
+    ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, MORE_EXPIRES, NO_RULE, REASONS, RULE, RULESET_MAPS,
+    SLOT_META, U32, ZERO_U32)
 
+# bytes.translate: the low byte of xf_rule.more to 1 when it has MORE_EXPIRES, else 0
+EXPIRES = bytes(bool(value & MORE_EXPIRES) for value in range(256))
 MAP_NAMES = ("xf_config", "xf_hits", "xf_passed", "xf_limits", "xf_clock") + tuple("xf_%s_%d" % (name, slot) for slot in (0, 1) for name in RULESET_MAPS)
 
 
@@ -109,6 +111,10 @@ class KernelRuleset:
         {tag: name}, has them)."""
         return [canonical_of_packed(packed, set_names) for packed in self.packed]
 
+    def has_deadlines(self):
+        """True when a rule has a deadline, told by the low byte of each rule's `more` field (little-endian)."""
+        return 1 in self.raw[RULE.offset["more"]::RULE.size].translate(EXPIRES)
+
     def counters(self):
         """The hit-counter slot of each rule, read straight from the packed array."""
         words = memoryview(self.raw).cast("I")[RULE.offset["counter"] // U32.size::RULE.size // U32.size]
@@ -126,6 +132,10 @@ class FreshRuleset:
     @staticmethod
     def entries(set_names=None):
         return []
+
+    @staticmethod
+    def has_deadlines():
+        return False
 
 
 def firewall_pinned(pin_dir):

@@ -168,6 +168,16 @@ def test_items_are_canonicalised_and_every_error_is_listed():
         ["config[0].source", "config[1].action", "config[2].sorce"]
 
 
+def test_parsed_items_are_timed_when_an_item_new_to_the_remembered_entries_has_a_deadline_or_delay():
+    timed = dict(BAD, expires_at="2099-01-01T00:00:00Z")
+    entries = _fw_input.Entries()
+    entries.remember([SSH, timed], lambda: [])
+    assert not entries.from_items([SSH, WEB]).timed
+    assert entries.from_items([SSH, dict(WEB, expires_after=60)]).timed
+    assert entries.from_items([SSH, dict(WEB, expires_at="2099-01-01T00:00:00Z")]).timed
+    assert not entries.from_items([SSH, timed]).timed  # the remembered entries say so for themselves
+
+
 def test_a_known_canonical_item_skips_parsing_but_not_key_checks():
     entries = _fw_input.Entries()
     entries.remember([BAD], lambda: pytest.fail("rules resolved without need"))
@@ -666,3 +676,17 @@ def test_a_stored_rule_set_restored_after_a_deadline_leaves_the_expired_rule_out
     assert restored["expired"] == [dict(BAD, expires_at=deadline)] and restored["after"] == [SSH]
     with pytest.raises(_fw_model.RuleError, match=r"config\[1\].expires_at: .* is in the past"):
         host(state="overridden", config=json.loads(stored)["rules"])  # neither held nor stored any more: a mistake
+
+
+def test_the_kernel_tells_whether_any_rule_has_a_deadline(host):
+    host(state="overridden", config=[SSH, BAD])
+    assert not _fw_kernel.KernelRuleset(host.maps).has_deadlines()
+    host(state="merged", config=[dict(WEB, expires_after=3600)])
+    assert _fw_kernel.KernelRuleset(host.maps).has_deadlines()
+    assert not _fw_kernel.FreshRuleset.has_deadlines()
+
+
+def test_a_change_of_settings_alone_keeps_the_stored_next_deadline(host):
+    after = host(state="overridden", config=[SSH, dict(BAD, expires_after=3600)])["after"]
+    assert host(state="overridden", config=after, sampling=5)["changed"]
+    assert json.loads(host.state_file.read_text())["next_expiry"] == after[1]["expires_at"]
