@@ -76,7 +76,7 @@ class KernelRuleset:
         actions = self.raw[RULE.offset["action"]::RULE.size]  # 0 only in holes
         self.positions = range(meta.rules) if 0 not in actions else [
             position for position, action in enumerate(actions) if action]
-        self._packed = None
+        self._packed = self._digest = None
 
     def __len__(self):
         return len(self.positions)
@@ -104,7 +104,9 @@ class KernelRuleset:
 
     @property
     def digest(self):
-        return ruleset_digest(self.meta, [self.raw])
+        if self._digest is None:
+            self._digest = ruleset_digest(self.meta, [self.raw])
+        return self._digest
 
     def entries(self, set_names=None):
         """The rules as canonical entries (no names: those are not in the kernel; set names where set_names,

@@ -232,7 +232,8 @@ def _set_names(request, stored):
 def _pack(change, kernel, entries):
     """Sets change.packed: the rules equal to one the kernel holds are taken from it, only the others are
     packed."""
-    change.packed = [kernel.packed[index] if equal else None for index, equal in change.pairs]
+    current = kernel.packed
+    change.packed = [current[index] if equal else None for index, equal in change.pairs]
     changed = [change.after[number] for number in change.unequal]
     values = list(map(entry_values, changed))
     for number, packed in zip(change.unequal, entries.packed(changed, values, change.unequal)):
