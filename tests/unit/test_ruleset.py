@@ -93,6 +93,15 @@ def test_two_rules_with_one_identity_are_refused(state):
         _fw_states.desired_rules(state, [], [BAD, dict(BAD, action="pass")])
 
 
+def test_rules_sharing_addresses_are_apart_by_their_other_matches_and_named_rules_by_name_alone():
+    shared = [BAD, dict(BAD, protocol="tcp"), dict(BAD, protocol="tcp", tcp_flags="syn")]
+    assert _fw_states.desired_rules("overridden", [], shared) == shared
+    with pytest.raises(_errors.XdpfleetError, match="same identity.*tcp_flags syn"):
+        _fw_states.desired_rules("overridden", [], shared + [dict(BAD, action="pass", protocol="tcp", tcp_flags="syn")])
+    with pytest.raises(_errors.XdpfleetError, match="same identity.*name 'n'"):
+        _fw_states.desired_rules("overridden", [], [dict(BAD, name="n"), dict(WEB, name="n")])
+
+
 # --- summary and diff ---------------------------------------------------------------------
 
 
