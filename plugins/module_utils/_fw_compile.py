@@ -281,11 +281,21 @@ def same_matches(packed, other):
 
 
 def _conditional(columns, side):
-    """Per rule, True unless it is a verdict for every packet its `side` prefix finds: it has no other
-    condition and is not a rate limit (which lets packets within it go on)."""
+    """Per rule, 1 unless it is a verdict for every packet its `side` prefix finds (0): it has no other
+    condition and is not a rate limit (which lets packets within it go on). One byte per rule, found a column at
+    a time in C."""
     conditions = HAS_PROTO | HAS_PORT | (HAS_DST if side == "source" else 0)
-    return [bool(flags & conditions or more) or action == RATE_LIMIT
-            for flags, more, action in zip(columns.flags, columns.more, columns.action)]
+    has_conditions = bytes(bool(flags & conditions) for flags in range(256))
+    return _bytes_or(bytes(columns.flags).translate(has_conditions), bytes(map(bool, columns.more)),
+                     bytes(columns.action).translate(IS_RATE_LIMIT))
+
+
+def _bytes_or(*columns):
+    """The bytewise OR of byte strings of one length."""
+    ored = 0
+    for column in columns:
+        ored |= int.from_bytes(column, "little")
+    return ored.to_bytes(len(columns[0]), "little")
 
 
 _CHAIN_PAD = [0] * CHAIN_MAX
