@@ -18,8 +18,10 @@ from collections import namedtuple
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_expiry
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER, equal_pairs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import (
-    ENTRY_KEYS, RULE_KEYS, RuleError, pack_canonical, pack_rule, parse_rule)
+    ENTRY_KEYS, NOT_PLAIN, PLAIN_KEYS, RULE_KEYS, RuleError, pack_canonical, pack_rule, parse_rule)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import entries_json
+
+PLAIN_ENTRY_KEYS = frozenset(("name",) + PLAIN_KEYS)
 
 
 def config_text(config):
@@ -40,6 +42,8 @@ def config_items(config):
 
 def entry_values(entry):
     """The canonical values of RULE_KEYS of an entry."""
+    if PLAIN_ENTRY_KEYS.issuperset(entry):  # most entries: the keys beyond PLAIN_KEYS are missing
+        return tuple(map(entry.get, PLAIN_KEYS)) + NOT_PLAIN
     return tuple(map(entry.get, RULE_KEYS))
 
 
@@ -123,7 +127,7 @@ class Entries:
         if errors:
             raise RuleError(errors)
         as_given = all(entries[index] is items[index] for index in misplaced)
-        return Parsed(entries, pairs, as_given, _fw_expiry.timed([entries[index] for index in misplaced]))
+        return Parsed(entries, pairs, as_given, _fw_expiry.timed(map(entries.__getitem__, misplaced)))
 
     def _from_item(self, item, index, default_action):
         if not isinstance(item, dict):
