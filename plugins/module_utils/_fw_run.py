@@ -62,6 +62,7 @@ class Change:
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
         self.packed = None  # the packed rules of after, once the rule set changes
+        self.unequal_values = None  # entry_values of the rules of after numbered in unequal, with packed
         self.after_json = None  # entries_json(after), when known
         self.expired = []  # the rules of before whose deadline passed, which after leaves out
         self.next_expiry = None  # the earliest deadline of after (see _fw_expiry.next_deadline)
@@ -235,7 +236,7 @@ def _pack(change, kernel, entries):
     current = kernel.packed
     change.packed = [current[index] if equal else None for index, equal in change.pairs]
     changed = [change.after[number] for number in change.unequal]
-    values = list(map(entry_values, changed))
+    values = change.unequal_values = list(map(entry_values, changed))
     for number, packed in zip(change.unequal, entries.packed(changed, values, change.unequal)):
         change.packed[number] = packed
 
@@ -307,9 +308,9 @@ def _counters(kernel, change):
     current = kernel.counters()
     left = change.left()
     before_values = [entry_values(change.before[index]) for index in left]
-    after_values = [entry_values(change.after[number]) for number in change.unequal]
     counters = [current[index] if equal else None for index, equal in change.pairs]
-    changed, fresh = assign_counters(after_values, before_values, [current[index] for index in left], current)
+    changed, fresh = assign_counters(change.unequal_values, before_values, [current[index] for index in left],
+                                     current)
     for number, counter in zip(change.unequal, changed):
         counters[number] = counter
     return counters, fresh
