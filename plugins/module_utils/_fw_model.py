@@ -414,9 +414,10 @@ VERDICTS = ("drop", "pass")
 
 
 def pack_canonical(values):
-    """The packed xf_rule (counter 0) of the values of RULE_KEYS when they are exactly Rule.to_dict's form of a
-    valid drop or pass rule with IPv4 or no addresses and none of the keys beyond PLAIN_KEYS; else None."""
-    if values[PLAIN_COUNT:] != NOT_PLAIN:
+    """The packed xf_rule (counter 0) of the values of RULE_KEYS (or of PLAIN_KEYS alone) when they are exactly
+    Rule.to_dict's form of a valid drop or pass rule with IPv4 or no addresses and none of the keys beyond
+    PLAIN_KEYS; else None."""
+    if len(values) != PLAIN_COUNT and values[PLAIN_COUNT:] != NOT_PLAIN:
         return None
     action, source, destination, protocol, port, source_set, destination_set = values[:PLAIN_COUNT]
     src, dst = _canonical_ipv4(source), _canonical_ipv4(destination)

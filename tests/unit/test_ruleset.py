@@ -177,6 +177,15 @@ def test_items_are_canonicalised_and_every_error_is_listed():
         ["config[0].source", "config[1].action", "config[2].sorce"]
 
 
+def test_entry_values_leave_out_the_keys_beyond_the_plain_ones_when_none_is_set():
+    plain = _fw_input.entry_values(dict(BAD, name="bad"))
+    assert plain == ("drop", "198.19.0.0/16") + (None,) * (len(_fw_model.PLAIN_KEYS) - 2)
+    assert _fw_input.entry_values(dict(BAD, ttl=None)) == plain
+    assert _fw_input.entry_values(dict(BAD, ttl=64)) == tuple(map(dict(BAD, ttl=64).get, _fw_model.RULE_KEYS))
+    assert _fw_model.pack_canonical(plain) == _fw_model.pack_canonical(plain + _fw_model.NOT_PLAIN) == \
+        _fw_model.pack_rule(_fw_model.parse_rule(BAD))
+
+
 def test_parsed_items_are_timed_when_an_item_new_to_the_remembered_entries_has_a_deadline_or_delay():
     timed = dict(BAD, expires_at="2099-01-01T00:00:00Z")
     entries = _fw_input.Entries()
