@@ -21,8 +21,6 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, MORE_EXPIRES, NO_RULE, REASONS, RULE, RULESET_MAPS,
     SLOT_META, U32, ZERO_U32)
 
-# bytes.translate: the low byte of xf_rule.more to 1 when it has MORE_EXPIRES, else 0
-EXPIRES = bytes(bool(value & MORE_EXPIRES) for value in range(256))
 MAP_NAMES = ("xf_config", "xf_hits", "xf_passed", "xf_limits", "xf_clock") + tuple("xf_%s_%d" % (name, slot) for slot in (0, 1) for name in RULESET_MAPS)
 
 
@@ -59,6 +57,10 @@ def ruleset_digest(meta, packed_rules):
     digest = hashlib.sha256(meta)
     digest.update(b"".join(packed_rules))
     return digest.hexdigest()
+
+
+# bytes.translate: the low byte of xf_rule.more to 1 when it has MORE_EXPIRES, else 0
+EXPIRES = bytes(bool(value & MORE_EXPIRES) for value in range(256))
 
 
 class KernelRuleset:
