@@ -116,12 +116,14 @@ def compile_packed(packed, default_action, counters=None, positions=None, sets=N
     prefixes = dict((name, {}) for name in PREFIX_MAPS)
     set_prefixes = _SetPrefixes(sets or {})
     for side in ("source", "destination"):
-        conditional = _by_position(_conditional(columns, side), positions, False)
-        _compile_chains(columns, positions, conditional, side, prefixes, set_prefixes)
+        if _may_find(columns, side):
+            conditional = _by_position(_conditional(columns, side), positions, False)
+            _compile_chains(columns, positions, conditional, side, prefixes, set_prefixes)
     _check_prefix_capacity(prefixes)
-    general = [index for index, (src_len, dst_len, rule_flags) in
-               enumerate(zip(columns.src_len, columns.dst_len, columns.flags))
-               if src_len == NO_PREFIX and dst_len == NO_PREFIX and not rule_flags & (SRC_SET | DST_SET)]
+    general = [] if NO_PREFIX not in columns.src_len else [
+        index for index, (src_len, dst_len, rule_flags) in
+        enumerate(zip(columns.src_len, columns.dst_len, columns.flags))
+        if src_len == NO_PREFIX and dst_len == NO_PREFIX and not rule_flags & (SRC_SET | DST_SET)]
     further = [index for index in general if columns.more[index] or columns.action[index] == RATE_LIMIT]
     cond = _conditional_chain([positions[index] for index in further])
     if RATE_LIMIT in columns.action:
@@ -280,12 +282,34 @@ def same_matches(packed, other):
         (packed[0] == RATE_LIMIT) == (other[0] == RATE_LIMIT)
 
 
+def _may_find(columns, side):
+    """False when no rule has a prefix or a set on `side`, so that the side finds none (told in C: a rule set of
+    source prefixes alone has no destination chains to look for)."""
+    lengths = columns.src_len if side == "source" else columns.dst_len
+    set_flag = SRC_SET if side == "source" else DST_SET
+    return lengths.count(NO_PREFIX) != len(lengths) or 1 in _flagged(columns, set_flag)
+
+
+def _flagged(columns, mask):
+    """One byte per rule: 1 when its flags have a bit of mask, else 0."""
+    return bytes(columns.flags).translate(bytes(bool(flags & mask) for flags in range(256)))
+
+
 def _conditional(columns, side):
-    """Per rule, True unless it is a verdict for every packet its `side` prefix finds: it has no other
-    condition and is not a rate limit (which lets packets within it go on)."""
+    """Per rule, 1 unless it is a verdict for every packet its `side` prefix finds (0): it has no other
+    condition and is not a rate limit (which lets packets within it go on). One byte per rule, found a column at
+    a time in C."""
     conditions = HAS_PROTO | HAS_PORT | (HAS_DST if side == "source" else 0)
-    return [bool(flags & conditions or more) or action == RATE_LIMIT
-            for flags, more, action in zip(columns.flags, columns.more, columns.action)]
+    return _bytes_or(_flagged(columns, conditions), bytes(map(bool, columns.more)),
+                     bytes(columns.action).translate(IS_RATE_LIMIT))
+
+
+def _bytes_or(*columns):
+    """The bytewise OR of byte strings of one length."""
+    ored = 0
+    for column in columns:
+        ored |= int.from_bytes(column, "little")
+    return ored.to_bytes(len(columns[0]), "little")
 
 
 _CHAIN_PAD = [0] * CHAIN_MAX

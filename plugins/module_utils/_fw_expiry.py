@@ -15,12 +15,13 @@ import operator
 import re
 import time
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import EXPIRES_FORMAT, rule_key
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import EXPIRES_FORMAT, EXPIRY_KEYS, rule_key
 
 CANONICAL_DEADLINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 # Most rule sets have no deadline at all: these look at every entry in C, before any loop in Python does.
 DEADLINE = operator.methodcaller("get", "expires_at")
 DELAY = operator.methodcaller("get", "expires_after")
+TIMED = frozenset(EXPIRY_KEYS)
 
 
 def deadline_text(seconds):
@@ -78,6 +79,11 @@ def lapsed(items, now, held):
         return items, []
     return ([item for index, item in enumerate(items) if index not in gone],
             [item for index, item in enumerate(items) if index in gone])
+
+
+def timed(entries):
+    """True when an entry has an expires_at or an expires_after key (entries hold no None values)."""
+    return not all(map(TIMED.isdisjoint, entries))
 
 
 def next_deadline(entries):

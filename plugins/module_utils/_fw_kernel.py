@@ -18,8 +18,8 @@ from array import array
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import canonical_of_packed, decode_rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, NO_RULE, REASONS, RULE, RULESET_MAPS, SLOT_META, U32,
-    ZERO_U32)
+    ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, MORE_EXPIRES, NO_RULE, REASONS, RULE, RULESET_MAPS,
+    SLOT_META, U32, ZERO_U32)
 
 MAP_NAMES = ("xf_config", "xf_hits", "xf_passed", "xf_limits", "xf_limit_slots", "xf_clock") + tuple("xf_%s_%d" % (name, slot) for slot in (0, 1) for name in RULESET_MAPS)
 
@@ -59,6 +59,10 @@ def ruleset_digest(meta, packed_rules):
     return digest.hexdigest()
 
 
+# bytes.translate: the low byte of xf_rule.more to 1 when it has MORE_EXPIRES, else 0
+EXPIRES = bytes(bool(value & MORE_EXPIRES) for value in range(256))
+
+
 class KernelRuleset:
     """The rule set the program uses now: the active slot's meta and packed rules. Rules are numbered 0, 1,
     2... in order; each has a position in the rules map, increasing with the number but with holes where
@@ -74,7 +78,7 @@ class KernelRuleset:
         actions = self.raw[RULE.offset["action"]::RULE.size]  # 0 only in holes
         self.positions = range(meta.rules) if 0 not in actions else [
             position for position, action in enumerate(actions) if action]
-        self._packed = None
+        self._packed = self._digest = None
 
     def __len__(self):
         return len(self.positions)
@@ -102,12 +106,18 @@ class KernelRuleset:
 
     @property
     def digest(self):
-        return ruleset_digest(self.meta, [self.raw])
+        if self._digest is None:
+            self._digest = ruleset_digest(self.meta, [self.raw])
+        return self._digest
 
     def entries(self, set_names=None):
         """The rules as canonical entries (no names: those are not in the kernel; set names where set_names,
         {tag: name}, has them)."""
         return [canonical_of_packed(packed, set_names) for packed in self.packed]
+
+    def has_deadlines(self):
+        """True when a rule has a deadline, told by the low byte of each rule's `more` field (little-endian)."""
+        return 1 in self.raw[RULE.offset["more"]::RULE.size].translate(EXPIRES)
 
     def counters(self):
         """The hit-counter slot of each rule, read straight from the packed array."""
@@ -126,6 +136,10 @@ class FreshRuleset:
     @staticmethod
     def entries(set_names=None):
         return []
+
+    @staticmethod
+    def has_deadlines():
+        return False
 
 
 def firewall_pinned(pin_dir):

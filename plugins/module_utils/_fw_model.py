@@ -405,15 +405,21 @@ def _set_errors(values, where):
 
 FULL_MASK4 = 0xFFFFFFFF
 NO_MORE = (0,) * 13 + (b"",) + (0,) * 5  # the second half of an xf_rule without its conditions or rate limit
+# The first half of xf_rule (the fields before sport_lo): a rule with no more than it packs it, then zeros
+FIRST_HALF = struct.Struct("<" + "".join(code for field, code in RULE.fields
+                                         if RULE.offset[field] < RULE.offset["sport_lo"]))
+ZERO_SECOND_HALF = bytes(RULE.size - FIRST_HALF.size)
+PLAIN_COUNT = len(PLAIN_KEYS)
 VERDICTS = ("drop", "pass")
 
 
 def pack_canonical(values):
-    """The packed xf_rule (counter 0) of the values of RULE_KEYS when they are exactly Rule.to_dict's form of a
-    valid drop or pass rule with IPv4 or no addresses and none of the keys beyond PLAIN_KEYS; else None."""
-    if values[len(PLAIN_KEYS):] != NOT_PLAIN:
+    """The packed xf_rule (counter 0) of the values of RULE_KEYS (or of PLAIN_KEYS alone) when they are exactly
+    Rule.to_dict's form of a valid drop or pass rule with IPv4 or no addresses and none of the keys beyond
+    PLAIN_KEYS; else None."""
+    if len(values) != PLAIN_COUNT and values[PLAIN_COUNT:] != NOT_PLAIN:
         return None
-    action, source, destination, protocol, port, source_set, destination_set = values[:len(PLAIN_KEYS)]
+    action, source, destination, protocol, port, source_set, destination_set = values[:PLAIN_COUNT]
     src, dst = _canonical_ipv4(source), _canonical_ipv4(destination)
     number, ports = _canonical_protocol(protocol), _canonical_port(port)
     if action not in VERDICTS or (source is not None and src is None) or \
@@ -427,9 +433,9 @@ def pack_canonical(values):
     (src_len, src_bytes), (dst_len, dst_bytes) = src or (NO_PREFIX, b""), dst or (NO_PREFIX, b"")
     mask = (FULL_MASK4 ^ (FULL_MASK4 >> dst_len)).to_bytes(4, "big") if dst else b""
     low, high = ports or (0, 0)
-    return RULE.format.pack(ACTION_CODES[action], flags, number or 0, 4 if (src or dst) else 0, src_len, dst_len,
-                            0, low, high, 0, set_tag(source_set) if source_set else src_bytes,
-                            set_tag(destination_set) if destination_set else dst_bytes, mask, *NO_MORE)
+    return FIRST_HALF.pack(ACTION_CODES[action], flags, number or 0, 4 if (src or dst) else 0, src_len, dst_len,
+                           0, low, high, 0, set_tag(source_set) if source_set else src_bytes,
+                           set_tag(destination_set) if destination_set else dst_bytes, mask) + ZERO_SECOND_HALF
 
 
 def _canonical_sets(source_set, destination_set, source, destination):

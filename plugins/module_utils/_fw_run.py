@@ -62,8 +62,10 @@ class Change:
             settings_before["default_action"] != settings_after["default_action"]
         self.changed = self.ruleset_changed or settings_before != settings_after
         self.packed = None  # the packed rules of after, once the rule set changes
+        self.unequal_values = None  # entry_values of the rules of after numbered in unequal, with packed
         self.after_json = None  # entries_json(after), when known
         self.expired = []  # the rules of before whose deadline passed, which after leaves out
+        self.next_expiry = None  # the earliest deadline of after (see _fw_expiry.next_deadline)
 
     @property
     def pairs(self):
@@ -186,15 +188,22 @@ def plan(request, kernel, stored, now=None):
     config_json = config_text(request.get("config")) if state in UNCHANGED_BY_SAME_CONFIG else None
     if settings_after["default_action"] == kernel.default_action and \
             _same_as_stored(request, kernel, stored, config_json) and not _expiring(stored, now):
-        return Change(stored["rules"], stored["rules"], settings_before, settings_after, diff)
+        change = Change(stored["rules"], stored["rules"], settings_before, settings_after, diff)
+        change.next_expiry = stored.get("next_expiry")
+        return change
     entries = Entries(now)
     have, have_unique = _have(kernel, stored, entries, _set_names(request, stored))
-    items, lapsed = _fw_expiry.lapsed(config_items(request.get("config")) or [], now,
-                                      itertools.chain(have, (stored or {}).get("rules", ())))
+    # most rule sets have no deadline: the kernel's rules and the stored desired state say so without a look at
+    # every rule, the config's entries where they are not the current ones
+    held_timed = kernel.has_deadlines() or (stored or {}).get("next_expiry") is not None
+    items, lapsed = config_items(request.get("config")) or [], []
+    if held_timed:
+        items, lapsed = _fw_expiry.lapsed(items, now, itertools.chain(have, (stored or {}).get("rules", ())))
     want = entries.from_items(items, "drop" if state == "deleted" else None)
-    wanted = _fw_expiry.resolve(want.entries, have, now)
+    timed = held_timed or want.timed
+    wanted = _fw_expiry.resolve(want.entries, have, now) if timed else want.entries
     after = desired_rules(state, have, wanted, have_unique)
-    after, expired = (after, []) if state == "gathered" else _fw_expiry.expired(after, now)
+    after, expired = _fw_expiry.expired(after, now) if timed and state != "gathered" else (after, [])
     sets_before, sets_after = _sets(request, stored or {}, have_unique, after)
     # overridden: after is the config's entries, which want.pairs pairs with have
     as_given = state == "overridden" and wanted is want.entries and not (expired or lapsed)
@@ -202,6 +211,7 @@ def plan(request, kernel, stored, now=None):
                     sets_before, sets_after)
     expired_keys = set(map(rule_key, expired))
     change.expired = expired + [item for item in lapsed if rule_key(item) not in expired_keys]
+    change.next_expiry = _fw_expiry.next_deadline(after) if timed else None
     if change.ruleset_changed:
         _pack(change, kernel, entries)
     if as_given and want.as_given:
@@ -223,9 +233,10 @@ def _set_names(request, stored):
 def _pack(change, kernel, entries):
     """Sets change.packed: the rules equal to one the kernel holds are taken from it, only the others are
     packed."""
-    change.packed = [kernel.packed[index] if equal else None for index, equal in change.pairs]
+    current = kernel.packed
+    change.packed = [current[index] if equal else None for index, equal in change.pairs]
     changed = [change.after[number] for number in change.unequal]
-    values = list(map(entry_values, changed))
+    values = change.unequal_values = list(map(entry_values, changed))
     for number, packed in zip(change.unequal, entries.packed(changed, values, change.unequal)):
         change.packed[number] = packed
 
@@ -297,9 +308,9 @@ def _counters(kernel, change):
     current = kernel.counters()
     left = change.left()
     before_values = [entry_values(change.before[index]) for index in left]
-    after_values = [entry_values(change.after[number]) for number in change.unequal]
     counters = [current[index] if equal else None for index, equal in change.pairs]
-    changed, fresh = assign_counters(after_values, before_values, [current[index] for index in left], current)
+    changed, fresh = assign_counters(change.unequal_values, before_values, [current[index] for index in left],
+                                     current)
     for number, counter in zip(change.unequal, changed):
         counters[number] = counter
     return counters, fresh
@@ -349,7 +360,7 @@ def _store(interface, request, change, digest, state_dir):
     write_state(interface, dict(interface=interface, rules=change.after, digest=digest,
                                 rules_digest=json_digest(rules_json), sets=_fw_sets.stored_form(change.sets_after),
                                 request_digest=request.get("content_digest"),
-                                next_expiry=_fw_expiry.next_deadline(change.after), **change.settings_after),
+                                next_expiry=change.next_expiry, **change.settings_after),
                 state_dir, rules_json)
 
 

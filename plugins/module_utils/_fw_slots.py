@@ -109,7 +109,8 @@ def inactive_with_matches(maps, raw, meta):
         return None
     count = SLOT_META.unpack(meta).rules
     inactive = _libbpf.array_values(maps["xf_rules_%d" % target], RULE.size, count)
-    return (target, inactive) if match_digest(inactive) == match_digest(raw) else None
+    # after a switch both slots hold the same rules: then one comparison says so, without the digests
+    return (target, inactive) if inactive == raw or match_digest(inactive) == match_digest(raw) else None
 
 
 # What makes a slot hold a compiled rule set: rules and gen are the positions and indexes to write; prefixes

@@ -14,6 +14,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import (
     MATCH_FIELDS, PLAIN_KEYS, RuleError, describe_key, rule_key)
 
 PLAIN_MATCHES = PLAIN_KEYS[1:]  # the match fields most rules stop at
+ADDRESSES = ("source", "destination")  # what tells the rules of a long list apart, most often
 
 
 def _identities(rules, fields=MATCH_FIELDS):
@@ -28,12 +29,10 @@ def _identities(rules, fields=MATCH_FIELDS):
 
 
 def check_unique(rules, what):
-    plain = _identities(rules, PLAIN_MATCHES)
-    if len(set(plain)) == len(plain):  # rules apart by their plain matches are apart by all of theirs
-        return
-    keys = _identities(rules)
-    if len(set(keys)) == len(keys):
-        return
+    for fields in (ADDRESSES, PLAIN_MATCHES, MATCH_FIELDS):  # rules apart by some matches are apart by all
+        keys = _identities(rules, fields)
+        if len(set(keys)) == len(keys):
+            return
     seen = set()
     for key in keys:
         if key in seen:

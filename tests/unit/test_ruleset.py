@@ -93,6 +93,15 @@ def test_two_rules_with_one_identity_are_refused(state):
         _fw_states.desired_rules(state, [], [BAD, dict(BAD, action="pass")])
 
 
+def test_rules_sharing_addresses_are_apart_by_their_other_matches_and_named_rules_by_name_alone():
+    shared = [BAD, dict(BAD, protocol="tcp"), dict(BAD, protocol="tcp", tcp_flags="syn")]
+    assert _fw_states.desired_rules("overridden", [], shared) == shared
+    with pytest.raises(_errors.XdpfleetError, match="same identity.*tcp_flags syn"):
+        _fw_states.desired_rules("overridden", [], shared + [dict(BAD, action="pass", protocol="tcp", tcp_flags="syn")])
+    with pytest.raises(_errors.XdpfleetError, match="same identity.*name 'n'"):
+        _fw_states.desired_rules("overridden", [], [dict(BAD, name="n"), dict(WEB, name="n")])
+
+
 # --- summary and diff ---------------------------------------------------------------------
 
 
@@ -166,6 +175,25 @@ def test_items_are_canonicalised_and_every_error_is_listed():
                             {"action": "drop", "sorce": "198.18.0.0/15"}])
     assert [message.split(":")[0] for message in error.value.errors] == \
         ["config[0].source", "config[1].action", "config[2].sorce"]
+
+
+def test_entry_values_leave_out_the_keys_beyond_the_plain_ones_when_none_is_set():
+    plain = _fw_input.entry_values(dict(BAD, name="bad"))
+    assert plain == ("drop", "198.19.0.0/16") + (None,) * (len(_fw_model.PLAIN_KEYS) - 2)
+    assert _fw_input.entry_values(dict(BAD, ttl=None)) == plain
+    assert _fw_input.entry_values(dict(BAD, ttl=64)) == tuple(map(dict(BAD, ttl=64).get, _fw_model.RULE_KEYS))
+    assert _fw_model.pack_canonical(plain) == _fw_model.pack_canonical(plain + _fw_model.NOT_PLAIN) == \
+        _fw_model.pack_rule(_fw_model.parse_rule(BAD))
+
+
+def test_parsed_items_are_timed_when_an_item_new_to_the_remembered_entries_has_a_deadline_or_delay():
+    timed = dict(BAD, expires_at="2099-01-01T00:00:00Z")
+    entries = _fw_input.Entries()
+    entries.remember([SSH, timed], lambda: [])
+    assert not entries.from_items([SSH, WEB]).timed
+    assert entries.from_items([SSH, dict(WEB, expires_after=60)]).timed
+    assert entries.from_items([SSH, dict(WEB, expires_at="2099-01-01T00:00:00Z")]).timed
+    assert not entries.from_items([SSH, timed]).timed  # the remembered entries say so for themselves
 
 
 def test_a_known_canonical_item_skips_parsing_but_not_key_checks():
@@ -666,3 +694,17 @@ def test_a_stored_rule_set_restored_after_a_deadline_leaves_the_expired_rule_out
     assert restored["expired"] == [dict(BAD, expires_at=deadline)] and restored["after"] == [SSH]
     with pytest.raises(_fw_model.RuleError, match=r"config\[1\].expires_at: .* is in the past"):
         host(state="overridden", config=json.loads(stored)["rules"])  # neither held nor stored any more: a mistake
+
+
+def test_the_kernel_tells_whether_any_rule_has_a_deadline(host):
+    host(state="overridden", config=[SSH, BAD])
+    assert not _fw_kernel.KernelRuleset(host.maps).has_deadlines()
+    host(state="merged", config=[dict(WEB, expires_after=3600)])
+    assert _fw_kernel.KernelRuleset(host.maps).has_deadlines()
+    assert not _fw_kernel.FreshRuleset.has_deadlines()
+
+
+def test_a_change_of_settings_alone_keeps_the_stored_next_deadline(host):
+    after = host(state="overridden", config=[SSH, dict(BAD, expires_after=3600)])["after"]
+    assert host(state="overridden", config=after, sampling=5)["changed"]
+    assert json.loads(host.state_file.read_text())["next_expiry"] == after[1]["expires_at"]
