@@ -226,8 +226,7 @@ def scale(args):
 
 
 LIMITED_PORT, DROPPED_PORT, TRACKED_SOURCES = 9000, 9001, 10000
-LIMIT_RULES = ({"action": "rate_limit", "protocol": "udp", "port": LIMITED_PORT, "pps": 1, "burst": 1, "per": "source",
-                "per_prefix6": 128},
+LIMIT_RULES = ({"action": "rate_limit", "protocol": "udp", "port": LIMITED_PORT, "pps": 1, "burst": 1, "per": "source"},
                {"action": "drop", "protocol": "udp", "port": DROPPED_PORT})
 
 
@@ -238,12 +237,12 @@ def limit_frames(source, port):
 
 
 def limits(args):
-    """ns per packet of UDP over its per-source rate limit (TRACKED_SOURCES IPv4 sources tracked, whose buckets
-    are in xf_limit_slots; IPv6 sources, whose buckets are in the LRU map) and of UDP dropped by a plain port rule,
+    """ns per packet of UDP over its per-source rate limit (TRACKED_SOURCES IPv4 sources tracked; IPv6 sources of
+    one /64, the IPv4-mapped addresses of 198.18.0.0/15) and of UDP dropped by a plain port rule,
     in one firewall, measured in turns run by run; each ratio is the median of the runs' ratios."""
     sources = [str(address) for address in ipaddress.ip_network("198.18.0.0/15").hosts()][:TRACKED_SOURCES]
     measured = sources[::len(sources) // SOURCES][:SOURCES]
-    ipv6_measured = [mapped(source) for source in measured]  # a bucket per address: per_prefix6 128
+    ipv6_measured = [mapped(source) for source in measured]  # one /64: a bucket that they share
     kinds = (("UDP over its rate limit (IPv4)", measured, LIMITED_PORT),
              ("UDP over its rate limit (IPv6)", ipv6_measured, LIMITED_PORT),
              ("UDP dropped by port", measured, DROPPED_PORT))

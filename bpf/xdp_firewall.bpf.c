@@ -627,40 +627,56 @@ static __always_inline void charge(__u64 *due, __u64 now, __u64 cost)
 	}
 }
 
-static __always_inline int owns(const struct xf_limit_slot *slot, __u64 owner)
+static __always_inline int owns(const struct xf_limit_slot *slot, __u64 owner, __u64 owner6)
 {
-	return slot && slot->owner == owner;
+	return slot && slot->owner == owner && slot->owner6 == owner6;
 }
 
-/* 1 when the slot was free and is now the owner's (or another CPU has just claimed it for the same owner). */
-static __always_inline int claim(struct xf_limit_slot *slot, __u64 owner)
+/* 1 when the slot was free and is now the owner's. Another CPU may have just claimed it for the same owner word:
+ * then it is this key's if its owner6 says so (not yet written, the key goes to the other slot or xf_limits,
+ * which lets more through, never less). */
+static __always_inline int claim(struct xf_limit_slot *slot, __u64 owner, __u64 owner6)
 {
 	__u64 seen;
 
 	if (!slot || slot->owner)
 		return 0;
 	seen = __sync_val_compare_and_swap(&slot->owner, 0, owner);
-	return !seen || seen == owner;
+	if (seen)
+		return seen == owner && slot->owner6 == owner6;
+	slot->owner6 = owner6;
+	return 1;
 }
 
-/* The bucket of a key that fits in 64 bits in xf_limit_slots, claiming a free slot of its pair for it; NULL
- * when the pair is taken by others. Both slots are looked at before either is claimed, so that a key has one
- * bucket. */
-static __always_inline struct xf_limit_state *slot_bucket(__u32 counter, __u32 source)
+/* The bucket of the packet's key in xf_limit_slots (its owner words: struct xf_limit_slot), claiming a free slot
+ * of its pair for it; NULL when the pair is taken by others. Not for an IPv6 source prefix longer than 64 bits. Both slots are looked at before either is claimed, so that a
+ * key has one bucket. */
+static __always_inline struct xf_limit_state *slot_bucket(const struct limit *limit, const struct packet *pkt)
 {
-	__u64 owner = (__u64)(counter + 1) << 32 | source;
-	__u32 pair = ((source ^ (counter + 1) * XF_HOST_HASH) * XF_HOST_HASH) >> (32 - XF_LIMIT_SLOT_BITS) & ~1U;
-	__u32 next = pair + 1;
-	struct xf_limit_slot *first = bpf_map_lookup_elem(&xf_limit_slots, &pair);
-	struct xf_limit_slot *second = bpf_map_lookup_elem(&xf_limit_slots, &next);
+	__u32 tag = limit->counter + 1, word = masked_word(pkt, 0, limit_prefix(limit, pkt)), high;
+	__u64 owner, owner6 = 0;
+	__u32 pair, next;
+	struct xf_limit_slot *first, *second;
 
-	if (owns(first, owner))
+	if (pkt->family == 6 && limit->per == XF_PER_SOURCE) {
+		high = masked_word(pkt, 1, limit->prefix6);
+		owner6 = (__u64)high << 32 | word;
+		tag |= XF_OWNER_IPV6;
+		word ^= high;
+	}
+	owner = (__u64)tag << 32 | word;
+	pair = ((word ^ tag * XF_HOST_HASH) * XF_HOST_HASH) >> (32 - XF_LIMIT_SLOT_BITS) & ~1U;
+	next = pair + 1;
+	first = bpf_map_lookup_elem(&xf_limit_slots, &pair);
+	second = bpf_map_lookup_elem(&xf_limit_slots, &next);
+
+	if (owns(first, owner, owner6))
 		return &first->state;
-	if (owns(second, owner))
+	if (owns(second, owner, owner6))
 		return &second->state;
-	if (claim(first, owner))
+	if (claim(first, owner, owner6))
 		return &first->state;
-	if (claim(second, owner))
+	if (claim(second, owner, owner6))
 		return &second->state;
 	return NULL;
 }
@@ -714,8 +730,8 @@ __noinline int over_limit(const struct limit *limit, const struct packet *pkt, _
 
 	if (!limit || !pkt || !now)
 		return 0;
-	if (pkt->family == 4 || limit->per != XF_PER_SOURCE)
-		state = slot_bucket(limit->counter, masked_word(pkt, 0, limit_prefix(limit, pkt)));
+	if (pkt->family == 4 || limit->per != XF_PER_SOURCE || limit->prefix6 <= 64)
+		state = slot_bucket(limit, pkt);
 	if (!state) {
 		limit_key(&key, limit, pkt);
 		state = lru_bucket(&key);

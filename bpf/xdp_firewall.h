@@ -31,7 +31,7 @@
 				  * bcc, which cannot call a global function, inlines each and verifies no more */
 #define XF_LIMIT_SOURCES 65536   /* default entries of xf_limits; the loader may size it otherwise */
 #define XF_LIMIT_SLOTS 65536     /* entries of xf_limit_slots: pairs at the owner's hash */
-#define XF_LIMIT_SLOT_BITS 16    /* pair = ((src[0] ^ (counter + 1) * XF_HOST_HASH) * XF_HOST_HASH) >> (32 - bits) & ~1 */
+#define XF_LIMIT_SLOT_BITS 16    /* pair = ((word ^ tag * XF_HOST_HASH) * XF_HOST_HASH) >> (32 - bits) & ~1 */
 #define XF_REASON_MALFORMED 5    /* stats index after the XDP action codes */
 #define XF_REASONS 6
 
@@ -136,11 +136,16 @@ struct xf_limit_state {          /* updated with compare-and-swap: LRU maps cann
 };
 
 /* xf_limit_slots[index]: the buckets the program finds without a helper call, in front of xf_limits. A bucket
- * whose key fits in 64 bits (per: rule, or an IPv4 source) is named exactly by its owner word and lives in one of
- * the two slots at the owner's hash, claimed by compare-and-swap from 0 and kept until user space frees its
- * counter slot. IPv6 sources, and owners whose two slots are taken, keep their bucket in xf_limits. */
+ * whose key fits in 96 bits (per: rule, an IPv4 source, an IPv6 source prefix of 64 bits or less) is named
+ * exactly by its owner words and lives in one of the two slots at the hash of its owner word, claimed by
+ * compare-and-swap of that word from 0 and kept until user space frees its counter slot. Sources of longer IPv6
+ * prefixes, and keys whose two slots are taken, keep their bucket in xf_limits. */
+#define XF_OWNER_IPV6 0x80000000U /* in the tag of an IPv6 source's owner word */
 struct xf_limit_slot {
-	__u64 owner;             /* (counter + 1) << 32 | the key's src[0] (an IPv4 source masked; 0 for per: rule); 0: free */
+	__u64 owner;             /* tag << 32 | word; 0: free. tag: counter + 1, | XF_OWNER_IPV6 for an IPv6 source;
+				  * word: the source masked (network order), for IPv6 its first two words XORed, 0 for
+				  * per: rule */
+	__u64 owner6;            /* an IPv6 source's first two words masked (src[1] << 32 | src[0]); else 0 */
 	struct xf_limit_state state;
 };
 

@@ -11,7 +11,7 @@ import collections
 from array import array
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import LIMIT_KEY, LIMIT_SLOT, LIMIT_STATE, U32
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import LIMIT_KEY, LIMIT_SLOT, LIMIT_STATE, OWNER_IPV6, U32
 
 READ_CHUNK = 8192  # xf_limits elements per BPF_MAP_LOOKUP_BATCH call
 FREE_SLOT = bytes(LIMIT_SLOT.size)
@@ -24,7 +24,7 @@ def _slot_owners(fd):
 
 
 def _owner_counter(owner):
-    return (owner >> 32) - 1
+    return ((owner >> 32) & ~OWNER_IPV6) - 1
 
 
 def _lru_keys(fd):

@@ -89,7 +89,8 @@ EVENT = Layout("xf_event", (
     ("dst", "16s")))
 LIMIT_KEY = Layout("xf_limit_key", (("counter", "I"), ("family", "I"), ("src", "16s")))
 LIMIT_STATE = Layout("xf_limit_state", (("packets_due", "Q"), ("bytes_due", "Q")))
-LIMIT_SLOT = Layout("xf_limit_slot", (("owner", "Q"), ("state", "%ds" % LIMIT_STATE.size)))
+LIMIT_SLOT = Layout("xf_limit_slot", (("owner", "Q"), ("owner6", "Q"), ("state", "%ds" % LIMIT_STATE.size)))
+OWNER_IPV6 = 0x80000000  # in the tag of an IPv6 source's owner word
 U64 = struct.Struct("<Q")  # values of xf_clock
 U32 = struct.Struct("<I")  # keys of the array maps, values of xf_gen_N
 ZERO_U32 = U32.pack(0)

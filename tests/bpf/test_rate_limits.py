@@ -3,6 +3,7 @@ is dropped and counted as the limit's hit; buckets per source, per prefix and pe
 facts that report them; the compiler's limits."""
 
 import socket
+import struct
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from scapy.layers.l2 import Ether
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _fw_buckets, _fw_compile, _fw_kernel, _fw_slots, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import Index
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    CLOCK_TICK_NS, HOST_HASH, LIMIT_KEY, LIMIT_SLOT, LIMIT_STATE, U32, U64, XDP_ACTIONS)
+    CLOCK_TICK_NS, HOST_HASH, LIMIT_KEY, LIMIT_SLOT, LIMIT_STATE, OWNER_IPV6, U32, U64, XDP_ACTIONS)
 from tests.helpers import reference
 from tests.helpers.reference import parse_rules
 
@@ -157,24 +158,38 @@ def test_more_general_rules_with_further_conditions_than_the_program_checks_are_
 
 
 def slot_pair(counter, source):
-    """The indexes of the two xf_limit_slots an IPv4 source's bucket may take (bpf/xdp_firewall.h)."""
-    word = int.from_bytes(socket.inet_aton(source), "little")
-    pair = (((word ^ (counter + 1) * HOST_HASH) % 2 ** 32) * HOST_HASH % 2 ** 32) >> 16 & ~1
+    """The indexes of the two xf_limit_slots a source's bucket may take (bpf/xdp_firewall.h), for a bucket per
+    IPv4 address or per IPv6 /64."""
+    if ":" in source:
+        low, high = struct.unpack("<II", socket.inet_pton(socket.AF_INET6, source)[:8])
+        tag, word = (counter + 1) | OWNER_IPV6, low ^ high
+    else:
+        tag, word = counter + 1, int.from_bytes(socket.inet_aton(source), "little")
+    pair = (((word ^ tag * HOST_HASH) % 2 ** 32) * HOST_HASH % 2 ** 32) >> 16 & ~1
     return pair, pair + 1
 
 
-def test_a_source_whose_pair_of_slots_is_taken_keeps_its_bucket_in_the_lru_map(limiter):
+@pytest.mark.parametrize("source, other", [(A, B), ("2001:db8:0:1::1", "2001:db8:0:2::1")])
+def test_a_source_whose_pair_of_slots_is_taken_keeps_its_bucket_in_the_lru_map(limiter, source, other):
     counters = apply(limiter, {"pps": 1, "burst": 2})
     _fd, maps = limiter
-    strangers = LIMIT_SLOT.pack(0xffffffff << 32, bytes(LIMIT_STATE.size))  # owned by no counter of this rule set
-    pair = [U32.pack(index) for index in slot_pair(counters[0], A)]
+    strangers = LIMIT_SLOT.pack(0x7fffffff << 32, 0, bytes(LIMIT_STATE.size))  # owned by no counter in use
+    pair = [U32.pack(index) for index in slot_pair(counters[0], source)]
     _libbpf.map_update_batch(maps["xf_limit_slots"], pair, [strangers] * 2)
     try:
-        assert verdicts(limiter, [A, A, A, B, B, B]) == [PASS, PASS, DROP, PASS, PASS, DROP]
+        assert verdicts(limiter, [source] * 3 + [other] * 3) == [PASS, PASS, DROP, PASS, PASS, DROP]
         lru_counters = [LIMIT_KEY.unpack(key).counter for key in _libbpf.map_keys(maps["xf_limits"], LIMIT_KEY.size)]
         assert lru_counters.count(counters[0]) == 1 and _fw_buckets.tracked(maps)[counters[0]] == 2
     finally:
         _libbpf.map_update_batch(maps["xf_limit_slots"], pair, [_fw_buckets.FREE_SLOT] * 2)
+
+
+def test_an_ipv6_prefix_longer_than_64_bits_keeps_its_buckets_in_the_lru_map(limiter):
+    counters = apply(limiter, {"pps": 1, "burst": 1, "per_prefix6": 96})
+    assert verdicts(limiter, ["2001:db8::1:0:1", "2001:db8::1:0:2", "2001:db8::2:0:1"]) == [PASS, DROP, PASS]
+    _fd, maps = limiter
+    lru_counters = [LIMIT_KEY.unpack(key).counter for key in _libbpf.map_keys(maps["xf_limits"], LIMIT_KEY.size)]
+    assert lru_counters.count(counters[0]) == 2 == _fw_buckets.tracked(maps)[counters[0]]
 
 
 def test_without_the_tick_written_a_rate_limit_lets_packets_through(limiter):
