@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import itertools
 import json
 import operator
 from collections import namedtuple
@@ -51,23 +52,24 @@ def entry_values(entry):
 
 def _raw_values(item):
     values = entry_values(item)
-    # bool is an int in Python: keep True from passing for the canonical port or protocol 1
-    if isinstance(values[3], bool) or isinstance(values[4], bool):
-        return None
-    return values
+    # bool is an int in Python: keep True and False from passing for a canonical 1 or 0 (port 1, icmp_code 0, ...)
+    return None if bool in map(type, values) else values
 
 
 def _is_entry(item, entry):
     """True when item equals the entry: in a list that mostly repeats the current rules, one dict comparison
-    instead of checking each field. 1 == True, so the values a bool could equal are left to the full check."""
-    return item == entry and entry.get("port") != 1 and entry.get("protocol") != 0
+    instead of checking each field. 1 == True and 0 == False, so an item with a bool is left to the full check."""
+    return item == entry and bool not in map(type, item.values())
 
 
 def _equals_a_bool(entries):
-    """True when an entry has a value that True or False equals (port 1, protocol 0): then an item equal to
-    it may not be the entry (see _is_entry)."""
-    return 1 in map(operator.methodcaller("get", "port"), entries) or \
-        0 in map(operator.methodcaller("get", "protocol"), entries)
+    """True when an entry has a value that True or False equals (port 1, protocol 0, and the 0s and 1s of the
+    fields beyond the plain ones): then an item equal to it may not be the entry (see _is_entry)."""
+    if 1 in map(operator.methodcaller("get", "port"), entries) or \
+            0 in map(operator.methodcaller("get", "protocol"), entries):
+        return True
+    beyond_plain = itertools.compress(entries, map(operator.not_, map(PLAIN_ENTRY_KEYS.issuperset, entries)))
+    return any(0 in entry.values() or 1 in entry.values() for entry in beyond_plain)
 
 
 def _entry(rule, name):

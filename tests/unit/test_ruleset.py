@@ -460,13 +460,24 @@ def test_lockout_guard_reads_packed_rules(host):
                 environ=SSH_FROM_ADMIN)["changed"]
 
 
-def test_an_item_equal_to_the_current_rule_at_its_position_is_taken_as_it_is_but_a_bool_is_not():
+@pytest.mark.parametrize("current, field, lookalike", [
+    (rule("drop", protocol="tcp", port=1), "port", True),
+    (rule("drop", protocol="icmp", icmp_type=8, icmp_code=0), "icmp_code", False),
+    (rule("drop", protocol="icmp", icmp_type=0), "icmp_type", False),
+    (rule("drop", protocol="udp", source_port=1), "source_port", True),
+    (rule("drop", ttl=1), "ttl", True),
+    (dict(rule("rate_limit", protocol="udp", port=53, pps=1, burst=1), per="source", per_prefix=32, per_prefix6=64),
+     "pps", True),
+])
+def test_an_item_equal_to_the_current_rule_at_its_position_is_taken_as_it_is_but_a_bool_is_not(current, field,
+                                                                                               lookalike):
     entries = _fw_input.Entries()
-    port_one = rule("drop", protocol="tcp", port=1)
-    entries.remember([BAD, port_one], lambda: pytest.fail("rules resolved without need"))
-    assert entries.from_items([BAD, dict(port_one)]).entries == [BAD, port_one]
-    with pytest.raises(_fw_model.RuleError, match=r"config\[1\].port"):
-        entries.from_items([BAD, dict(port_one, port=True)])
+    entries.remember([BAD, current], lambda: pytest.fail("rules resolved without need"))
+    assert entries.from_items([BAD, dict(current)]).entries == [BAD, current]
+    with pytest.raises(_fw_model.RuleError, match=r"config\[1\].%s" % field):
+        entries.from_items([BAD, dict(current, **{field: lookalike})])
+    with pytest.raises(_fw_model.RuleError, match=r"config\[0\].%s" % field):  # known, at another position
+        entries.from_items([dict(current, **{field: lookalike}), BAD])
 
 
 def compiled_rules(rules, default_action, counters):
