@@ -147,7 +147,13 @@ struct {
 	} map_name SEC(".maps")
 
 ARRAY_MAP(xf_clock, XF_CLOCK_ENTRIES, __u64);
-ARRAY_MAP(xf_limit_slots, XF_LIMIT_SLOTS, struct xf_limit_slot);
+struct {                        /* mmapable: user space reads and frees slots in place (_fw_buckets) */
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XF_LIMIT_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct xf_limit_slot);
+} xf_limit_slots SEC(".maps");
 
 /* One rule set; the program reads xf_config.active once per packet and then
  * uses only that slot's maps, so a rule-set switch is a single word write.
