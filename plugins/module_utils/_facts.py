@@ -9,7 +9,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import collections
 import contextlib
 import heapq
 import itertools
@@ -25,8 +24,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import Ker
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_index
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    MORE_EXPIRES, RATE_LIMIT, RULE, U32)
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import MORE_EXPIRES, RATE_LIMIT, RULE
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
 RATE_LIMIT_MAPS = ("xf_passed", "xf_limits")  # absent from objects before map schema version 3

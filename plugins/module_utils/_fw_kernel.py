@@ -21,7 +21,8 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, MORE_EXPIRES, NO_RULE, REASONS, RULE, RULESET_MAPS,
     SLOT_META, U32, ZERO_U32)
 
-MAP_NAMES = ("xf_config", "xf_hits", "xf_passed", "xf_limits", "xf_limit_slots", "xf_clock") + tuple("xf_%s_%d" % (name, slot) for slot in (0, 1) for name in RULESET_MAPS)
+MAP_NAMES = ("xf_config", "xf_hits", "xf_passed", "xf_limits", "xf_limit_slots", "xf_clock") + tuple(
+    "xf_%s_%d" % (name, slot) for slot in (0, 1) for name in RULESET_MAPS)
 
 
 class FirewallMissing(_errors.XdpfleetError):
