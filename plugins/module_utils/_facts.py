@@ -27,7 +27,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STAT
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import MORE_EXPIRES, RATE_LIMIT, RULE
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
-RATE_LIMIT_MAPS = ("xf_passed", "xf_limits")  # absent from objects before map schema version 3
+RATE_LIMIT_MAPS = ("xf_passed", "xf_limits", "xf_limit_slots")  # absent from objects before map schema version 3
 NETDEV_XDP_ACT_BASIC = 1 << 0
 NETDEV_XDP_ACT_HW_OFFLOAD = 1 << 4
 SYS_NET = "/sys/class/net"
@@ -132,7 +132,7 @@ def rate_limits(kernel, index, maps, hits):
     """Each rate-limit rule: its position, name, text, the packets and bytes it let on (passed) and dropped
     (limited: its hits), and the sources (or prefixes) it tracks a bucket for."""
     numbers = _positions_where(kernel, "action", RATE_LIMIT.__eq__)
-    if not numbers or "xf_passed" not in maps:
+    if not numbers or not all(name in maps for name in RATE_LIMIT_MAPS):
         return []
     set_names, counters = tag_names(index.sets), kernel.counters()
     passed = PerCpuRecords(maps["xf_passed"], max(counters[number] for number in numbers) + 1)

@@ -203,3 +203,15 @@ def test_without_the_tick_written_a_rate_limit_lets_packets_through(limiter):
     finally:
         _libbpf.map_update(maps["xf_clock"], tick, written)
     assert verdicts(limiter, [A] * 2) == [PASS, DROP]
+
+
+def test_the_facts_of_an_attached_program_count_the_buckets_of_both_maps(limiter):
+    """As xdp_facts opens the maps: by the ids the program lists."""
+    counters = apply(limiter, {"pps": 1, "burst": 1})
+    verdicts(limiter, [A, A, B])
+    _fd, maps = limiter
+    described = {"maps": [{"name": name, "id": _libbpf.map_info(fd)["id"]} for name, fd in maps.items()]}
+    with _facts.firewall_maps(described) as opened:
+        kernel = _fw_kernel.KernelRuleset(opened)
+        (limit,) = _facts.rate_limits(kernel, Index({}, {}), opened, _facts.hit_records(kernel))
+    assert (limit["sources"], limit["limited"]["packets"]) == (2, 1) and counts(limiter, counters[0]) == (2, 1)
