@@ -655,8 +655,8 @@ static __always_inline int claim(struct xf_limit_slot *slot, __u64 owner, __u64 
 }
 
 /* The bucket of the packet's key in xf_limit_slots (its owner words: struct xf_limit_slot), claiming a free slot
- * of its pair for it; NULL when the pair is taken by others. Not for an IPv6 source prefix longer than 64 bits. Both slots are looked at before either is claimed, so that a
- * key has one bucket. */
+ * of its pair for it; NULL when the pair is taken by others. Not for an IPv6 source prefix longer than 64 bits.
+ * Both slots are looked at before either is claimed, so that a key has one bucket. */
 static __always_inline struct xf_limit_state *slot_bucket(const struct limit *limit, const struct packet *pkt)
 {
 	__u32 tag = limit->counter + 1, word = masked_word(pkt, 0, limit_prefix(limit, pkt)), high;
