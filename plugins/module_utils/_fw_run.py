@@ -12,7 +12,7 @@ import os
 import time
 from collections import namedtuple
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_expiry, _fw_sets, _fw_slots, _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_confirm, _fw_expiry, _fw_sets, _fw_slots, _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import (
     assign_counters, compile_packed, patch_compiled, place_rules, same_matches)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
@@ -329,30 +329,54 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
     interface = request["interface"]
     pin_dir = request.get("pin_dir") or _hostfs.default_pin_dir(interface)
     environ = os.environ if environ is None else environ
+    _fw_confirm.check_request(request)
+    if request["state"] == "confirmed":
+        return _fw_confirm.confirm(interface, check_mode, state_dir, lock_dir)
     if check_mode and not firewall_pinned(pin_dir):
         if _content_missing(request):
             return _asking_for_content(interface)
-        return _checked(request, FreshRuleset, None, environ).result(
-            interface, request["state"], request.get("diff"), request.get("return_rules"))
+        revert = _fw_confirm.Revert(interface, state_dir, lock_dir, pin_dir)
+        revert.check(request)
+        change = _checked(request, FreshRuleset, None, environ)
+        return dict(change.result(interface, request["state"], request.get("diff"), request.get("return_rules")),
+                    **revert.after(request, change.changed, check_mode))
     with _hostfs.host_lock(interface, lock_dir), pinned_maps(pin_dir) as maps:
         kernel = KernelRuleset(maps)
         stored = read_state(interface, state_dir)
+        revert = _fw_confirm.Revert(interface, state_dir, lock_dir, pin_dir)
+        if request.get("revert_token"):
+            request = revert.firing(request)
+            if request is None:
+                return dict(changed=False, interface=interface, revert=revert.status())
+        revert.check(request)
         if request.get("revert_to"):
             request = _reverting(request, stored, state_dir)
         if _applied_already(request, kernel, stored) and not _expiring(stored, time.time()):
-            return _unchanged(request, stored)
+            return dict(_unchanged(request, stored), **revert.after(request, False, check_mode))
         if _content_missing(request):
             return _asking_for_content(interface)
         change = _checked(request, kernel, stored, environ)
         if change.changed and not check_mode:
             switch = prepare_switch(maps, kernel, change)
+            revert.before_change(request, _revert_target(kernel, stored, change))
             with applying(interface, state_dir):
                 digest = apply(maps, kernel, change, switch)
                 _store(interface, request, change, digest, state_dir)
-    result = change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
+        reverting = revert.after(request, change.changed, check_mode)
+    result = dict(change.result(interface, request["state"], request.get("diff"), request.get("return_rules")),
+                  **reverting)
     if request["state"] == "gathered":
         result["request_digest"] = stored.get("request_digest") if _kernel_as_stored(kernel, stored) else None
     return result
+
+
+def _revert_target(kernel, stored, change):
+    """What a revert armed now goes back to (see _fw_confirm.Revert.before_change): the stored desired state when
+    the kernel holds it, else the rules and settings the kernel holds."""
+    if _kernel_as_stored(kernel, stored):
+        return None
+    return dict(rules=change.before, sets=_fw_sets.stored_form(change.sets_before), request_digest=None,
+                **change.settings_before)
 
 
 def _store(interface, request, change, digest, state_dir):

@@ -103,21 +103,31 @@ def _write_state(interface, document, state_dir, rules_json):
                              _compact(dict(digest=document["digest"], names=names, sets=sets)))
     others = _compact(dict((key, value) for key, value in document.items() if key != "rules"),
                       version=STATE_FILE_VERSION)
-    _keep_as_previous(interface, state_dir)
+    link_state(interface, previous_path(interface, state_dir), state_dir)
     rules_json = entries_json(document["rules"]) if rules_json is None else rules_json
     _hostfs.write_atomically(state_path(interface, state_dir), '{"rules":%s,%s' % (rules_json, others[1:]))
 
 
-def _keep_as_previous(interface, state_dir):
-    """Links the current state file as the previous one (the current is then replaced, not rewritten)."""
-    current, previous = state_path(interface, state_dir), previous_path(interface, state_dir)
+def link_state(interface, path, state_dir=STATE_DIR):
+    """Links the current state file as path, such as the previous one (the current is replaced, never rewritten,
+    so the link keeps what it holds now)."""
+    current = state_path(interface, state_dir)
     if not os.path.exists(current):
         return
-    linking = previous + ".new"
+    linking = path + ".new"
     if os.path.exists(linking):
         os.unlink(linking)
     os.link(current, linking)
-    os.replace(linking, previous)
+    os.replace(linking, path)
+
+
+def restoring_request(interface, pin_dir, document):
+    """The xdp_rules request that makes the kernel hold a stored desired state again. The host restores it by
+    itself (at boot, or reverting an unconfirmed change), so the lockout guard is off."""
+    return {"interface": interface, "pin_dir": pin_dir, "state": "overridden", "config": document["rules"],
+            "sets": document.get("sets"), "content_digest": document.get("request_digest"),
+            "default_action": document.get("default_action"), "sampling": document.get("sampling"),
+            "allow_lockout": True}
 
 
 def _compact(document, **more):

@@ -145,12 +145,13 @@ def host_lock(interface, lock_dir=LOCK_DIR):
 
 
 def write_atomically(path, text, mode=0o644):
-    """Writes text to path through a temporary file in the same directory, renamed over path: readers see
-    the old file or the new one, and after a crash the old one or the new one (file and directory synced)."""
+    """Writes text (str, or bytes) to path through a temporary file in the same directory, renamed over path:
+    readers see the old file or the new one, and after a crash the old one or the new one (file and directory
+    synced)."""
     directory = os.path.dirname(path)
     descriptor, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(descriptor, "w") as handle:
+        with os.fdopen(descriptor, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

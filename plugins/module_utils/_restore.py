@@ -21,9 +21,9 @@ import json
 import os
 import time
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_confirm, _program
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_run import run as run_rules
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_state, restoring_request
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._hostfs import LOCK_DIR
 
 PROGRAM_DIR = os.path.join(STATE_DIR, "programs")
@@ -56,20 +56,32 @@ def restore_program(record):
     return _program.run(params, check_mode=False)
 
 
+def revert_unconfirmed(interface, pin_dir, state_dir=STATE_DIR, lock_dir=LOCK_DIR):
+    """Makes the kernel hold the rules before a change that was not confirmed when the host went down (its revert
+    was armed; see _fw_confirm); None when none was."""
+    token = _fw_confirm.armed_token(interface, state_dir)
+    if token is None:
+        return None
+    result = run_rules(_fw_confirm.fire_request(interface, pin_dir, token, "boot"), state_dir=state_dir,
+                       lock_dir=lock_dir)
+    return result if "rule_count" in result else None  # else confirmed meanwhile
+
+
 def restore_rules(interface, pin_dir, state_dir=STATE_DIR, lock_dir=LOCK_DIR):
     """Makes the kernel hold the rules xdp_rules last stored; None when nothing was stored."""
     stored = read_state(interface, state_dir)
     if stored is None:
         return None
-    request = {"interface": interface, "pin_dir": pin_dir, "state": "overridden", "config": stored["rules"],
-               "sets": stored.get("sets"), "content_digest": stored.get("request_digest"),
-               "default_action": stored.get("default_action"), "sampling": stored.get("sampling"),
-               "allow_lockout": True}
-    return run_rules(request, state_dir=state_dir, lock_dir=lock_dir)
+    return run_rules(restoring_request(interface, pin_dir, stored), state_dir=state_dir, lock_dir=lock_dir)
 
 
 def rules_restored(interface, pin_dir, state_dir=STATE_DIR, lock_dir=LOCK_DIR):
-    """restore_rules, told in words: how many rules the interface holds now, or that none were stored."""
+    """The rules restored, told in words: how many the interface holds now, or that none were stored; an
+    unconfirmed change is reverted rather than restored."""
+    reverted = revert_unconfirmed(interface, pin_dir, state_dir, lock_dir)
+    if reverted is not None:
+        return "%d rules, reverting the change armed at %s that was not confirmed" % (
+            reverted["rule_count"]["after"], _fw_confirm.utc(reverted["revert"]["reverted"]["armed_at"]))
     result = restore_rules(interface, pin_dir, state_dir, lock_dir)
     return "no stored rules" if result is None else "%d rules" % result["rule_count"]["after"]
 

@@ -354,11 +354,13 @@ ARGUMENT_SPEC = dict(
     rules_file_format=dict(type="str", choices=["json", "yaml"]),
     revert_to=dict(type="str"),
     content_digest=dict(type="str"),
-    state=dict(type="str", default="merged", choices=list(STATES)),
+    state=dict(type="str", default="merged", choices=list(STATES) + ["confirmed"]),
     default_action=dict(type="str", choices=["drop", "pass"]),
     sampling=dict(type="int"),
     allow_lockout=dict(type="bool", default=False),
     return_rules=dict(type="bool", default=False),
+    confirm_within=dict(type="int"),
+    confirm=dict(type="bool", default=False),
 )
 
 

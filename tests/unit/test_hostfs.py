@@ -71,8 +71,14 @@ def test_a_failed_atomic_write_keeps_the_old_file(tmp_path):
     target = tmp_path / "eth0.json"
     target.write_text("old")
     with pytest.raises(TypeError):
-        hostfs.write_atomically(str(target), b"not text")
+        hostfs.write_atomically(str(target), 42)
     assert target.read_text() == "old" and os.listdir(str(tmp_path)) == ["eth0.json"]
+
+
+def test_an_atomic_write_takes_bytes_too(tmp_path):
+    target = tmp_path / "code.zip"
+    hostfs.write_atomically(str(target), b"PK\x03\x04", 0o600)
+    assert target.read_bytes() == b"PK\x03\x04" and target.stat().st_mode & 0o777 == 0o600
 
 
 def test_file_digest(tmp_path):
