@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _hostfs, _link, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _fw_confirm, _hostfs, _link, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, PerCpuRecords, action_stats
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
@@ -210,6 +210,7 @@ def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):
     with firewall_maps(described) as maps:
         if maps:
             facts.update(firewall_facts(maps, interface, per_cpu, top, state_dir))
+    facts["revert"] = _fw_confirm.status(interface, state_dir)
     return facts
 
 

@@ -212,12 +212,12 @@ class Revert:
 
     def _save_target(self, document):
         path = target_path(self.interface, self.state_dir)
+        if document is not None:
+            _check_restorable(self.interface, document)
+            _write(path, document)
+            return path
         try:
-            if document is None:
-                link_state(self.interface, path, self.state_dir)
-            else:
-                _check_restorable(self.interface, document)
-                _hostfs.write_atomically(path, json.dumps(document, separators=(",", ":")))
+            link_state(self.interface, path, self.state_dir)
         except OSError as error:
             raise ConfirmError("cannot save the desired state to revert %s to in %s: %s" % (self.interface, path, error))
         return path
@@ -389,12 +389,12 @@ def _check_restorable(interface, document):
                            "to; apply the rules once without confirm_within" % (interface, ", ".join(unknown)))
 
 
-def _write(path, record):
+def _write(path, document):
     directory = os.path.dirname(path)
     try:
         if not os.path.isdir(directory):
             os.makedirs(directory, 0o755)
-        _hostfs.write_atomically(path, json.dumps(record, sort_keys=True))
+        _hostfs.write_atomically(path, json.dumps(document, sort_keys=True, separators=(",", ":")))
     except OSError as error:
         raise ConfirmError("cannot write %s: %s" % (path, error))
 

@@ -109,6 +109,10 @@ ansible_facts:
               C(expiring_rules) (for each rule with a deadline C(position), C(name), C(rule), C(expires_at) and
               C(seconds_left), 0 once it has passed) and C(sets) (the entries of each address set the rules
               name, by set name).
+            - For every interface C(revert), the revert of unconfirmed xdp_rules changes (see
+              O(xdpfleet.xdp.xdp_rules#module:confirm_within)), as RV(xdpfleet.xdp.xdp_rules#module:revert) shows it:
+              C(armed), C(deadline) (epoch seconds), C(seconds_left), C(timer) and whether it runs, or in C(reverted)
+              when and why the last one fired.
           type: dict
           sample:
             eth0:
@@ -137,6 +141,9 @@ ansible_facts:
                              "passed": {"packets": 1500, "bytes": 90000}, "limited": {"packets": 98500, "bytes": 5910000}}]
               expiring_rules: [{"position": 1, "name": "block-scanner", "rule": "drop ip from 198.18.7.0/24 to any",
                                 "expires_at": "2026-12-05T18:00:00Z", "seconds_left": 3480}]
+              revert: {"armed": true, "armed_at": 1796400000.25, "deadline": 1796400120.25, "seconds_left": 119.8,
+                       "confirm_within": 120, "timer": "process 4711", "timer_running": true, "failed": null,
+                       "reverted": null}
 """
 
 from ansible.module_utils.basic import AnsibleModule

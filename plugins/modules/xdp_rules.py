@@ -59,6 +59,21 @@ description:
     pinned in O(pin_dir), the rules are validated and the result is predicted against what attaching the firewall
     with M(xdpfleet.xdp.xdp_program) gives (no rules, default action V(pass), sampling off), so that a check-mode
     play that attaches the firewall and then applies rules reports both. Outside check mode that is an error.
+  - B(Confirmed changes.) With O(confirm_within=N), a task that changes the rule set or settings also arms, on the
+    host, a revert to the rule set, sets and settings before it, which fires N seconds later unless a later task
+    confirms the change (O(confirm=true) on an xdp_rules task of the interface, or O(state=confirmed)). The host
+    reverts by itself, without the controller, through a transient systemd timer (C(xdpfleet-revert-<interface>-*))
+    where systemd runs, else a process of its own session in the host's namespaces; either survives the module's exit and
+    the loss of the SSH session. The revert is a rule-set switch like any other (atomic for packets), ignores the
+    lockout guard, and fires only while it is armed, so it is idempotent and a confirmed change stays.
+  - A further change with O(confirm_within) while a revert is armed keeps what that revert goes back to (the state
+    at the last confirmation) and moves the deadline to N seconds from then, also when it changes no rules; a
+    change without O(confirm_within) leaves the armed revert as it is. If the host restarts before the change is
+    confirmed, the boot-time restore of the firewall role applies the previous rule set instead of the new one.
+  - After a revert has fired, a confirmation fails saying when and why, until a change with O(confirm_within) arms a
+    new one. RV(revert) and the C(revert) entry of M(xdpfleet.xdp.xdp_facts) show an armed revert and its deadline,
+    or the last revert that fired. The record is C(/etc/xdpfleet/<interface>.confirm.json), the state to go back to
+    C(/etc/xdpfleet/<interface>.revert.json).
   - B(Lockout guard.) When the task runs over SSH (C(SSH_CONNECTION) on the host), the resulting rule set is
     evaluated, in rule order, on the packet the SSH client sends to the host (TCP from the
     client address and port to the server address and port). If that packet would be dropped the module
@@ -163,9 +178,25 @@ options:
   state:
     description:
       - How O(config) is applied; see the description for each state.
+      - V(confirmed) changes no rules; it confirms the change whose revert O(confirm_within) armed (see O(confirm)).
     type: str
-    choices: [merged, replaced, overridden, deleted, gathered]
+    choices: [merged, replaced, overridden, deleted, gathered, confirmed]
     default: merged
+  confirm_within:
+    description:
+      - Seconds (a positive whole number) within which a later task must confirm this task's change; otherwise the
+        host reverts it by itself. See B(Confirmed changes) in the description.
+      - Arms a revert only when the task changes something (or moves the deadline of one already armed); not with
+        O(state=gathered) or O(state=confirmed), nor with O(confirm). In check mode RV(revert) shows what would be
+        armed.
+    type: int
+  confirm:
+    description:
+      - Confirm the change whose revert is armed on O(interface), after this task's own change if it makes one;
+        the revert is removed and its timer stopped. C(changed) when a revert was armed; nothing to do when none is.
+      - Fails, naming when and why, when the revert has fired already.
+    type: bool
+    default: false
   default_action:
     description:
       - Verdict for packets no rule matches. ARP and IPv6 neighbour discovery always pass.
@@ -266,6 +297,23 @@ EXAMPLES = r"""
     interface: eth0
     state: gathered
   register: firewall
+
+- name: Default deny, reverted by the host itself unless confirmed within 2 minutes
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    state: overridden
+    default_action: drop
+    confirm_within: 120
+    config:
+      - name: ssh
+        action: pass
+        protocol: tcp
+        port: 22
+
+- name: The host still answers over SSH (a new connection), so the change is confirmed
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    state: confirmed
 """
 
 RETURN = r"""
@@ -335,6 +383,20 @@ sampling:
   returned: always
   type: int
   sample: 0
+revert:
+  description:
+    - The revert of unconfirmed changes on the interface after the task (predicted in check mode).
+    - C(armed), and when it is C(armed_at), C(deadline) (epoch seconds), C(seconds_left), C(confirm_within),
+      C(timer) (C(systemd timer <unit>.timer) or C(process <pid>)), C(timer_running) and C(failed) (when and why
+      it could not fire, else null).
+    - C(reverted), when the last revert armed has fired, C(at), C(by) (V(timer), or V(boot) when the host
+      restarted unconfirmed), C(armed_at), C(deadline) and C(confirm_within); else null.
+    - C(confirmed), true when this task confirmed an armed revert.
+  returned: always
+  type: dict
+  sample: {"armed": true, "armed_at": 1796400000.25, "deadline": 1796400120.25, "seconds_left": 119.8,
+           "confirm_within": 120, "timer": "process 4711", "timer_running": true, "failed": null, "reverted": null,
+           "confirmed": false}
 """
 
 import gc

@@ -1,0 +1,28 @@
+"""The processes that fire armed reverts where systemd does not run (_fw_confirm's timer processes), found by their
+command line, so that a test ends and awaits those it started."""
+
+from pathlib import Path
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_confirm import TIMER_CODE
+from tests.lab import processes
+
+
+def pids(marker: str = "") -> list[int]:
+    """The timer processes whose command line also holds marker (such as a test's state directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            line = processes.cmdline(int(entry.name))
+            if TIMER_CODE in line and marker in line:
+                found.append(int(entry.name))
+    return found
+
+
+def of_host(host) -> list[int]:
+    """The timer processes in a lab host's network namespace."""
+    inside = set(processes.pids_in({processes.namespace_id(f"/run/netns/{host.netns}")}))
+    return [pid for pid in pids() if pid in inside]
+
+
+def end(found) -> None:
+    processes.kill_all(found)
