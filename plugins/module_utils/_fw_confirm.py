@@ -360,6 +360,8 @@ def when_due(run, text):
     while left > 0:
         time.sleep(left)
         left = order["deadline"] - time.time()
+    if armed_token(order["request"]["interface"], order["state_dir"]) != order["request"]["revert_token"]:
+        return  # confirmed, moved or removed meanwhile (run checks again under the host lock)
     try:
         run(order["request"], environ={}, state_dir=order["state_dir"], lock_dir=order["lock_dir"])
     except Exception as error:  # noqa: BLE001 - kept for facts, then raised to the journal
