@@ -342,8 +342,8 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
         stored = read_state(interface, state_dir)
         if mode != "enforce":
             with _fw_shadow.pinned_shadow_maps(pin_dir, interface) as shadow_maps:
-                maps.update(shadow_maps)
-                return SHADOW_MODES[mode](request, maps, kernel, stored, check_mode, environ, state_dir)
+                return SHADOW_MODES[mode](request, dict(maps, **shadow_maps), kernel, stored, check_mode, environ,
+                                          state_dir)
         if request.get("revert_to"):
             request = _reverting(request, stored, state_dir)
         if _applied_already(request, kernel, stored) and not _expiring(stored, time.time()):
@@ -466,7 +466,8 @@ def _as_is(request, kernel, stored):
 def _checked_mode(request):
     """The request's mode, once it is known to go with the rest of the request."""
     mode = request.get("mode") or "enforce"
-    if mode in ("promote", "discard") and any(request.get(key) is not None for key in ("config", "sets", "revert_to")):
+    given = ("config", "sets", "revert_to", "content_digest")  # the action plugin sends content by its digest first
+    if mode in ("promote", "discard") and any(request.get(key) is not None for key in given):
         raise RuleError(["mode: %s acts on the installed shadow set: leave out config, rules_file, sets and "
                          "revert_to" % mode])
     if mode == "shadow" and (request["state"] == "gathered" or request.get("revert_to")):

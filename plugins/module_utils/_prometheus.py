@@ -77,6 +77,23 @@ def rate_limit_samples(*path):
     return samples
 
 
+def shadow_samples(field, *path):
+    """Samples of a shadow set's figure shadow[field][path[0]]...: per verdict when the figure is a dict of them."""
+    def samples(metric, name, interface):
+        shadow = interface.get("shadow")
+        if not shadow:
+            return
+        if field == "stats":
+            for verdict, counts in sorted(shadow["stats"].items()):
+                yield sample(metric, [("interface", name), ("verdict", verdict)], counts[path[0]])
+            return
+        value = shadow[field]
+        for key in path:
+            value = value[key]
+        yield sample(metric, [("interface", name)], value)
+    return samples
+
+
 # (name, type, help, samples(name, interface name, interface facts), firewall interfaces only)
 FAMILIES = (
     ("xdpfleet_program_attached", "gauge",
@@ -107,6 +124,15 @@ FAMILIES = (
     ("xdpfleet_rate_limit_sources", "gauge",
      "Sources (or source prefixes) each rate-limit rule keeps a bucket for now.",
      rate_limit_samples("sources"), True),
+    ("xdpfleet_shadow_packets_total", "counter",
+     "Packets the shadow set beside the enforced one would have given each verdict (since it was installed).",
+     shadow_samples("stats", "packets"), True),
+    ("xdpfleet_shadow_new_drop_packets_total", "counter",
+     "Packets the shadow set would have dropped that the enforced set passed.",
+     shadow_samples("new_drops", "packets"), True),
+    ("xdpfleet_shadow_new_pass_packets_total", "counter",
+     "Packets the shadow set would have passed that the enforced set dropped.",
+     shadow_samples("new_passes", "packets"), True),
 )
 
 

@@ -183,8 +183,8 @@ options:
         slot), and says so in RV(shadow_discarded).
       - V(promote) and V(discard) take no O(config), O(sets) or O(rules_file); V(shadow) takes every O(state)
         but V(gathered).
-      - Shadow sets need the firewall object of this collection compiled with clang (the bcc build leaves them
-        out: bcc inlines every function, and a second classification would pass the verifier's limit).
+      - Shadow sets need the firewall object of this collection compiled with clang. The bcc build leaves them
+        out, because bcc inlines every function and a second classification would pass the verifier's limit.
     type: str
     choices: [enforce, shadow, promote, discard]
     default: enforce
