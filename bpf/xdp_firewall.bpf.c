@@ -86,21 +86,6 @@ struct {
 	__type(value, struct xf_datarec);
 } xf_hits SEC(".maps");
 
-#ifndef XF_NO_SHADOW
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XF_SHADOW_COUNTS);
-	__type(key, __u32);
-	__type(value, struct xf_datarec);
-} xf_shadow_stats SEC(".maps");
-
-struct {                        /* by the shadow set's counter slots */
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XF_MAX_RULES);
-	__type(key, __u32);
-	__type(value, struct xf_datarec);
-} xf_shadow_hits SEC(".maps");
-#endif
 
 struct {                        /* by counter slot: what each rate limit let through */
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -171,6 +156,22 @@ struct {                        /* mmapable: user space reads and frees slots in
 	__type(key, __u32);
 	__type(value, struct xf_limit_slot);
 } xf_limit_slots SEC(".maps");
+
+#ifndef XF_NO_SHADOW
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XF_SHADOW_COUNTS);
+	__type(key, __u32);
+	__type(value, struct xf_datarec);
+} xf_shadow_stats SEC(".maps");
+
+struct {                        /* by the shadow set's counter slots */
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XF_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct xf_datarec);
+} xf_shadow_hits SEC(".maps");
+#endif
 
 /* One rule set; the program reads xf_config.active once per packet and then
  * uses only that slot's maps, so a rule-set switch is a single word write.

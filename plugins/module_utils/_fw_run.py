@@ -435,12 +435,13 @@ def _promote(request, maps, kernel, stored, check_mode, environ, state_dir):
     if installed is None:
         return _shadow_result(_as_is(request, kernel, stored), "promote", False)
     request = dict(request, state="overridden", config=installed["rules"], sets=installed.get("sets"),
-                   default_action=installed["default_action"], sampling=None,
+                   default_action=installed["default_action"], sampling=installed["sampling"],
                    content_digest=installed.get("request_digest"))
     change = _checked(request, kernel, stored, environ)
     if not check_mode:
         with applying(interface, state_dir):
             _fw_slots.promote_shadow(maps)
+            apply(maps, kernel, change, None)  # the settings
             _store(interface, request, change, installed["digest"], state_dir)
         remove_shadow(interface, state_dir)
     result = change.result(interface, "overridden", request.get("diff"), request.get("return_rules"))
