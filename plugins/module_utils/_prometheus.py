@@ -77,20 +77,23 @@ def rate_limit_samples(*path):
     return samples
 
 
-def shadow_samples(field, *path):
-    """Samples of a shadow set's figure shadow[field][path[0]]...: per verdict when the figure is a dict of them."""
+def shadow_verdict_samples(field):
+    """verdict_samples of the shadow set's stats, where there is a shadow set."""
+    verdicts = verdict_samples(field)
+
     def samples(metric, name, interface):
-        shadow = interface.get("shadow")
-        if not shadow:
-            return
-        if field == "stats":
-            for verdict, counts in sorted(shadow["stats"].items()):
-                yield sample(metric, [("interface", name), ("verdict", verdict)], counts[path[0]])
-            return
-        value = shadow[field]
-        for key in path:
-            value = value[key]
-        yield sample(metric, [("interface", name)], value)
+        return verdicts(metric, name, interface["shadow"]) if interface.get("shadow") else iter(())
+    return samples
+
+
+def shadow_samples(*path):
+    """The sample of a figure of the shadow set, shadow[path[0]][path[1]]..., where there is a shadow set."""
+    def samples(metric, name, interface):
+        value = interface.get("shadow")
+        if value:
+            for key in path:
+                value = value[key]
+            yield sample(metric, [("interface", name)], value)
     return samples
 
 
@@ -126,7 +129,7 @@ FAMILIES = (
      rate_limit_samples("sources"), True),
     ("xdpfleet_shadow_packets_total", "counter",
      "Packets the shadow set beside the enforced one would have given each verdict (since it was installed).",
-     shadow_samples("stats", "packets"), True),
+     shadow_verdict_samples("packets"), True),
     ("xdpfleet_shadow_new_drop_packets_total", "counter",
      "Packets the shadow set would have dropped that the enforced set passed.",
      shadow_samples("new_drops", "packets"), True),

@@ -285,20 +285,26 @@ print(switches)
 """
 
 
-def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
+def flips_under_a_stream(fleet, host, tmp_path, flipper):
+    """Runs a flipper script between flip_sets() on the host while both streams flow; returns what it printed
+    after checking that every packet got the verdict both sets give it."""
     set_a, set_b = flip_sets()
-    succeeded(rules(rules_host, state="overridden", config=set_b))
-    stream = Stream(fleet, rules_host, [STREAM_PASS, STREAM_DROP], tmp_path / "stop", pause=0.001)
+    succeeded(rules(host, state="overridden", config=set_b))
+    stream = Stream(fleet, host, [STREAM_PASS, STREAM_DROP], tmp_path / "stop", pause=0.001)
     try:
-        switches = on_host(rules_host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b]) + FLIPPER,
-                           timeout=600)
+        printed = on_host(host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b]) + flipper,
+                          timeout=600)
     finally:
         sent, (received_pass, received_drop) = stream.stop()
-    assert int(switches) == 100
     assert sent > 1000, "the stream was too thin to test anything"
     assert (received_pass, received_drop) == (sent, 0), \
         "sent %d on each stream; received %d that both sets pass, %d that both drop; eth0: %s" % (
-            sent, received_pass, received_drop, rules_host.run("ethtool -S eth0 | grep -i drop").out.split())
+            sent, received_pass, received_drop, host.run("ethtool -S eth0 | grep -i drop").out.split())
+    return printed
+
+
+def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
+    assert int(flips_under_a_stream(fleet, rules_host, tmp_path, FLIPPER)) == 100
 
 
 # --- shadow rule sets: counted while the enforced set decides, then promoted in one switch ---------------------
@@ -372,16 +378,4 @@ print(promoted)
 
 
 def test_promote_is_atomic_for_packets(fleet, rules_host, tmp_path):
-    set_a, set_b = flip_sets()
-    succeeded(rules(rules_host, state="overridden", config=set_b))
-    stream = Stream(fleet, rules_host, [STREAM_PASS, STREAM_DROP], tmp_path / "stop", pause=0.001)
-    try:
-        promoted = on_host(rules_host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b])
-                           + SHADOW_FLIPPER, timeout=600)
-    finally:
-        sent, (received_pass, received_drop) = stream.stop()
-    assert int(promoted) == 60
-    assert sent > 1000, "the stream was too thin to test anything"
-    assert (received_pass, received_drop) == (sent, 0), \
-        "sent %d on each stream; received %d that both sets pass, %d that both drop" % (
-            sent, received_pass, received_drop)
+    assert int(flips_under_a_stream(fleet, rules_host, tmp_path, SHADOW_FLIPPER)) == 60
