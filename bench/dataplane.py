@@ -7,10 +7,14 @@ rule drops) on a veth in a namespace this script creates and removes, with
 LIBXDP_SKIP_DISPATCHER=1 so its own program is the one attached; it is run by id.
 Addresses: 198.18.0.0/15 only (IPv6 frames use its IPv4-mapped form).
 
-    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--limits] [--bcc] [--breakdown] [--cpu N]
+    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--limits] [--shadow] [--bcc] [--breakdown]
+                                        [--cpu N]
 
 With --limits, a rate limit's cost: UDP over its per-source limit, with 10,000 sources tracked in the limit's
 LRU, against UDP dropped by a plain port rule of the same firewall.
+
+With --shadow, a shadow set's cost: the benchmark's rule set alone, and with a shadow set beside it that adds 1%
+more /32 sources (what a rollout's shadow phase runs), in two firewalls measured in turns.
 
 With --breakdown, where the nanoseconds go: the same frames through the firewall with rule sets that switch on
 one lookup path at a time (nothing but parsing and counting; the port/protocol index; the source host table; a
@@ -213,15 +217,53 @@ def scale(args):
                      for source in blocked_sources(count)]
             seconds = load_ruleset(reference.map_fds(ours), rules)
             loaded.append(("%d rules (%.2f s to load)" % (count, seconds), ours.program("xdpfleet_fw").fd))
-        runs = dict(((label, name), []) for label, fd in loaded for name, frame, verdict in packets)
-        for _run in range(args.runs):
-            for name, frame, verdict in packets:
-                for label, fd in loaded:
-                    runs[label, name].append(ns_per_packet(fd, frame, verdict, args.repeat, 1))
-    rows = [(label, [statistics.median(runs[label, name]) for name, frame, verdict in packets])
-            for label, fd in loaded]
+        rows = in_turns(loaded, packets, args)
     print("\nscale: /32 drop rules only; ns per packet (median of %d runs in turns)" % args.runs)
     print(table(["rule set"], [name for name, frame, verdict in packets], rows))
+    return rows
+
+
+def in_turns(loaded, packets, args):
+    """[(label, [ns per packet of each packet type])] of the (label, program fd) loaded, each packet type
+    measured in every program in turns, run by run: the median of the runs."""
+    runs = dict(((label, name), []) for label, fd in loaded for name, frame, verdict in packets)
+    for _run in range(args.runs):
+        for name, frame, verdict in packets:
+            for label, fd in loaded:
+                runs[label, name].append(ns_per_packet(fd, frame, verdict, args.repeat, 1))
+    return [(label, [statistics.median(runs[label, name]) for name, frame, verdict in packets])
+            for label, fd in loaded]
+
+
+SHADOW_NEW_SOURCES = 100  # the shadow set: the benchmark's rules and 1% more /32 sources, as a rollout adds
+
+
+def shadow(args):
+    """ns per packet of the benchmark's rule set alone and with a shadow set beside it (the same rules and
+    SHADOW_NEW_SOURCES more /32 sources), in two firewalls loaded side by side and measured in turns."""
+    blocked = blocked_sources(ADDRESS_RULES + SHADOW_NEW_SOURCES)
+    packets = [(name, [bytes(frame) for frame in frame_list], verdict)
+               for name, frame_list, verdict in frames(blocked[:ADDRESS_RULES])]
+    rules = firewall_rules(ADDRESS_RULES)
+    shadow_rules = rules + [_fw_model.Rule("drop", ipaddress.ip_network(source), None, None, None)
+                            for source in blocked[ADDRESS_RULES:]]
+    with contextlib.ExitStack() as stack:
+        loaded = []
+        for label, shadowed in (("enforced set alone", False), ("with a shadow set", True)):
+            ours = stack.enter_context(_libbpf.BpfObject(FIREWALL))
+            ours.load()
+            maps = reference.map_fds(ours)
+            load_ruleset(maps, rules)
+            if shadowed:
+                counters = list(range(len(rules), len(rules) + len(shadow_rules)))
+                _fw_slots.install_shadow(maps, reference.compile_rules(shadow_rules, "pass", counters))
+            loaded.append((label, ours.program("xdpfleet_fw").fd))
+        rows = in_turns(loaded, packets, args)
+    names = [name for name, frame, verdict in packets]
+    rows.append(("with / alone", ["%.2f" % (shadowed / alone) for alone, shadowed in zip(rows[0][1], rows[1][1])]))
+    print("\nshadow: %d /32 drop rules + %d port rules; the shadow set adds %d sources; ns per packet (median of %d "
+          "runs in turns)" % (ADDRESS_RULES, len(PORTS), SHADOW_NEW_SOURCES, args.runs))
+    print(table(["rule set"], names, rows))
     return rows
 
 
@@ -314,6 +356,7 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--scale", action="store_true", help="also compare 10 with 100,000 rules")
     parser.add_argument("--limits", action="store_true", help="also a rate limit's cost (see the docstring)")
+    parser.add_argument("--shadow", action="store_true", help="also the cost of a shadow set (see the docstring)")
     parser.add_argument("--bcc", action="store_true", help="also the firewall compiled by bcc (16 s to compile)")
     parser.add_argument("--json", help="write the comparison to this file")
     parser.add_argument("--breakdown", action="store_true", help="only where the nanoseconds go (see the docstring)")
@@ -329,6 +372,8 @@ def main():
         scale(args)
     if args.limits:
         limits(args)
+    if args.shadow:
+        shadow(args)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -86,6 +86,7 @@ struct {
 	__type(value, struct xf_datarec);
 } xf_hits SEC(".maps");
 
+
 struct {                        /* by counter slot: what each rate limit let through */
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, XF_MAX_RULES);
@@ -116,6 +117,7 @@ const volatile struct {
 	enum xf_limit_per per;
 	enum xf_clock_entry clock;
 	enum xf_prefix_map prefix_map;
+	enum xf_shadow_count shadow_count;
 } xf_btf_anchor = {};
 
 /* The per-packet working state lives in a per-CPU map value, not on the stack: the verifier
@@ -154,6 +156,22 @@ struct {                        /* mmapable: user space reads and frees slots in
 	__type(key, __u32);
 	__type(value, struct xf_limit_slot);
 } xf_limit_slots SEC(".maps");
+
+#ifndef XF_NO_SHADOW
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XF_SHADOW_COUNTS);
+	__type(key, __u32);
+	__type(value, struct xf_datarec);
+} xf_shadow_stats SEC(".maps");
+
+struct {                        /* by the shadow set's counter slots */
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XF_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct xf_datarec);
+} xf_shadow_hits SEC(".maps");
+#endif
 
 /* One rule set; the program reads xf_config.active once per packet and then
  * uses only that slot's maps, so a rule-set switch is a single word write.
@@ -379,12 +397,13 @@ __noinline int conditions_match(const struct xf_rule *rule, const struct packet 
 	return !rule->more || more_matches(rule, pkt);
 }
 
-/* A packet's first classification (from 0) takes a rule without conditions, the most common kind, without a
- * call. A classification after a rate limit (from > 0, which reclassify() makes known to the verifier) calls
- * conditions_match() for every rule, so that the verifier does not walk that shortcut through it again. */
+/* A packet's first classification (from a constant 0) takes a rule without conditions, the most common kind,
+ * without a call. reclassify(), whose `from` is a variable, calls conditions_match() for every rule, so that the
+ * verifier does not walk that shortcut through it again: clang folds __builtin_constant_p after inlining. */
 static __always_inline int rule_matches(const struct xf_rule *rule, const struct packet *pkt, __u32 from)
 {
-	if (!from && !(rule->flags & (XF_HAS_PROTO | XF_HAS_PORT | XF_HAS_DST)) && !rule->more)
+	if (__builtin_constant_p(from) && !from && !(rule->flags & (XF_HAS_PROTO | XF_HAS_PORT | XF_HAS_DST)) &&
+	    !rule->more)
 		return 1;
 	return conditions_match(rule, pkt);
 }
@@ -566,7 +585,7 @@ __noinline int reclassify(__u32 slot, __u32 from)
 	struct scratch *work = bpf_map_lookup_elem(&xf_scratch, &zero);
 	struct xf_config *config = bpf_map_lookup_elem(&xf_config, &zero);
 
-	if (!work || !config || !from)
+	if (!work || !config)
 		return 0;
 	slot &= 1;
 	work->position = XF_NO_RULE;
@@ -794,7 +813,7 @@ static __always_inline void go_through_limits(__u32 slot, struct scratch *work, 
 }
 
 static __always_inline void sample_drop(struct xdp_md *ctx, const struct xf_config *config,
-					const struct scratch *work, __u8 reason)
+					const struct scratch *work, __u8 reason, __u32 flags)
 {
 	__u32 rate = config->sample_rate;
 	struct xf_event *event;
@@ -814,21 +833,79 @@ static __always_inline void sample_drop(struct xdp_md *ctx, const struct xf_conf
 	event->reason = reason;
 	event->sport = work->pkt.sport;
 	event->dport = work->pkt.dport;
-	event->reserved = 0;
+	event->flags = flags;
 	__builtin_memcpy(event->src, work->pkt.src, 16);
 	__builtin_memcpy(event->dst, work->pkt.dst, 16);
 	bpf_ringbuf_submit(event, 0);
 }
+
+/* The verdict of the rule set in a slot on a parsed packet, with its matching rule in work (position XF_NO_RULE,
+ * or a rate limit still, when none decided); `matched` says whether a rule decided. */
+static __always_inline __u32 verdict(__u32 slot, const struct xf_slot_meta *meta, const struct scratch *work,
+				     int parsed, int *matched)
+{
+	*matched = 0;
+	if (parsed == PARSED_IP) {
+		*matched = work->position != XF_NO_RULE && work->action != XF_RATE_LIMIT;
+		if (*matched)
+			return work->action;
+	} else if (parsed == ALWAYS_PASS) {
+		return XDP_PASS;
+	} else if (parsed == MALFORMED) {
+		return XDP_DROP;
+	}
+	return meta->default_action ?: XDP_PASS;
+}
+
+#ifndef XF_NO_SHADOW
+/* The shadow set's classification of the packet in xf_scratch, which the enforced set has decided already: counts
+ * what it would do and samples its would-be drops. A shadow rate limit charges no bucket: every packet goes on
+ * to the rules after it. A global function, which the verifier checks once; its classification is
+ * reclassify()'s, checked already. */
+__noinline int shadow(struct xdp_md *ctx, int parsed, __u32 enforced)
+{
+	__u32 zero = 0, slot, action, reason;
+	struct scratch *work = bpf_map_lookup_elem(&xf_scratch, &zero);
+	struct xf_config *config = bpf_map_lookup_elem(&xf_config, &zero);
+	__u64 bytes;
+	int matched;
+
+	if (!ctx || !work || !config)
+		return 0;
+	bytes = ctx->data_end - ctx->data;
+	slot = (config->active & 1) ^ 1;
+	if (parsed == PARSED_IP) {
+		reclassify(slot, 0);
+#pragma unroll
+		for (int i = 0; i < XF_LIMITS_PER_PACKET; i++) {
+			if (work->position == XF_NO_RULE || work->action != XF_RATE_LIMIT)
+				break;
+			reclassify(slot, (work->position & (XF_MAX_RULES - 1)) + 1);
+		}
+	}
+	action = verdict(slot, &config->slot[slot], work, parsed, &matched);
+	reason = parsed == MALFORMED ? XF_REASON_MALFORMED : action;
+	count(&xf_shadow_stats, reason, bytes);
+	if (action == XDP_DROP && enforced != XDP_DROP)
+		count(&xf_shadow_stats, XF_SHADOW_NEW_DROPS, bytes);
+	else if (action != XDP_DROP && enforced == XDP_DROP)
+		count(&xf_shadow_stats, XF_SHADOW_NEW_PASSES, bytes);
+	if (matched)
+		count(&xf_shadow_hits, work->counter, bytes);
+	if (action == XDP_DROP)
+		sample_drop(ctx, config, work, reason, XF_EVENT_SHADOW);
+	return 0;
+}
+#endif
 
 SEC("xdp")
 int xdpfleet_fw(struct xdp_md *ctx)
 {
 	struct scratch *work;
 	struct xf_config *config;
-	struct xf_slot_meta *meta;
-	__u32 zero = 0, action, reason, slot;
+	__u32 zero = 0, action, reason, active, slot;
 	__u64 bytes = ctx->data_end - ctx->data;
-	int parsed, matched = 0;
+	int parsed, matched;
 
 	work = bpf_map_lookup_elem(&xf_scratch, &zero);
 	config = bpf_map_lookup_elem(&xf_config, &zero);
@@ -837,25 +914,22 @@ int xdpfleet_fw(struct xdp_md *ctx)
 	__builtin_memset(&work->pkt, 0, sizeof(work->pkt));
 	work->position = XF_NO_RULE;
 	parsed = parse(ctx, &work->pkt);
-	slot = config->active & 1;
-	meta = &config->slot[slot];
-	action = meta->default_action ?: XDP_PASS;
+	active = config->active;
+	slot = active & 1;
 	if (parsed == PARSED_IP) {
-		classify(slot, meta, work, 0);
+		classify(slot, &config->slot[slot], work, 0);
 		go_through_limits(slot, work, bytes);
-		matched = work->position != XF_NO_RULE && work->action != XF_RATE_LIMIT;
-		if (matched)
-			action = work->action;
-	} else if (parsed == ALWAYS_PASS) {
-		action = XDP_PASS;
-	} else if (parsed == MALFORMED) {
-		action = XDP_DROP;
 	}
+	action = verdict(slot, &config->slot[slot], work, parsed, &matched);
 	reason = parsed == MALFORMED ? XF_REASON_MALFORMED : action;
 	count(&xf_stats, reason, bytes);
 	if (matched)
 		count(&xf_hits, work->counter, bytes);
 	if (action == XDP_DROP)
-		sample_drop(ctx, config, work, reason);
+		sample_drop(ctx, config, work, reason, 0);
+#ifndef XF_NO_SHADOW
+	if (active & XF_SHADOW)
+		shadow(ctx, parsed, action);
+#endif
 	return action;
 }

@@ -34,6 +34,8 @@
 #define XF_LIMIT_SLOT_BITS 16    /* pair = ((word ^ tag * XF_HOST_HASH) * XF_HOST_HASH) >> (32 - bits) & ~1 */
 #define XF_REASON_MALFORMED 5    /* stats index after the XDP action codes */
 #define XF_REASONS 6
+#define XF_SHADOW 2              /* in xf_config.active: the other slot holds a shadow set */
+#define XF_EVENT_SHADOW 1        /* in xf_event.flags: a shadow set's would-be drop */
 
 enum xf_rule_flags {
 	XF_HAS_PROTO = 1,
@@ -167,8 +169,17 @@ struct xf_slot_meta {
 	__u32 prefixes[XF_PREFIX_MAPS];
 };
 
+/* xf_shadow_stats: what a shadow set would have done, by reason (as xf_stats), then the packets on which it
+ * disagrees with the enforced set. */
+enum xf_shadow_count {
+	XF_SHADOW_NEW_DROPS = XF_REASONS,   /* the shadow set would drop, the enforced set passed */
+	XF_SHADOW_NEW_PASSES,               /* the shadow set would pass, the enforced set dropped */
+	XF_SHADOW_COUNTS,
+};
+
 struct xf_config {               /* xf_config[0] */
-	__u32 active;            /* rule-set slot the program uses: 0 or 1 */
+	__u32 active;            /* bit 0: the rule-set slot the program enforces; | XF_SHADOW: the other slot holds
+				  * a shadow set, which classifies every packet and counts what it would do */
 	__u32 sample_rate;       /* 1 in N drops to xf_events; 0 = off */
 	struct xf_slot_meta slot[2];
 };
@@ -189,7 +200,7 @@ struct xf_event {
 	__u8 reason;
 	__u16 sport;             /* host order; 0 without ports */
 	__u16 dport;
-	__u32 reserved;
+	__u32 flags;             /* XF_EVENT_SHADOW */
 	__u32 src[4];
 	__u32 dst[4];
 };

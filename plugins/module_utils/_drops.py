@@ -19,9 +19,9 @@ import time
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, decode_event
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, decode_event, shadow_slot
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOL_NAMES, rule_line
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names, read_state, shadow_path
 
 EVENTS_MAP = "xf_events"
 POLL_SLICE_MS = 100
@@ -120,16 +120,28 @@ def _wall_clock_offset():
 
 
 def rule_labels(described, interface, state_dir):
-    """({position: rule name}, KernelRuleset or None) of the attached firewall."""
+    """{False: labels of the enforced rule set, True: those of the shadow set}; labels: ({position: rule name},
+    KernelRuleset), or ({}, None) where there is no such rule set."""
+    labels = {False: ({}, None), True: ({}, None)}
     with _facts.firewall_maps(described) as maps:
-        if not maps:
-            return {}, None
-        kernel = KernelRuleset(maps)
-        return read_names(interface, kernel.digest, state_dir), kernel
+        if maps:
+            kernel = KernelRuleset(maps)
+            labels[False] = read_names(interface, kernel.digest, state_dir), kernel
+            slot = shadow_slot(maps)
+            if slot is not None:
+                labels[True] = _shadow_names(interface, state_dir), KernelRuleset(maps, slot)
+    return labels
 
 
-def event_facts(record, interface, offset, names, kernel):
+def _shadow_names(interface, state_dir):
+    document = read_state(interface, path=shadow_path(interface, state_dir)) or {}
+    return dict((number, rule["name"]) for number, rule in enumerate(document.get("rules", ())) if rule.get("name"))
+
+
+def event_facts(record, interface, offset, labels):
+    """A sampled drop as xdp_drops reports it; labels: those of rule_labels."""
     event = decode_event(record)
+    names, kernel = labels[event["shadow"]]
     number = None if event["position"] is None or not kernel else kernel.number_at(event["position"])
     rule = None if number is None else rule_line(kernel.rule_at(number)[0].to_dict())
     return {
@@ -143,6 +155,7 @@ def event_facts(record, interface, offset, names, kernel):
         "destination_port": event["dport"],
         "action": event["action"],
         "reason": event["reason"],
+        "shadow": event["shadow"],
         "rule_id": None if number is None else number + 1,
         "rule_name": names.get(number),
         "rule": rule,
@@ -158,7 +171,8 @@ def read_drops(interface, timeout=1.0, count=0, consume=True, state_dir=STATE_DI
         records = read_records(fd, timeout, count, consume)
     finally:
         os.close(fd)
-    names, kernel = rule_labels(described, interface, state_dir)
+    labels = rule_labels(described, interface, state_dir)
     offset = _wall_clock_offset()
-    events = [event_facts(record, interface, offset, names, kernel) for record in records]
+    events = [event_facts(record, interface, offset, labels) for record in records]
+    kernel = labels[False][1]
     return {"events": events, "sample_rate": kernel.sampling if kernel else None}

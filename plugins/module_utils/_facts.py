@@ -20,10 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _fw_confirm, _hostfs, _link, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, PerCpuRecords, action_stats
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
+    KernelRuleset, PerCpuRecords, action_stats, shadow_slot)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_index
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_shadow import SHADOW_MAPS, shadow_counts
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
+    STATE_DIR, Index, read_index, read_state, shadow_path)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import MORE_EXPIRES, RATE_LIMIT, RULE
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
@@ -98,10 +101,11 @@ def most_hit(packets_at, top):
     return ranked
 
 
-def hit_records(kernel):
-    """The hit counters of every rule of the rule set, read once for the facts that need them."""
+def hit_records(kernel, name="xf_hits"):
+    """The hit counters of every rule of the rule set (in xf_shadow_hits for a shadow set), read once for the facts
+    that need them."""
     counters = kernel.counters()
-    return PerCpuRecords(kernel.maps["xf_hits"], max(counters) + 1 if counters else 0)
+    return PerCpuRecords(kernel.maps[name], max(counters) + 1 if counters else 0)
 
 
 def top_rules(kernel, index, top, hits):
@@ -165,12 +169,12 @@ def expiring_rules(kernel, index, now=None):
 @contextlib.contextmanager
 def firewall_maps(described):
     """{name: fd} of the firewall maps of the attached program (by id, so pins are not needed); the rate-limit
-    maps where the program has them."""
+    and shadow maps where the program has them."""
     ids = dict((item["name"], item["id"]) for item in described["maps"])
     fds = {}
     try:
         if all(name in ids for name in FIREWALL_MAPS):
-            for name in FIREWALL_MAPS + tuple(name for name in RATE_LIMIT_MAPS if name in ids):
+            for name in FIREWALL_MAPS + tuple(name for name in RATE_LIMIT_MAPS + SHADOW_MAPS if name in ids):
                 fds[name] = libbpf.map_fd_by_id(ids[name])
         yield fds
     finally:
@@ -193,12 +197,33 @@ def firewall_facts(maps, interface, per_cpu, top, state_dir):
         "rate_limits": rate_limits(kernel, index, maps, hits),
         "expiring_rules": expiring_rules(kernel, index),
         "sets": index.sets,
+        "shadow": shadow_facts(maps, interface, top, state_dir),
     }
+
+
+def shadow_facts(maps, interface, top, state_dir):
+    """The shadow set beside the enforced one, None without one: its rules, what it would have done with the
+    packets it classified (see _fw_shadow.shadow_counts) and its most hit rules."""
+    slot = shadow_slot(maps) if all(name in maps for name in SHADOW_MAPS) else None
+    if slot is None:
+        return None
+    kernel = KernelRuleset(maps, slot)
+    document = read_state(interface, path=shadow_path(interface, state_dir)) or {}
+    if document.get("digest") != kernel.digest:
+        document = {}
+    index = Index(dict((number, rule["name"]) for number, rule in enumerate(document.get("rules", ()))
+                       if rule.get("name")),
+                  dict((name, len(address_set["lines"])) for name, address_set in (document.get("sets") or {}).items()))
+    facts = {"rule_count": len(kernel), "default_action": kernel.default_action,
+             "installed_at": document.get("installed_at"),
+             "top_rules": top_rules(kernel, index, top, hit_records(kernel, "xf_shadow_hits"))}
+    facts.update(shadow_counts(maps["xf_shadow_stats"]))
+    return facts
 
 
 EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None, "sample_rate": None,
                   "active_slot": None, "stats": {}, "top_rules": [], "rate_limits": [], "expiring_rules": [],
-                  "sets": {}}
+                  "sets": {}, "shadow": None}
 
 
 def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):

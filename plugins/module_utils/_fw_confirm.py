@@ -83,6 +83,10 @@ def check_request(request):
                             "(confirm), not both; confirm on a later task")
     if confirm and state == "gathered":
         problems.append("confirm: not with state=gathered, which changes nothing (use state=confirmed)")
+    for key in ("confirm_within", "confirm"):
+        if request.get(key) and request.get("mode") in ("shadow", "discard"):
+            problems.append("%s: not with mode=%s, which leaves the enforced rules as they are (give it with "
+                            "mode=promote, or on a later task)" % (key, request["mode"]))
     given = [key for key in CHANGING_OPTIONS if request.get(key) is not None]
     if state == "confirmed" and given:
         problems.append("state=confirmed only confirms the armed revert, and %s change rules: apply the change in an "

@@ -18,8 +18,8 @@ from array import array
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import canonical_of_packed, decode_rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
-    ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, MORE_EXPIRES, NO_RULE, REASONS, RULE, RULESET_MAPS,
-    SLOT_META, U32, ZERO_U32)
+    ACTION_NAMES, CONFIG_HEAD, CONFIG_SIZE, DATAREC, EVENT, EVENT_SHADOW, MORE_EXPIRES, NO_RULE, REASONS, RULE,
+    RULESET_MAPS, SHADOW, SLOT_META, U32, ZERO_U32)
 
 MAP_NAMES = ("xf_config", "xf_hits", "xf_passed", "xf_limits", "xf_limit_slots", "xf_clock") + tuple(
     "xf_%s_%d" % (name, slot) for slot in (0, 1) for name in RULESET_MAPS)
@@ -54,6 +54,12 @@ def read_config(maps):
     return active & 1, rate, metas
 
 
+def shadow_slot(maps):
+    """The slot that holds a shadow set, or None when the program classifies with the active slot alone."""
+    word = CONFIG_HEAD.unpack(_libbpf.map_lookup(maps["xf_config"], ZERO_U32, CONFIG_SIZE)[:CONFIG_HEAD.size]).active
+    return (word & 1) ^ 1 if word & SHADOW else None
+
+
 def ruleset_digest(meta, packed_rules):
     digest = hashlib.sha256(meta)
     digest.update(b"".join(packed_rules))
@@ -65,17 +71,18 @@ EXPIRES = bytes(bool(value & MORE_EXPIRES) for value in range(256))
 
 
 class KernelRuleset:
-    """The rule set the program uses now: the active slot's meta and packed rules. Rules are numbered 0, 1,
-    2... in order; each has a position in the rules map, increasing with the number but with holes where
-    rules were removed (see _fw_compile.place_rules)."""
+    """The rule set the program uses now (or the one in another slot): the slot's meta and packed rules. Rules
+    are numbered 0, 1, 2... in order; each has a position in the rules map, increasing with the number but with
+    holes where rules were removed (see _fw_compile.place_rules)."""
 
-    def __init__(self, maps):
+    def __init__(self, maps, slot=None):
         self.maps = maps
         self.active, self.sampling, metas = read_config(maps)
-        self.meta = metas[self.active]
+        self.slot = self.active if slot is None else slot
+        self.meta = metas[self.slot]
         meta = SLOT_META.unpack(self.meta)
         self.default_action = ACTION_NAMES.get(meta.default_action, "pass") if meta.default_action else "pass"
-        self.raw = _libbpf.array_values(maps["xf_rules_%d" % self.active], RULE.size, meta.rules)
+        self.raw = _libbpf.array_values(maps["xf_rules_%d" % self.slot], RULE.size, meta.rules)
         actions = self.raw[RULE.offset["action"]::RULE.size]  # 0 only in holes
         self.positions = range(meta.rules) if 0 not in actions else [
             position for position, action in enumerate(actions) if action]
@@ -199,7 +206,8 @@ def decode_event(raw):
         "position": None if event.position == NO_RULE else event.position,
         "counter": None if event.counter == NO_RULE else event.counter,
         "family": event.family, "proto": event.proto, "action": ACTION_NAMES[event.action],
-        "reason": REASONS[event.reason], "sport": event.sport, "dport": event.dport,
+        "reason": REASONS[event.reason], "shadow": bool(event.flags & EVENT_SHADOW),
+        "sport": event.sport, "dport": event.dport,
         "src": str(ipaddress.ip_address(event.src[:size])) if event.family else None,
         "dst": str(ipaddress.ip_address(event.dst[:size])) if event.family else None,
     }

@@ -12,7 +12,8 @@ import os
 import time
 from collections import namedtuple
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_confirm, _fw_expiry, _fw_sets, _fw_slots, _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import (
+    _fw_confirm, _fw_expiry, _fw_sets, _fw_shadow, _fw_slots, _hostfs)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import (
     assign_counters, compile_packed, patch_compiled, place_rules, same_matches)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
@@ -20,12 +21,14 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import (
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_input import (
     Entries, config_items, config_text, entry_values)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
-    FreshRuleset, KernelRuleset, firewall_pinned, pinned_maps, ruleset_digest)
+    FreshRuleset, KernelRuleset, firewall_pinned, pinned_maps, ruleset_digest, shadow_slot)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_lockout import check_lockout
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import RuleError, rule_key
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import MAX_RULES
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
-    STATE_DIR, StoreError, applying, entries_json, json_digest, previous_path, read_state, write_state)
+    STATE_DIR, StoreError, applying, entries_json, json_digest, previous_path, read_state, remove_shadow,
+    shadow_path, write_shadow, write_state)
 
 FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
 UNCHANGED_BY_SAME_CONFIG = ("merged", "replaced", "overridden")
@@ -329,10 +332,11 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
     interface = request["interface"]
     pin_dir = request.get("pin_dir") or _hostfs.default_pin_dir(interface)
     environ = os.environ if environ is None else environ
+    mode = _checked_mode(request)
     _fw_confirm.check_request(request)
     if request["state"] == "confirmed":
         return _fw_confirm.confirm(interface, check_mode, state_dir, lock_dir)
-    if check_mode and not firewall_pinned(pin_dir):
+    if check_mode and mode == "enforce" and not firewall_pinned(pin_dir):
         if _content_missing(request):
             return _asking_for_content(interface)
         revert = _fw_confirm.Revert(interface, state_dir, lock_dir, pin_dir)
@@ -349,6 +353,10 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
             if request is None:
                 return dict(changed=False, interface=interface, revert=revert.status())
         revert.check(request)
+        if mode != "enforce":
+            with _fw_shadow.pinned_shadow_maps(pin_dir, interface) as shadow_maps:
+                return SHADOW_MODES[mode](request, dict(maps, **shadow_maps), kernel, stored, check_mode, environ,
+                                          state_dir, revert)
         if request.get("revert_to"):
             request = _reverting(request, stored, state_dir)
         if _applied_already(request, kernel, stored) and not _expiring(stored, time.time()):
@@ -356,15 +364,18 @@ def run(request, check_mode=False, environ=None, state_dir=STATE_DIR, lock_dir=_
         if _content_missing(request):
             return _asking_for_content(interface)
         change = _checked(request, kernel, stored, environ)
+        shadow_discarded = change.ruleset_changed and shadow_slot(maps) is not None
         if change.changed and not check_mode:
             switch = prepare_switch(maps, kernel, change)
             revert.before_change(request, _revert_target(kernel, stored, change))
             with applying(interface, state_dir):
                 digest = apply(maps, kernel, change, switch)
                 _store(interface, request, change, digest, state_dir)
+            if shadow_discarded:
+                remove_shadow(interface, state_dir)
         reverting = revert.after(request, change.changed, check_mode)
     result = dict(change.result(interface, request["state"], request.get("diff"), request.get("return_rules")),
-                  **reverting)
+                  shadow_discarded=shadow_discarded, **reverting)
     if request["state"] == "gathered":
         result["request_digest"] = stored.get("request_digest") if _kernel_as_stored(kernel, stored) else None
     return result
@@ -380,12 +391,126 @@ def _revert_target(kernel, stored, change):
 
 
 def _store(interface, request, change, digest, state_dir):
+    write_state(interface, _document(interface, request, change, digest), state_dir,
+                change.after_json or entries_json(change.after))
+
+
+def _document(interface, request, change, digest):
+    """The desired state of the change's rule set, as _fw_store keeps it."""
     rules_json = change.after_json or entries_json(change.after)
-    write_state(interface, dict(interface=interface, rules=change.after, digest=digest,
-                                rules_digest=json_digest(rules_json), sets=_fw_sets.stored_form(change.sets_after),
-                                request_digest=request.get("content_digest"),
-                                next_expiry=change.next_expiry, **change.settings_after),
-                state_dir, rules_json)
+    return dict(interface=interface, rules=change.after, digest=digest, rules_digest=json_digest(rules_json),
+                sets=_fw_sets.stored_form(change.sets_after), request_digest=request.get("content_digest"),
+                next_expiry=change.next_expiry, **change.settings_after)
+
+
+# --- shadow rule sets (mode: shadow, promote, discard) --------------------------------------------------------
+
+
+def _shadow(request, maps, kernel, stored, check_mode, environ, state_dir, revert):
+    """mode: shadow: the rule set the request makes of the enforced one goes into the other slot as a shadow set.
+    The result compares the enforced set (before) with the shadow set (after); changed: the shadow set changes."""
+    interface, digest = request["interface"], request.get("content_digest")
+    installed = _installed_shadow(maps, interface, state_dir)
+    if digest and installed and installed.get("request_digest") == digest:
+        return _shadow_result(_unchanged(request, installed), "shadow", False, revert.after(request, False, check_mode))
+    if _content_missing(request):
+        return _asking_for_content(interface)
+    change = plan(request, kernel, stored)
+    switch = _shadow_switch(maps, kernel, change)
+    shadow_digest = ruleset_digest(switch.compiled.meta, switch.compiled.rules)
+    changed = not (installed and installed["digest"] == shadow_digest)
+    if changed and not check_mode:
+        _fw_slots.install_shadow(maps, switch.compiled, switch.fresh_counters,
+                                 switch.rules_now.get(1 - kernel.active), switch.sets_changed)
+        write_shadow(interface, dict(_document(interface, request, change, shadow_digest), installed_at=time.time()),
+                     state_dir)
+    result = change.result(interface, request["state"], request.get("diff"), request.get("return_rules"))
+    return _shadow_result(result, "shadow", changed, revert.after(request, False, check_mode))
+
+
+def _shadow_switch(maps, kernel, change):
+    """The Switch that writes the change's rule set into the inactive slot (also when it is the enforced set
+    itself); its new rules count in slots that no enforced rule uses."""
+    switch = prepare_switch(maps, kernel, change)
+    if switch is None:
+        compiled = compile_packed(kernel.packed, change.settings_after["default_action"], kernel.counters(),
+                                  kernel.positions, _fw_sets.by_tag(change.sets_after))
+        return Switch(compiled, [], {}, True)
+    if set(switch.fresh_counters) & set(kernel.counters()):
+        raise RuleError(["the shadow set's new rules need more hit-counter slots than the enforced set leaves free "
+                         "(%d in all): shadow fewer new rules at a time" % MAX_RULES])
+    return switch
+
+
+def _installed_shadow(maps, interface, state_dir):
+    """The stored shadow set when the kernel holds it as a shadow set, else None."""
+    document = read_state(interface, path=shadow_path(interface, state_dir))
+    slot = shadow_slot(maps)
+    if document is None or slot is None or KernelRuleset(maps, slot).digest != document.get("digest"):
+        return None
+    return document
+
+
+def _promote(request, maps, kernel, stored, check_mode, environ, state_dir, revert):
+    """mode: promote: the shadow set becomes the enforced one by one word's switch of slots; the lockout guard
+    checks it as any change, and confirm_within arms its revert as for any change. Without a shadow set installed,
+    nothing changes."""
+    interface = request["interface"]
+    installed = _installed_shadow(maps, interface, state_dir)
+    if installed is None:
+        return _shadow_result(_as_is(request, kernel, stored), "promote", False,
+                              revert.after(request, False, check_mode))
+    request = dict(request, state="overridden", config=installed["rules"], sets=installed.get("sets"),
+                   default_action=installed["default_action"], sampling=installed["sampling"],
+                   content_digest=installed.get("request_digest"))
+    change = _checked(request, kernel, stored, environ)
+    if not check_mode:
+        revert.before_change(request, _revert_target(kernel, stored, change))
+        with applying(interface, state_dir):
+            _fw_slots.promote_shadow(maps)
+            apply(maps, kernel, change, None)  # the settings
+            _store(interface, request, change, installed["digest"], state_dir)
+        remove_shadow(interface, state_dir)
+    result = change.result(interface, "overridden", request.get("diff"), request.get("return_rules"))
+    return _shadow_result(result, "promote", True, revert.after(request, True, check_mode))
+
+
+def _discard(request, maps, kernel, stored, check_mode, environ, state_dir, revert):
+    """mode: discard: the shadow set stops classifying and its record goes."""
+    interface = request["interface"]
+    changed = shadow_slot(maps) is not None or os.path.exists(shadow_path(interface, state_dir))
+    if changed and not check_mode:
+        _fw_slots.discard_shadow(maps)
+        remove_shadow(interface, state_dir)
+    return _shadow_result(_as_is(request, kernel, stored), "discard", changed, revert.after(request, False, check_mode))
+
+
+def _as_is(request, kernel, stored):
+    """The result of a task that leaves the enforced rule set as it is."""
+    return plan(dict(request, state="gathered"), kernel, stored).result(
+        request["interface"], "gathered", request.get("diff"), request.get("return_rules"))
+
+
+def _checked_mode(request):
+    """The request's mode, once it is known to go with the rest of the request."""
+    mode = request.get("mode") or "enforce"
+    given = ("config", "sets", "revert_to", "content_digest")  # the action plugin sends content by its digest first
+    if mode in ("promote", "discard") and any(request.get(key) is not None for key in given):
+        raise RuleError(["mode: %s acts on the installed shadow set: leave out config, rules_file, sets and "
+                         "revert_to" % mode])
+    if mode == "shadow" and (request["state"] == "gathered" or request.get("revert_to")):
+        raise RuleError(["mode: shadow installs the rule set a change makes: give a state other than gathered, "
+                         "and no revert_to"])
+    return mode
+
+
+def _shadow_result(result, mode, changed, reverting):
+    """The result of a task with this mode; reverting: what _fw_confirm.Revert.after says of the revert (its
+    changed, when it gives one, wins: a confirmation, or a deadline moved)."""
+    return dict(dict(result, changed=changed, mode=mode), **reverting)
+
+
+SHADOW_MODES = {"shadow": _shadow, "promote": _promote, "discard": _discard}
 
 
 # --- content addressing: the action plugin first sends the digest of the request alone ---------------------

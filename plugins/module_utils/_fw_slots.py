@@ -20,10 +20,10 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _errors, _fw_b
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_compile import match_digest
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_diff import FEW_DIFFER
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_hosts import EMPTY_BUCKET, bucket_edits
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import read_config
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import read_config, shadow_slot
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import (
     CLOCK_TICK_NS, CLOCK_WALL_MINUS_BOOT, CONFIG_HEAD, DATAREC, DST_SET, GEN_ENTRIES, HOST_BUCKETS, HOSTS4,
-    NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE, SLOT_META, SRC_SET, U32, U64, ZERO_U32)
+    NO_PREFIX, NO_RULE, PREFIX_MAPS, RULE, SHADOW, SHADOW_NEW_PASSES, SLOT_META, SRC_SET, U32, U64, ZERO_U32)
 
 READ_CHUNK = 8192  # elements per BPF_MAP_LOOKUP_BATCH call when reading a map back
 # byte offsets into packed rules and metas
@@ -38,16 +38,19 @@ class SlotsError(_errors.XdpfleetError):
     pass
 
 
-def write_config(maps, active, rate, metas):
-    _libbpf.map_update(maps["xf_config"], ZERO_U32, CONFIG_HEAD.pack(active, rate) + metas[0] + metas[1])
+def write_config(maps, active, rate, metas, shadow=False):
+    """Writes xf_config; shadow: the slot other than active holds a shadow set (else the program ignores it)."""
+    word = active | (SHADOW if shadow else 0)
+    _libbpf.map_update(maps["xf_config"], ZERO_U32, CONFIG_HEAD.pack(word, rate) + metas[0] + metas[1])
 
 
 def set_sample_rate(maps, rate):
     """1 in `rate` drops go to xf_events; 0 turns sampling off. Takes effect at once."""
     if not 0 <= rate <= 0xFFFFFFFF:
         raise SlotsError("sample rate %r is not 0 (off) or a positive 32-bit number" % (rate,))
+    shadow = shadow_slot(maps) is not None
     active, _rate, metas = read_config(maps)
-    write_config(maps, active, rate, metas)
+    write_config(maps, active, rate, metas, shadow)
 
 
 def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None, sets_changed=False):
@@ -77,6 +80,45 @@ def apply_ruleset(maps, compiled, fresh_counters=(), rules_now=None, sets_change
     if not alike:
         edits = _slot_edits(maps, active, compiled, rules_now.get(active), sets_changed)
     _write_slot(maps, active, compiled, edits, (target, rate, metas))
+
+
+def install_shadow(maps, compiled, fresh_counters=(), inactive_rules=None, sets_changed=False):
+    """Writes `compiled` into the inactive slot (only what differs) as a shadow set: the program goes on enforcing
+    the active slot, and classifies every packet with the shadow set too, counting into xf_shadow_stats and
+    xf_shadow_hits (zeroed here) what it would have done. inactive_rules: the inactive slot's packed rules, when
+    known. A shadow set installed before is replaced."""
+    set_clock(maps)
+    active, rate, metas = read_config(maps)
+    target = 1 - active
+    edits = _slot_edits(maps, target, compiled, inactive_rules, sets_changed)
+    _write_slot(maps, target, compiled, edits, (active, rate, metas))  # its first write stops the shadow
+    wait_for_packets_in_flight()
+    reset_counters(maps, fresh_counters)
+    counters = set(memoryview(b"".join(compiled.rules)).cast("I")[RULE.offset["counter"] // U32.size::
+                                                                   RULE.size // U32.size])
+    _zero_records(maps["xf_shadow_hits"], counters)
+    _zero_records(maps["xf_shadow_stats"], range(SHADOW_NEW_PASSES + 1))
+    write_config(maps, active, rate, metas, shadow=True)
+
+
+def promote_shadow(maps):
+    """Makes the shadow set the enforced one: one word write switches slots and ends the shadow, so a packet sees
+    the old rule set or the new one. Raises SlotsError when no shadow set is installed."""
+    slot = shadow_slot(maps)
+    if slot is None:
+        raise SlotsError("no shadow set is installed to promote")
+    _active, rate, metas = read_config(maps)
+    write_config(maps, slot, rate, metas)
+    wait_for_packets_in_flight()
+
+
+def discard_shadow(maps):
+    """Stops the shadow set's classification; True when one was installed."""
+    if shadow_slot(maps) is None:
+        return False
+    active, rate, metas = read_config(maps)
+    write_config(maps, active, rate, metas)
+    return True
 
 
 def _slots_alike(maps, metas, rules_now):
@@ -300,12 +342,17 @@ def _prefix_edits(fd, desired):
 def reset_counters(maps, counters):
     """Zeroes the hit and rate-limit counters of these slots on every CPU, in one batch each, and forgets the
     rate-limit buckets kept under them."""
-    zero = bytes(_libbpf.percpu_value_size(DATAREC.size) * _libbpf.num_possible_cpus())
-    keys = [U32.pack(counter) for counter in counters]
     for name in ("xf_hits", "xf_passed"):
-        _libbpf.map_update_batch(maps[name], keys, [zero] * len(counters))
+        _zero_records(maps[name], counters)
     if counters:
         _fw_buckets.forget(maps, counters)
+
+
+def _zero_records(fd, indexes):
+    """Zeroes these indexes of a per-CPU array of xf_datarec on every CPU, in one batch."""
+    zero = bytes(_libbpf.percpu_value_size(DATAREC.size) * _libbpf.num_possible_cpus())
+    keys = [U32.pack(index) for index in indexes]
+    _libbpf.map_update_batch(fd, keys, [zero] * len(keys))
 
 
 def set_clock(maps):

@@ -44,6 +44,11 @@ def previous_path(interface, state_dir=STATE_DIR):
     return os.path.join(state_dir, "%s.previous.json" % interface)
 
 
+def shadow_path(interface, state_dir=STATE_DIR):
+    """The shadow set installed beside the enforced one (xdp_rules mode: shadow), in the desired state's form."""
+    return os.path.join(state_dir, "%s.shadow.json" % interface)
+
+
 def read_state(interface, state_dir=STATE_DIR, path=None):
     """The desired state last written for interface (or the one in path), or None; with applying: true when a
     change was stopped part-way after it (the kernel may hold some of the next state)."""
@@ -128,6 +133,24 @@ def restoring_request(interface, pin_dir, document):
             "sets": document.get("sets"), "content_digest": document.get("request_digest"),
             "default_action": document.get("default_action"), "sampling": document.get("sampling"),
             "allow_lockout": True}
+
+
+def write_shadow(interface, document, state_dir=STATE_DIR):
+    try:
+        if not os.path.isdir(state_dir):
+            os.makedirs(state_dir, 0o755)
+        _hostfs.write_atomically(shadow_path(interface, state_dir), _compact(document, version=STATE_FILE_VERSION))
+    except OSError as error:
+        raise StoreError("cannot write the shadow set of %s into %s: %s" % (interface, state_dir, error))
+
+
+def remove_shadow(interface, state_dir=STATE_DIR):
+    """Removes the record of a shadow set; True when there was one."""
+    try:
+        os.unlink(shadow_path(interface, state_dir))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _compact(document, **more):

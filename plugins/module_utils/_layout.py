@@ -36,6 +36,10 @@ COST_SHIFT = 16  # packet_cost and byte_cost are ns << COST_SHIFT
 XDP_ACTIONS = {"aborted": 0, "drop": 1, "pass": 2, "tx": 3, "redirect": 4}
 ACTION_NAMES = dict((code, name) for name, code in XDP_ACTIONS.items())
 REASONS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")  # xf_stats indexes
+# xf_shadow_stats indexes after REASONS: the shadow set would drop where the enforced one passed, and the reverse
+SHADOW_NEW_DROPS, SHADOW_NEW_PASSES = len(REASONS), len(REASONS) + 1
+SHADOW = 2  # in xf_config.active (bit 0: the enforced slot): the other slot holds a shadow set
+EVENT_SHADOW = 1  # in xf_event.flags: a shadow set's would-be drop
 
 # Prefix maps (xf_<side><family><h: hash of full-length addresses | t: LPM trie>_N), in xf_slot_meta order
 PREFIX_MAPS = ("s4h", "s4t", "s6h", "s6t", "d4h", "d4t", "d6h", "d6t")
@@ -85,7 +89,7 @@ CONFIG_SIZE = CONFIG_HEAD.size + 2 * SLOT_META.size
 DATAREC = Layout("xf_datarec", (("packets", "Q"), ("bytes", "Q")))
 EVENT = Layout("xf_event", (
     ("timestamp", "Q"), ("ifindex", "I"), ("position", "I"), ("counter", "I"), ("family", "B"), ("proto", "B"),
-    ("action", "B"), ("reason", "B"), ("sport", "H"), ("dport", "H"), ("reserved", "I"), ("src", "16s"),
+    ("action", "B"), ("reason", "B"), ("sport", "H"), ("dport", "H"), ("flags", "I"), ("src", "16s"),
     ("dst", "16s")))
 LIMIT_KEY = Layout("xf_limit_key", (("counter", "I"), ("family", "I"), ("src", "16s")))
 LIMIT_STATE = Layout("xf_limit_state", (("packets_due", "Q"), ("bytes_due", "Q")))

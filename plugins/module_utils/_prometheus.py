@@ -77,6 +77,26 @@ def rate_limit_samples(*path):
     return samples
 
 
+def shadow_verdict_samples(field):
+    """verdict_samples of the shadow set's stats, where there is a shadow set."""
+    verdicts = verdict_samples(field)
+
+    def samples(metric, name, interface):
+        return verdicts(metric, name, interface["shadow"]) if interface.get("shadow") else iter(())
+    return samples
+
+
+def shadow_samples(*path):
+    """The sample of a figure of the shadow set, shadow[path[0]][path[1]]..., where there is a shadow set."""
+    def samples(metric, name, interface):
+        value = interface.get("shadow")
+        if value:
+            for key in path:
+                value = value[key]
+            yield sample(metric, [("interface", name)], value)
+    return samples
+
+
 # (name, type, help, samples(name, interface name, interface facts), firewall interfaces only)
 FAMILIES = (
     ("xdpfleet_program_attached", "gauge",
@@ -107,6 +127,15 @@ FAMILIES = (
     ("xdpfleet_rate_limit_sources", "gauge",
      "Sources (or source prefixes) each rate-limit rule keeps a bucket for now.",
      rate_limit_samples("sources"), True),
+    ("xdpfleet_shadow_packets_total", "counter",
+     "Packets the shadow set beside the enforced one would have given each verdict (since it was installed).",
+     shadow_verdict_samples("packets"), True),
+    ("xdpfleet_shadow_new_drop_packets_total", "counter",
+     "Packets the shadow set would have dropped that the enforced set passed.",
+     shadow_samples("new_drops", "packets"), True),
+    ("xdpfleet_shadow_new_pass_packets_total", "counter",
+     "Packets the shadow set would have passed that the enforced set dropped.",
+     shadow_samples("new_passes", "packets"), True),
 )
 
 

@@ -102,6 +102,11 @@ events:
     reason:
       description: C(drop) (a rule or the default action) or C(malformed).
       type: str
+    shadow:
+      description:
+        - True for a drop the shadow set would have made (M(xdpfleet.xdp.xdp_rules) O(xdpfleet.xdp.xdp_rules#module:mode=shadow)); the
+          enforced set decided that packet. Its C(rule_id), C(rule_name) and C(rule) are those of the shadow set.
+      type: bool
     rule_id:
       description: Position of the rule that dropped the packet, from 1; null for the default action.
       type: int
@@ -122,6 +127,7 @@ events:
       destination_port: 9999
       action: drop
       reason: drop
+      shadow: false
       rule_id: 1
       rule_name: no-udp-9999
       rule: drop udp from any to any port 9999

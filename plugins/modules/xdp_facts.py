@@ -141,6 +141,11 @@ ansible_facts:
                              "passed": {"packets": 1500, "bytes": 90000}, "limited": {"packets": 98500, "bytes": 5910000}}]
               expiring_rules: [{"position": 1, "name": "block-scanner", "rule": "drop ip from 198.18.7.0/24 to any",
                                 "expires_at": "2026-12-05T18:00:00Z", "seconds_left": 3480}]
+              shadow: {"rule_count": 3, "default_action": "pass", "installed_at": 1796480000.5, "packets": 1000,
+                       "would_drop": 120, "would_drop_percent": 12.0, "new_drops": {"packets": 70, "bytes": 4200},
+                       "new_drops_percent": 7.0, "new_passes": {"packets": 0, "bytes": 0}, "new_passes_percent": 0.0,
+                       "stats": {"drop": {"packets": 120, "bytes": 7200}, "pass": {"packets": 880, "bytes": 52800}},
+                       "top_rules": []}
               revert: {"armed": true, "armed_at": 1796400000.25, "deadline": 1796400120.25, "seconds_left": 119.8,
                        "confirm_within": 120, "timer": "process 4711", "timer_running": true, "failed": null,
                        "reverted": null}

@@ -182,19 +182,42 @@ options:
     type: str
     choices: [merged, replaced, overridden, deleted, gathered, confirmed]
     default: merged
+  mode:
+    description:
+      - V(enforce) applies the change to the rule set that decides every packet.
+      - V(shadow) installs the rule set the change makes of the enforced one beside it as a shadow set (replacing
+        an earlier shadow set). The enforced set goes on deciding every packet; the shadow set classifies the
+        same packets and counts, per rule and per action, what it would have done, and sends its would-be drops
+        to the event ring (marked as shadow) at the sampling rate. RV(before) and the diff compare it with the
+        enforced set. M(xdpfleet.xdp.xdp_facts) reports its counters beside the enforced ones. A shadow rate
+        limit lets every packet go on to the rules after it (it charges no bucket).
+      - V(promote) makes the installed shadow set the enforced one by switching one word of the program's config
+        map, so that a packet sees one set or the other, and ends the shadow. The lockout guard checks it as any
+        change. Nothing changes when no shadow set is installed.
+      - V(discard) removes the shadow set; the enforced set stays as it is.
+      - A change applied with V(enforce) while a shadow set is installed discards the shadow set (it needs the
+        slot), and says so in RV(shadow_discarded).
+      - V(promote) and V(discard) take no O(config), O(sets) or O(rules_file); V(shadow) takes every O(state)
+        but V(gathered).
+      - Shadow sets need the firewall object of this collection compiled with clang. The bcc build leaves them
+        out, because bcc inlines every function and a second classification would pass the verifier's limit.
+    type: str
+    choices: [enforce, shadow, promote, discard]
+    default: enforce
   confirm_within:
     description:
       - Seconds (a positive whole number) within which a later task must confirm this task's change; otherwise the
         host reverts it by itself. See B(Confirmed changes) in the description.
-      - Arms a revert only when the task changes something (or moves the deadline of one already armed); not with
-        O(state=gathered) or O(state=confirmed), nor with O(confirm). In check mode RV(revert) shows what would be
-        armed.
+      - Arms a revert only when the task changes something (or moves the deadline of one already armed); with
+        O(mode=enforce) or O(mode=promote), not with O(state=gathered) or O(state=confirmed), nor with O(confirm).
+        In check mode RV(revert) shows what would be armed.
     type: int
   confirm:
     description:
       - Confirm the change whose revert is armed on O(interface), after this task's own change if it makes one;
         the revert is removed and its timer stopped. C(changed) when a revert was armed; nothing to do when none is.
-      - Fails, naming when and why, when the revert has fired already.
+      - Fails, naming when and why, when the revert has fired already. Not with O(mode=shadow) or O(mode=discard),
+        which leave the enforced rules as they are.
     type: bool
     default: false
   default_action:
@@ -298,6 +321,18 @@ EXAMPLES = r"""
     state: gathered
   register: firewall
 
+- name: Try a new rule set in shadow first; the enforced set keeps deciding
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    mode: shadow
+    state: overridden
+    rules_file: rules/edge.yml
+
+- name: Enforce the shadow set once its counters look right
+  xdpfleet.xdp.xdp_rules:
+    interface: eth0
+    mode: promote
+
 - name: Default deny, reverted by the host itself unless confirmed within 2 minutes
   xdpfleet.xdp.xdp_rules:
     interface: eth0
@@ -383,6 +418,16 @@ sampling:
   returned: always
   type: int
   sample: 0
+mode:
+  description: The O(mode) of a task that is not V(enforce).
+  returned: when O(mode) is V(shadow), V(promote) or V(discard)
+  type: str
+  sample: shadow
+shadow_discarded:
+  description: With O(mode=enforce), true when the change discarded an installed shadow set.
+  returned: when O(mode=enforce) and O(state) is not V(gathered)
+  type: bool
+  sample: false
 revert:
   description:
     - The revert of unconfirmed changes on the interface after the task (predicted in check mode).
@@ -417,6 +462,7 @@ ARGUMENT_SPEC = dict(
     revert_to=dict(type="str"),
     content_digest=dict(type="str"),
     state=dict(type="str", default="merged", choices=list(STATES) + ["confirmed"]),
+    mode=dict(type="str", default="enforce", choices=["enforce", "shadow", "promote", "discard"]),
     default_action=dict(type="str", choices=["drop", "pass"]),
     sampling=dict(type="int"),
     allow_lockout=dict(type="bool", default=False),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _layout, _libbpf, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _fw_shadow, _layout, _libbpf, _program
 from tests.integration import test_xdp_facts as clang_suite
 from tests.integration.test_xdp_facts import RULES, SETS, ansible, succeeded
 
@@ -40,7 +40,7 @@ def firewall_host(fleet):  # replaces the clang-loaded host of test_xdp_facts
     return host
 
 
-def test_bcc_maps_have_the_names_and_layouts_of_the_clang_object(firewall_host):
+def test_bcc_maps_have_the_names_and_layouts_of_the_clang_object_but_the_shadow_maps(firewall_host):
     described = succeeded(ansible(firewall_host.name, "xdpfleet.xdp.xdp_program",
                                   {"interface": "eth0", "src": str(SOURCE), "compiler": "bcc"}))
     assert described["changed"] is False
@@ -48,13 +48,25 @@ def test_bcc_maps_have_the_names_and_layouts_of_the_clang_object(firewall_host):
         declared = dict((m.name, m.definition()) for m in clang_object.maps if not m.is_internal)
     loaded = dict((m["name"], dict((k, m[k]) for k in ("type", "key_size", "value_size", "max_entries", "map_flags")))
                   for m in described["maps"])
-    assert loaded == declared
+    # the bcc build leaves shadow sets out (see _bcc.NOT_FOR_BCC)
+    assert set(_fw_shadow.SHADOW_MAPS) <= set(declared)
+    assert loaded == dict((name, definition) for name, definition in declared.items()
+                          if name not in _fw_shadow.SHADOW_MAPS)
 
 
-def test_translation_covers_every_map_and_leaves_no_btf_definition():
+def test_a_shadow_set_on_the_bcc_build_is_refused_by_name(firewall_host):
+    refused = ansible(firewall_host.name, "xdpfleet.xdp.xdp_rules",
+                      {"interface": "eth0", "mode": "shadow", "config": RULES, "sets": SETS, "state": "overridden"})
+    assert refused.get("failed") and "has no xf_shadow_stats or xf_shadow_hits" in refused["msg"], refused
+    assert "compiler: clang" in refused["msg"]
+
+
+def test_translation_covers_every_map_but_the_shadow_maps_and_leaves_no_btf_definition():
     text, maps, programs = _bcc.translate(_bcc.bundle(str(SOURCE)))
     with _libbpf.BpfObject(str(CLANG_OBJECT)) as clang_object:
-        assert sorted(maps) == sorted(m.name for m in clang_object.maps if not m.is_internal)
+        assert sorted(maps) == sorted(m.name for m in clang_object.maps
+                                      if not m.is_internal and m.name not in _fw_shadow.SHADOW_MAPS)
+    assert "shadow(" not in text
     assert programs == ["xdpfleet_fw"]
     assert 'SEC(".maps")' not in text and "__uint(" not in text and "bpf_map_lookup_elem(&" not in text
 

@@ -285,17 +285,97 @@ print(switches)
 """
 
 
-def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
+def flips_under_a_stream(fleet, host, tmp_path, flipper):
+    """Runs a flipper script between flip_sets() on the host while both streams flow; returns what it printed
+    after checking that every packet got the verdict both sets give it."""
     set_a, set_b = flip_sets()
-    succeeded(rules(rules_host, state="overridden", config=set_b))
-    stream = Stream(fleet, rules_host, [STREAM_PASS, STREAM_DROP], tmp_path / "stop", pause=0.001)
+    succeeded(rules(host, state="overridden", config=set_b))
+    stream = Stream(fleet, host, [STREAM_PASS, STREAM_DROP], tmp_path / "stop", pause=0.001)
     try:
-        switches = on_host(rules_host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b]) + FLIPPER,
-                           timeout=600)
+        printed = on_host(host, "import sys; sys.argv[1:] = [%r]\n" % json.dumps([set_a, set_b]) + flipper,
+                          timeout=600)
     finally:
         sent, (received_pass, received_drop) = stream.stop()
-    assert int(switches) == 100
     assert sent > 1000, "the stream was too thin to test anything"
     assert (received_pass, received_drop) == (sent, 0), \
         "sent %d on each stream; received %d that both sets pass, %d that both drop; eth0: %s" % (
-            sent, received_pass, received_drop, rules_host.run("ethtool -S eth0 | grep -i drop").out.split())
+            sent, received_pass, received_drop, host.run("ethtool -S eth0 | grep -i drop").out.split())
+    return printed
+
+
+def test_rule_set_switch_is_atomic_for_packets(fleet, rules_host, tmp_path):
+    assert int(flips_under_a_stream(fleet, rules_host, tmp_path, FLIPPER)) == 100
+
+
+# --- shadow rule sets: counted while the enforced set decides, then promoted in one switch ---------------------
+
+SHADOWED_PORT = 5003
+
+
+def flow(fleet, host, tmp_path, port=SHADOWED_PORT, seconds=1.0):
+    """(datagrams sent, received) of a short UDP stream from the client to port."""
+    stream = Stream(fleet, host, [port], tmp_path / ("stop-%d-%f" % (port, time.time())))
+    time.sleep(seconds)
+    sent, (received,) = stream.stop()
+    return sent, received
+
+
+def shadow_facts(host):
+    return succeeded(ansible(host, "xdp_facts", interfaces=["eth0"], xdp_modes=False))[
+        "ansible_facts"]["xdp"]["interfaces"]["eth0"]["shadow"]
+
+
+def test_a_shadow_set_counts_what_it_would_drop_and_promote_enforces_it(fleet, rules_host, tmp_path):
+    enforced = [SSH_PASS, {"name": "flow", "action": "pass", "protocol": "udp", "port": SHADOWED_PORT}]
+    shadow = [SSH_PASS, {"name": "no-flow", "action": "drop", "protocol": "udp", "port": SHADOWED_PORT}]
+    succeeded(rules(rules_host, state="overridden", config=enforced, sampling=1))
+    installed = succeeded(rules(rules_host, mode="shadow", state="overridden", config=shadow))
+    assert installed["changed"] and installed["mode"] == "shadow"
+    assert [rule["action"] for rule in installed["before"] + installed["after"]] == ["pass", "pass", "pass", "drop"]
+    assert not succeeded(rules(rules_host, mode="shadow", state="overridden", config=shadow))["changed"]
+    sent, received = flow(fleet, rules_host, tmp_path)
+    assert sent > 100 and received == sent, "the enforced set passes the flow: sent %d, received %d" % (sent, received)
+    counts = shadow_facts(rules_host)
+    assert counts["new_drops"]["packets"] == sent and counts["new_passes"]["packets"] == 0, counts
+    assert [rule["packets"] for rule in counts["top_rules"] if rule["name"] == "no-flow"] == [sent], counts
+    events = succeeded(ansible(rules_host, "xdp_drops", interface="eth0"))["events"]
+    assert sum(event["shadow"] and event["rule_name"] == "no-flow" for event in events) == sent
+    assert not any(not event["shadow"] for event in events), "the enforced set dropped packets of the flow"
+
+    promoted = succeeded(rules(rules_host, mode="promote"))
+    assert promoted["changed"] and [rule["action"] for rule in promoted["after"]] == ["pass", "drop"]
+    assert succeeded(rules(rules_host, state="gathered"))["gathered"][1]["action"] == "drop"
+    assert flow(fleet, rules_host, tmp_path)[1] == 0, "the promoted set let the flow through"
+    assert shadow_facts(rules_host) is None
+    assert not succeeded(rules(rules_host, mode="promote"))["changed"]
+
+
+def test_discard_and_an_enforced_change_end_the_shadow(rules_host):
+    succeeded(rules(rules_host, state="overridden", config=[SSH_PASS]))
+    succeeded(rules(rules_host, mode="shadow", state="merged", config=[ICMP]))
+    discarded = succeeded(rules(rules_host, mode="discard", check=True))
+    assert discarded["changed"] and shadow_facts(rules_host) is not None
+    assert succeeded(rules(rules_host, mode="discard"))["changed"] and shadow_facts(rules_host) is None
+    assert not succeeded(rules(rules_host, mode="discard"))["changed"]
+    succeeded(rules(rules_host, mode="shadow", state="merged", config=[ICMP]))
+    assert succeeded(rules(rules_host, state="merged", config=[DNS]))["shadow_discarded"]
+    assert shadow_facts(rules_host) is None
+    refused = rules(rules_host, mode="promote", config=[DNS])
+    assert refused.get("failed") and "mode: promote acts on the installed shadow set" in refused["msg"], refused
+
+
+SHADOW_FLIPPER = """
+import json, sys
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_run
+set_a, set_b = json.loads(sys.argv[1])
+promoted = 0
+for flip in range(60):
+    config = set_b if flip % 2 else set_a
+    _fw_run.run({"interface": "eth0", "mode": "shadow", "state": "overridden", "config": config})
+    promoted += _fw_run.run({"interface": "eth0", "mode": "promote", "state": "merged"})["changed"]
+print(promoted)
+"""
+
+
+def test_promote_is_atomic_for_packets(fleet, rules_host, tmp_path):
+    assert int(flips_under_a_stream(fleet, rules_host, tmp_path, SHADOW_FLIPPER)) == 60

@@ -89,6 +89,9 @@ def await_exit(pid, timeout=5.0):
                                                         "(use state=confirmed)"),
     (dict(state="confirmed", default_action="drop"), "state=confirmed only confirms the armed revert, and config, "
                                                      "default_action change rules: apply the change in an earlier"),
+    (dict(mode="shadow", confirm_within=30), "confirm_within: not with mode=shadow, which leaves the enforced rules "
+                                             "as they are (give it with mode=promote, or on a later task)"),
+    (dict(mode="discard", config=None, confirm=True), "confirm: not with mode=discard"),
 ])
 def test_bad_confirm_options_are_refused_naming_the_field_before_anything_changes(host, args, message):
     host(state="overridden", config=OLD)
@@ -195,6 +198,18 @@ def test_confirm_within_on_a_task_that_changes_nothing_moves_an_armed_deadline_a
     assert record(host)["deadline"] > first["deadline"] + 50 and record(host)["target"] == first["target"]
     assert await_exit(first["timer"]["pid"])
     reverters.end([record(host)["timer"]["pid"]])
+
+
+def test_promoting_a_shadow_set_with_confirm_within_arms_the_revert_to_the_set_enforced_before(host):
+    host(state="overridden", config=OLD)
+    host(state="overridden", config=NEW, mode="shadow")
+    promoted = host(mode="promote", confirm_within=60)
+    assert promoted["changed"] and promoted["mode"] == "promote" and promoted["revert"]["armed"]
+    assert kernel(host)[0] == NEW_IN_KERNEL
+    armed = record(host)
+    assert fire(host, armed["token"])["after"] == OLD and kernel(host)[0] == OLD_IN_KERNEL
+    assert host(state="gathered")["revert"]["reverted"]["by"] == "timer"
+    reverters.end([armed["timer"]["pid"]])
 
 
 def test_check_mode_predicts_the_revert_and_arms_nothing(host):

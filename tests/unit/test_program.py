@@ -222,7 +222,7 @@ def test_a_changed_size_is_refused_under_keep_and_reset_empties_that_map_alone(s
 
 @pytest.mark.parametrize("map_sizes, message", [
     ({"xf_nope": 10}, "map_sizes.xf_nope: the object has no map named xf_nope; name one of its maps (xf_scratch, "
-                      "xf_config, xf_stats, xf_hits, xf_passed, xf_limits,"),
+                      "xf_config, xf_shadow_stats, xf_shadow_hits, xf_stats, xf_hits, xf_passed, xf_limits,"),
     ({"xdp_fire.rodata": 2}, "map_sizes.xdp_fire.rodata: the object has no map named xdp_fire.rodata"),
     ({"xf_events": 4096}, "map_sizes.xf_events: map xf_events has type 27, whose size is not a number of entries "
                           "and cannot be set here (map_sizes sizes maps of type array, "),

@@ -65,6 +65,9 @@ def test_every_family_has_a_valid_name_a_type_and_help():
         "xdpfleet_rate_limit_limited_packets_total": ("counter",
                                                       found["xdpfleet_rate_limit_limited_packets_total"][1]),
         "xdpfleet_rate_limit_sources": ("gauge", found["xdpfleet_rate_limit_sources"][1]),
+        "xdpfleet_shadow_packets_total": ("counter", found["xdpfleet_shadow_packets_total"][1]),
+        "xdpfleet_shadow_new_drop_packets_total": ("counter", found["xdpfleet_shadow_new_drop_packets_total"][1]),
+        "xdpfleet_shadow_new_pass_packets_total": ("counter", found["xdpfleet_shadow_new_pass_packets_total"][1]),
     }
     for name, (kind, help_text) in found.items():
         assert METRIC_NAME.match(name) and help_text, name
@@ -107,6 +110,19 @@ def test_each_rate_limit_gives_passed_limited_and_tracked_sources():
     assert samples(text, "xdpfleet_rate_limit_limited_packets_total") == [
         "xdpfleet_rate_limit_limited_packets_total{%s} 98500" % labels]
     assert samples(text, "xdpfleet_rate_limit_sources") == ["xdpfleet_rate_limit_sources{%s} 31" % labels]
+
+
+def test_a_shadow_set_gives_its_verdicts_and_disagreements_and_none_gives_no_sample():
+    shadow = {"stats": {"drop": {"packets": 120, "bytes": 7200}, "pass": {"packets": 880, "bytes": 52800}},
+              "new_drops": {"packets": 70, "bytes": 4200}, "new_passes": {"packets": 3, "bytes": 180}}
+    text = _prometheus.render({"eth0": dict(firewall(), shadow=shadow), "eth1": dict(firewall(), shadow=None)})
+    assert samples(text, "xdpfleet_shadow_packets_total") == [
+        'xdpfleet_shadow_packets_total{interface="eth0",verdict="drop"} 120',
+        'xdpfleet_shadow_packets_total{interface="eth0",verdict="pass"} 880']
+    assert samples(text, "xdpfleet_shadow_new_drop_packets_total") == [
+        'xdpfleet_shadow_new_drop_packets_total{interface="eth0"} 70']
+    assert samples(text, "xdpfleet_shadow_new_pass_packets_total") == [
+        'xdpfleet_shadow_new_pass_packets_total{interface="eth0"} 3']
 
 
 def test_interface_without_the_firewall_only_reports_not_attached():
