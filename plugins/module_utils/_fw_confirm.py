@@ -7,9 +7,10 @@ The record /etc/xdpfleet/<interface>.confirm.json says what is armed: a random t
 state to go back to (<interface>.revert.json, saved before the first unconfirmed change) and the timer: a transient
 systemd timer where systemd runs, else a process in a session of its own. Either runs Python on code kept on disk
 (when_due), which has _fw_run.run apply the saved state under the host lock only while the record holds the
-timer's token, and then leaves a "reverted" record: a revert that fires twice, or after a confirmation, changes
+timer's token, and then marks the record reverted: a revert that fires twice, or after a confirmation, changes
 nothing, and a confirmation after it fails saying why. A change still unconfirmed when the host restarts is
-reverted at boot (_restore).
+reverted at boot (_restore). Whatever its state (armed, reverted, confirmed), the record keeps the last revert that
+fired, so that a rollout can tell a revert that fired during its batch from an older one.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -126,7 +127,7 @@ class Revert:
     def check(self, request):
         """Refuses a confirmation when the revert it would confirm has fired."""
         if request.get("confirm") and self.record and self.record.get("state") == "reverted":
-            record = self.record
+            record = self.record["reverted"]
             why = ("the host restarted before it was confirmed" if record["by"] == "boot"
                    else "it was not confirmed within %d s" % record["confirm_within"])
             raise ConfirmError("the change on %s was reverted at %s because %s (armed at %s): there is nothing to "
@@ -164,7 +165,7 @@ class Revert:
         elif request.get("confirm"):
             outcome["changed"] = self.confirm(check_mode) or changed
         elif within and check_mode and (changed or self.armed):
-            self.record = dict(self.record if self.armed else {}, state="armed", armed_at=now, deadline=now + within,
+            self.record = dict(self.record or {}, state="armed", armed_at=now, deadline=now + within,
                                confirm_within=within, timer={"kind": _timer_kind()})
             outcome["changed"] = True
         elif within and not changed and self.armed:
@@ -175,14 +176,16 @@ class Revert:
 
     def confirm(self, check_mode):
         """Removes the armed revert and stops its timer; True when one was armed."""
-        record = self.record
-        if not _is_armed(record):
+        armed = self.record
+        if not _is_armed(armed):
             return False
+        self.record = dict(version=RECORD_VERSION, state="confirmed", interface=self.interface, at=time.time(),
+                           reverted=armed.get("reverted"))
         if not check_mode:
-            os.unlink(record_path(self.interface, self.state_dir))
-            stop_timer(record)
-            _remove(record["target"], record.get("code"))
-        self.record, self.confirmed = None, True
+            _write(record_path(self.interface, self.state_dir), self.record)
+            stop_timer(armed)
+            _remove(armed["target"], armed.get("code"))
+        self.confirmed = True
         return True
 
     def status(self, now=None):
@@ -206,7 +209,8 @@ class Revert:
                 raise
             raise ConfirmError("cannot arm the revert of %s: %s" % (self.interface, error))
         record = dict(version=RECORD_VERSION, state="armed", interface=self.interface, token=token, armed_at=now,
-                      deadline=deadline, confirm_within=seconds, target=saved, code=code, timer=timer)
+                      deadline=deadline, confirm_within=seconds, target=saved, code=code, timer=timer,
+                      reverted=(self.record or {}).get("reverted"))
         # the new timer runs before the record names it and the old one stops after: a crash in between leaves
         # one of them armed
         _write(record_path(self.interface, self.state_dir), record)
@@ -228,9 +232,9 @@ class Revert:
 
     def _fired(self, by, now):
         armed = self.record
-        self.record = dict(version=RECORD_VERSION, state="reverted", interface=self.interface, at=now, by=by,
-                           armed_at=armed["armed_at"], deadline=armed["deadline"],
-                           confirm_within=armed["confirm_within"])
+        self.record = dict(version=RECORD_VERSION, state="reverted", interface=self.interface, reverted=dict(
+            at=now, by=by, armed_at=armed["armed_at"], deadline=armed["deadline"],
+            confirm_within=armed["confirm_within"]))
         _write(record_path(self.interface, self.state_dir), self.record)
         _remove(armed["target"], armed.get("code"))
 
@@ -247,7 +251,7 @@ def confirm(interface, check_mode=False, state_dir=STATE_DIR, lock_dir=_hostfs.L
 
 def describe(record, now):
     """The revert of a record as results and facts show it: armed (deadline, seconds left, timer and whether it
-    runs, a failure to fire), or the last one that fired (reverted)."""
+    runs, a failure to fire), and the last one that fired (reverted)."""
     status = dict(armed=False, armed_at=None, deadline=None, seconds_left=None, confirm_within=None, timer=None,
                   timer_running=None, failed=None, reverted=None)
     if _is_armed(record):
@@ -256,8 +260,8 @@ def describe(record, now):
                       seconds_left=round(max(0.0, record["deadline"] - now), 1), confirm_within=record["confirm_within"],
                       timer=_timer_text(timer), failed=record.get("failed"),
                       timer_running=_timer_running(timer, record["token"]) if "token" in record else None)
-    elif record and record.get("state") == "reverted":
-        status["reverted"] = dict((key, record[key]) for key in ("at", "by", "armed_at", "deadline", "confirm_within"))
+    if record:
+        status["reverted"] = record.get("reverted")
     return status
 
 

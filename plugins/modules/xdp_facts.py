@@ -111,8 +111,8 @@ ansible_facts:
               name, by set name).
             - For every interface C(revert), the revert of unconfirmed xdp_rules changes (see
               O(xdpfleet.xdp.xdp_rules#module:confirm_within)), as RV(xdpfleet.xdp.xdp_rules#module:revert) shows it:
-              C(armed), C(deadline) (epoch seconds), C(seconds_left), C(timer) and whether it runs, or in C(reverted)
-              when and why the last one fired.
+              C(armed), C(deadline) (epoch seconds), C(seconds_left), C(timer) and whether it runs, and in
+              C(reverted) when and why the last one fired.
           type: dict
           sample:
             eth0:

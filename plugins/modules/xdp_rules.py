@@ -72,7 +72,7 @@ description:
     confirmed, the boot-time restore of the firewall role applies the previous rule set instead of the new one.
   - After a revert has fired, a confirmation fails saying when and why, until a change with O(confirm_within) arms a
     new one. RV(revert) and the C(revert) entry of M(xdpfleet.xdp.xdp_facts) show an armed revert and its deadline,
-    or the last revert that fired. The record is C(/etc/xdpfleet/<interface>.confirm.json), the state to go back to
+    and the last revert that fired. The record is C(/etc/xdpfleet/<interface>.confirm.json), the state to go back to
     C(/etc/xdpfleet/<interface>.revert.json).
   - B(Lockout guard.) When the task runs over SSH (C(SSH_CONNECTION) on the host), the resulting rule set is
     evaluated, in rule order, on the packet the SSH client sends to the host (TCP from the
@@ -434,8 +434,9 @@ revert:
     - C(armed), and when it is C(armed_at), C(deadline) (epoch seconds), C(seconds_left), C(confirm_within),
       C(timer) (C(systemd timer <unit>.timer) or C(process <pid>)), C(timer_running) and C(failed) (when and why
       it could not fire, else null).
-    - C(reverted), when the last revert armed has fired, C(at), C(by) (V(timer), or V(boot) when the host
-      restarted unconfirmed), C(armed_at), C(deadline) and C(confirm_within); else null.
+    - C(reverted), the last revert that fired on the interface (kept until another fires), with C(at), C(by)
+      (V(timer), or V(boot) when the host restarted unconfirmed), C(armed_at), C(deadline) and C(confirm_within);
+      null when none has.
     - C(confirmed), true when this task confirmed an armed revert.
   returned: always
   type: dict

@@ -140,9 +140,14 @@ def test_a_confirmation_after_the_revert_fired_fails_saying_when_and_why_until_a
         assert str(error.value).endswith("there is nothing to confirm; apply it again with confirm_within and "
                                          "confirm it in time")
     assert kernel(host)[0] == OLD_IN_KERNEL
-    host(state="overridden", config=NEW, confirm_within=60)
+    fired = record(host)["reverted"]
+    rearmed = host(state="overridden", config=NEW, confirm_within=60)["revert"]
+    assert rearmed["armed"] and rearmed["reverted"] == fired, "the last revert that fired was forgotten"
+    pid = record(host)["timer"]["pid"]
     confirmed = host(state="confirmed")
     assert confirmed["changed"] and confirmed["revert"]["confirmed"] and kernel(host)[0] == NEW_IN_KERNEL
+    assert confirmed["revert"]["reverted"] == fired and host(state="gathered")["revert"]["reverted"] == fired
+    assert await_exit(pid)
 
 
 def test_a_confirmation_removes_the_revert_and_ends_its_process_and_a_second_one_changes_nothing(host):
@@ -154,7 +159,8 @@ def test_a_confirmation_removes_the_revert_and_ends_its_process_and_a_second_one
     confirmed = host(state="confirmed")
     assert confirmed == {"changed": True, "interface": "eth0", "revert": dict(
         _fw_confirm.describe(None, 0), confirmed=True)}
-    assert files(host) == ["eth0.json", "eth0.names", "eth0.previous.json"]
+    assert files(host) == ["eth0.confirm.json", "eth0.json", "eth0.names", "eth0.previous.json"]
+    assert record(host)["state"] == "confirmed"
     assert await_exit(armed["timer"]["pid"]), "the timer process was not ended"
     assert not host(state="confirmed")["changed"] and not host(confirm=True)["changed"]
     assert not fire(host, armed["token"])["changed"] and kernel(host)[0] == NEW_IN_KERNEL
@@ -167,7 +173,7 @@ def test_confirm_on_a_changing_task_applies_the_change_then_confirms(host):
     both = host(state="merged", config=NEWER, confirm=True)
     assert both["changed"] and both["revert"]["confirmed"] and not both["revert"]["armed"]
     assert kernel(host)[0] == NEW_IN_KERNEL + unnamed(NEWER)
-    assert record(host) is None and await_exit(pid)
+    assert record(host)["state"] == "confirmed" and await_exit(pid)
 
 
 def test_a_second_armed_change_keeps_the_first_target_and_moves_the_deadline(host):
@@ -253,7 +259,7 @@ def test_the_timer_process_fires_at_the_deadline_and_ends(host):
     assert kernel(host)[0] == OLD_IN_KERNEL, "not reverted within the deadline + 2 s"
     assert armed["deadline"] <= reverted_at < armed["deadline"] + 2
     assert await_exit(pid), "the timer process did not end after firing"
-    assert record(host)["state"] == "reverted" and record(host)["at"] >= armed["deadline"]
+    assert record(host)["state"] == "reverted" and record(host)["reverted"]["at"] >= armed["deadline"]
 
 
 def test_when_due_fires_a_due_revert_and_keeps_a_failure_in_the_record(host):
@@ -288,7 +294,7 @@ def test_the_boot_time_restore_reverts_an_unconfirmed_change_and_restores_a_conf
     armed_at = _fw_confirm.utc(record(host)["armed_at"])
     assert _restore.rules_restored("eth0", host.pin_dir, state_dir(host), run_dir) == \
         "1 rules, reverting the change armed at %s that was not confirmed" % armed_at
-    assert kernel(host)[0] == OLD_IN_KERNEL and record(host)["by"] == "boot"
+    assert kernel(host)[0] == OLD_IN_KERNEL and record(host)["reverted"]["by"] == "boot"
     with pytest.raises(_fw_confirm.ConfirmError, match="because the host restarted before it was confirmed"):
         host(state="confirmed")
     host(state="overridden", config=NEW, confirm_within=60)
