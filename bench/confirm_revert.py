@@ -83,12 +83,12 @@ def inside(arguments):
 
 
 def report(figures, arguments):
+    load = " ".join("%.1f" % average for average in os.getloadavg())
     print("xdp_rules confirm_within=%d: seconds from the deadline until the kernel holds the previous set again "
-          "(%d rounds; load average %s)" % (CONFIRM_WITHIN, arguments.rounds,
-                                           " ".join("%.1f" % load for load in os.getloadavg())))
+          "(%d rounds; load average %s)" % (CONFIRM_WITHIN, arguments.rounds, load))
     print("%10s %12s %12s %16s" % ("rules", "median", "max", "record, median"))
     for size, rounds in figures.items():
-        switched, recorded = [first for first, _ in rounds], [second for _, second in rounds]
+        switched, recorded = zip(*rounds)
         print("%10s %12.3f %12.3f %16.3f" % (size, statistics.median(switched), max(switched),
                                              statistics.median(recorded)))
 

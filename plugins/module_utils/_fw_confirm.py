@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -34,6 +33,8 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
 RECORD_VERSION = 1
 CODE_DIR = "/var/lib/xdpfleet"
 SYSTEMD_RUNTIME = "/run/systemd/system"
+TRANSIENT_UNITS = "/run/systemd/transient"
+MAX_DESCRIPTORS = 65536  # closed in a child before exec, beyond stdio
 UNIT_PREFIX = "xdpfleet-revert-"
 # this file is ansible_collections/xdpfleet/xdp/plugins/module_utils/_fw_confirm.py below its sys.path entry
 PACKAGE_DEPTH = 6
@@ -301,23 +302,19 @@ def unit_name(interface, token):
 
 def start_timer(interface, token, deadline, root, order):
     """Starts the timer that runs when_due(order) at the deadline; returns how it runs, for the record: a transient
-    systemd timer where systemd runs, else a process of its own session (it stays in this host's namespaces, and
-    holds no descriptor of the module, not the host lock nor the SSH session's output that ansible waits on)."""
+    systemd timer where systemd runs, else a detached process (see _detached)."""
     argv = [sys.executable, "-c", TIMER_CODE, root, json.dumps(order, sort_keys=True)]
     if _timer_kind() == "systemd":
         unit = unit_name(interface, token)
-        started = subprocess.run(
-            ["systemd-run", "--quiet", "--collect", "--unit", unit, "--description",
-             "xdpfleet: revert the unconfirmed rule change on %s" % interface,
-             "--on-active", "%dms" % max(1, int((deadline - time.time()) * 1000)),
-             "--timer-property", "AccuracySec=100ms", "--timer-property", "RemainAfterElapse=no"] + argv,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
-        if started.returncode != 0:
-            raise ConfirmError("cannot arm the revert of %s: systemd-run failed: %s" % (interface, started.stderr.strip()))
+        status, errors = _command(["systemd-run", "--quiet", "--collect", "--unit", unit, "--description",
+                                   "xdpfleet: revert the unconfirmed rule change on %s" % interface,
+                                   "--on-active", "%dms" % max(1, int((deadline - time.time()) * 1000)),
+                                   "--timer-property", "AccuracySec=100ms",
+                                   "--timer-property", "RemainAfterElapse=no"] + argv)
+        if status != 0:
+            raise ConfirmError("cannot arm the revert of %s: systemd-run failed: %s" % (interface, errors.strip()))
         return {"kind": "systemd", "unit": unit}
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd="/", env={"PATH": os.environ.get("PATH", os.defpath)}, start_new_session=True)
-    return {"kind": "process", "pid": process.pid}
+    return {"kind": "process", "pid": _detached(argv)}
 
 
 def stop_timer(record):
@@ -325,13 +322,72 @@ def stop_timer(record):
     token)."""
     timer = record["timer"]
     if timer["kind"] == "systemd":
-        subprocess.run(["systemctl", "stop", timer["unit"] + ".timer", timer["unit"] + ".service"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        _command(["systemctl", "stop", timer["unit"] + ".timer", timer["unit"] + ".service"])
     elif _is_timer_process(timer["pid"], record["token"]):
         try:
             os.kill(timer["pid"], signal.SIGTERM)
         except OSError:
             pass  # it ended meanwhile
+
+
+# These module_utils also run where AnsibleModule.run_command is not at hand (the timer, the boot-time restore),
+# and the timer process must outlive the module: processes are started with fork and exec.
+
+
+def _detached(argv):
+    """Starts argv as a daemon (double fork: a session of its own, a child of init, SIGHUP ignored, stdio on
+    /dev/null, no descriptor of the module's inherited), so that it outlives the module and the SSH session: ansible
+    waits for the session's stdout and stderr to be closed by every process holding them. It stays in this host's
+    namespaces. Returns its pid."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            daemon = os.fork()
+            if daemon == 0:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                os.chdir("/")
+                _exec(argv)
+            os.write(write_end, str(daemon).encode("ascii"))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reading:
+        pid = int(reading.read() or 0)
+    os.waitpid(child, 0)
+    if not pid:
+        raise ConfirmError("cannot start the revert timer process")
+    return pid
+
+
+def _command(argv):
+    """(exit status, standard error) of argv, run to its end."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        _exec(argv, write_end)
+    os.close(write_end)
+    with os.fdopen(read_end) as reading:
+        errors = reading.read()
+    status = os.waitpid(child, 0)[1]
+    return (os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)), errors
+
+
+def _exec(argv, stderr=None):
+    """In a child: argv with stdin and stdout (and stderr, unless given) on /dev/null, every other descriptor closed
+    and a minimal environment; never returns."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.dup2(null if stderr is None else stderr, 2)
+        os.closerange(3, MAX_DESCRIPTORS)
+        os.execvpe(argv[0], argv, {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"})
+    finally:
+        os._exit(127)
 
 
 def _is_timer_process(pid, token):
@@ -343,9 +399,10 @@ def _is_timer_process(pid, token):
 
 
 def _timer_running(timer, token):
-    if timer.get("kind") == "systemd" and "unit" in timer:
-        return subprocess.run(["systemctl", "is-active", "--quiet", timer["unit"] + ".timer",
-                               timer["unit"] + ".service"], check=False).returncode == 0
+    """Whether the timer is still to fire: the transient unit files exist while systemd has the units loaded."""
+    if "unit" in timer:
+        return any(os.path.exists(os.path.join(TRANSIENT_UNITS, timer["unit"] + suffix))
+                   for suffix in (".timer", ".service"))
     if "pid" in timer:
         return _is_timer_process(timer["pid"], token)
     return None

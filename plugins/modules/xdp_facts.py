@@ -110,8 +110,8 @@ ansible_facts:
               C(seconds_left), 0 once it has passed) and C(sets) (the entries of each address set the rules
               name, by set name).
             - For every interface C(revert), the revert of unconfirmed xdp_rules changes (see
-              O(xdpfleet.xdp.xdp_rules#module:confirm_within)), as RV(xdpfleet.xdp.xdp_rules#module:revert) shows it:
-              C(armed), C(deadline) (epoch seconds), C(seconds_left), C(timer) and whether it runs, and in
+              O(xdpfleet.xdp.xdp_rules#module:confirm_within)) as RV(xdpfleet.xdp.xdp_rules#module:revert) shows it,
+              with C(armed), C(deadline) (epoch seconds), C(seconds_left), C(timer) and whether it runs, and in
               C(reverted) when and why the last one fired.
           type: dict
           sample:

@@ -7,15 +7,15 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_confirm import TI
 from tests.lab import processes
 
 
+def running(pid: int) -> bool:
+    """Whether pid is a timer process (not a zombie: those have no command line)."""
+    return TIMER_CODE in processes.cmdline(pid)
+
+
 def pids(marker: str = "") -> list[int]:
     """The timer processes whose command line also holds marker (such as a test's state directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            line = processes.cmdline(int(entry.name))
-            if TIMER_CODE in line and marker in line:
-                found.append(int(entry.name))
-    return found
+    numbers = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in numbers if running(pid) and marker in processes.cmdline(pid)]
 
 
 def of_host(host) -> list[int]:
