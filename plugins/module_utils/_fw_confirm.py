@@ -128,12 +128,12 @@ class Revert:
     def check(self, request):
         """Refuses a confirmation when the revert it would confirm has fired."""
         if request.get("confirm") and self.record and self.record.get("state") == "reverted":
-            record = self.record["reverted"]
-            why = ("the host restarted before it was confirmed" if record["by"] == "boot"
-                   else "it was not confirmed within %d s" % record["confirm_within"])
+            fired = self.record["reverted"]
+            why = ("the host restarted before it was confirmed" if fired["by"] == "boot"
+                   else "it was not confirmed within %d s" % fired["confirm_within"])
             raise ConfirmError("the change on %s was reverted at %s because %s (armed at %s): there is nothing to "
                                "confirm; apply it again with confirm_within and confirm it in time"
-                               % (self.interface, utc(record["at"]), why, utc(record["armed_at"])))
+                               % (self.interface, utc(fired["at"]), why, utc(fired["armed_at"])))
 
     def firing(self, request):
         """The request that makes the kernel hold the saved desired state again, while the record holds the token
@@ -176,7 +176,8 @@ class Revert:
         return outcome
 
     def confirm(self, check_mode):
-        """Removes the armed revert and stops its timer; True when one was armed."""
+        """Marks the record confirmed, stops the armed revert's timer and removes its files; True when one was
+        armed."""
         armed = self.record
         if not _is_armed(armed):
             return False
@@ -206,9 +207,8 @@ class Revert:
         except (OSError, ConfirmError) as error:
             if not previous:
                 _remove(saved)
-            if isinstance(error, ConfirmError):
-                raise
-            raise ConfirmError("cannot arm the revert of %s: %s" % (self.interface, error))
+            raise error if isinstance(error, ConfirmError) else ConfirmError(
+                "cannot arm the revert of %s: %s" % (self.interface, error))
         record = dict(version=RECORD_VERSION, state="armed", interface=self.interface, token=token, armed_at=now,
                       deadline=deadline, confirm_within=seconds, target=saved, code=code, timer=timer,
                       reverted=(self.record or {}).get("reverted"))
@@ -241,7 +241,7 @@ class Revert:
 
 
 def confirm(interface, check_mode=False, state_dir=STATE_DIR, lock_dir=_hostfs.LOCK_DIR):
-    """The result of a state=confirmed task: the armed revert removed (changed), nothing armed (not changed), or a
+    """The result of a state=confirmed task: the armed revert confirmed (changed), nothing armed (not changed), or a
     failure when it has fired."""
     with _hostfs.host_lock(interface, lock_dir):
         revert = Revert(interface, state_dir, lock_dir)
