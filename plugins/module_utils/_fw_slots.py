@@ -94,11 +94,15 @@ def install_shadow(maps, compiled, fresh_counters=(), inactive_rules=None, sets_
     _write_slot(maps, target, compiled, edits, (active, rate, metas))  # its first write stops the shadow
     wait_for_packets_in_flight()
     reset_counters(maps, fresh_counters)
-    counters = set(memoryview(b"".join(compiled.rules)).cast("I")[RULE.offset["counter"] // U32.size::
-                                                                   RULE.size // U32.size])
-    _zero_records(maps["xf_shadow_hits"], counters)
+    _zero_records(maps["xf_shadow_hits"], _rule_counters(compiled.rules))
     _zero_records(maps["xf_shadow_stats"], range(SHADOW_NEW_PASSES + 1))
     write_config(maps, active, rate, metas, shadow=True)
+
+
+def _rule_counters(rules):
+    """The hit-counter slots that packed rules (holes included) name."""
+    words = memoryview(b"".join(rules)).cast("I")
+    return set(words[RULE.offset["counter"] // U32.size::RULE.size // U32.size])
 
 
 def promote_shadow(maps):

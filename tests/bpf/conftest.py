@@ -119,10 +119,10 @@ class Firewall:
         mismatches = ["xf_shadow_stats[%d] grew by %s, expected %s" % (index, _delta(before, after), tuple(expected))
                       for index, (before, after, expected) in enumerate(zip(stats_before, stats_after, counts))
                       if _delta(before, after) != tuple(expected)]
-        return mismatches + ["shadow hits of rule %d grew by %s, expected %s" % (number, _delta(before, after),
-                                                                                tuple(expected))
-                             for number, (before, after, expected) in enumerate(zip(hits_before, hits_after, hits))
-                             if _delta(before, after) != tuple(expected)]
+        return mismatches + [
+            "shadow hits of rule %d grew by %s, expected %s" % (number, _delta(before, after), tuple(expected))
+            for number, (before, after, expected) in enumerate(zip(hits_before, hits_after, hits))
+            if _delta(before, after) != tuple(expected)]
 
     def _stats_mismatches(self, stats_before, stats):
         mismatches = []

@@ -91,10 +91,13 @@ def facts_of(host):
 
 
 def back_to_base(lab):
+    """Every interface of the lab holds BASE_RULES again, with no revert armed."""
     for host in lab.hosts:
         for interface in ("eth0", SECOND_INTERFACE) if host is lab.hosts[LOST_STATE_HOST] else ("eth0",):
-            run_module(host, "xdp_rules", {"interface": interface, "state": "overridden", "config": BASE_RULES,
-                                           "allow_lockout": True, "confirm": True})
+            restored = run_module(host, "xdp_rules", {"interface": interface, "state": "overridden",
+                                                      "config": BASE_RULES, "allow_lockout": True})
+            if restored["revert"]["armed"]:
+                run_module(host, "xdp_rules", {"interface": interface, "state": "confirmed"})
 
 
 def test_the_shadow_gate_stops_a_rollout_before_anything_is_enforced(deployed, tmp_path):
