@@ -10,6 +10,7 @@ The suite runs on a lab of its own (prefix cf, 198.18.130.0/24): the controller 
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -183,6 +184,44 @@ def test_over_ssh_the_revert_outlives_the_session_that_armed_it(fleet, host):
     assert succeeded(rules(host, state="gathered"))["gathered"] == BASE, "not reverted within the deadline + 2 s"
     assert pings(fleet, host) and timer_gone(host)
     assert host.run("test -e /var/lib/xdpfleet/eth0.revert.zip").rc != 0
+
+
+def ssh_answers(host):
+    try:
+        socket.create_connection((host.address, 22), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_a_change_that_drops_the_controllers_ssh_is_reverted_and_the_host_answers_again(fleet, host):
+    """With allow_lockout, a change that drops SSH from the controller: the module's answer cannot come back over
+    the connection it cut (ansible is given up on), the host does not answer, and at the deadline it answers again
+    by itself with the old rules."""
+    cutting = [{"name": "no-ssh", "action": "drop", "protocol": "tcp", "port": 22}] + BASE
+    argv = [str(REPO / ".venv" / "bin" / "ansible"), "-i", str(LAYOUT.inventory), host.name, "-m",
+            "xdpfleet.xdp.xdp_rules", "-a", json.dumps(dict(interface="eth0", state="overridden", config=cutting,
+                                                            allow_lockout=True, confirm_within=8))]
+    ansible = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                               env=ansible_env(ANSIBLE_SSH_ARGS=OWN_CONNECTION))
+    try:
+        while host.run("test -f %s" % RECORD).rc != 0:
+            assert ansible.poll() is None, "ansible ended before the revert was armed"
+            time.sleep(0.1)
+        deadline = armed_record(host)["deadline"]
+        time.sleep(0.5)
+        assert not ssh_answers(host), "SSH got through the change that drops it"
+        while not ssh_answers(host):
+            assert time.time() < deadline + 2, "the host did not answer by the deadline + 2 s"
+            time.sleep(0.1)
+        answered = time.time()
+    finally:
+        ansible.kill()
+        ansible.wait()
+    assert answered >= deadline - 0.5, "SSH answered before the revert was due"
+    gathered = succeeded(rules(host, state="gathered"))
+    assert gathered["gathered"] == BASE and gathered["revert"]["reverted"]["by"] == "timer"
+    assert timer_gone(host)
 
 
 def test_a_reboot_before_the_confirmation_restores_the_previous_set(fleet, host, tmp_path, attached):
