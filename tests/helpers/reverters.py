@@ -3,7 +3,7 @@ command line, so that a test ends and awaits those it started."""
 
 from pathlib import Path
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_confirm import TIMER_CODE
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._revert_timer import TIMER_CODE
 from tests.lab import processes
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_confirm, _fw_kernel, _fw_run, _restore
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_confirm, _fw_kernel, _fw_run, _restore, _revert_timer
 from tests.helpers import reverters
 from tests.unit import test_ruleset as ruleset_suite
 
@@ -314,16 +314,16 @@ def test_the_timer_runs_a_copy_of_the_zip_the_code_came_in(tmp_path):
     payload = tmp_path / "payload.zip"
     payload.write_bytes(build.zipapp_bytes(str(REPO)))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_confirm; "
-            "print(_fw_confirm.code_root('eth0', sys.argv[2]))")
+            "from ansible_collections.xdpfleet.xdp.plugins.module_utils import _revert_timer; "
+            "print(_revert_timer.code_root('eth0', sys.argv[2]))")
     shown = subprocess.run([sys.executable, "-c", code, str(payload), str(tmp_path / "lib")], capture_output=True,
                            text=True, check=True).stdout
     copy = tmp_path / "lib" / "eth0.revert.zip"
     assert shown.strip() == str((str(copy), str(copy)))
     assert copy.read_bytes() == payload.read_bytes() and copy.stat().st_mode & 0o777 == 0o600
-    assert _fw_confirm.code_root("eth0", str(tmp_path / "unused")) == (str(REPO / ".collections"), None)
+    assert _revert_timer.code_root("eth0", str(tmp_path / "unused")) == (str(REPO / ".collections"), None)
 
 
 def test_unit_names_keep_to_the_characters_systemd_takes():
-    assert _fw_confirm.unit_name("eth0.100", "0123456789abcdef") == "xdpfleet-revert-eth0.100-01234567"
-    assert _fw_confirm.unit_name("br:lan@x", "ff" * 8) == "xdpfleet-revert-br_3alan_40x-ffffffff"
+    assert _revert_timer.unit_name("eth0.100", "0123456789abcdef") == "xdpfleet-revert-eth0.100-01234567"
+    assert _revert_timer.unit_name("br:lan@x", "ff" * 8) == "xdpfleet-revert-br_3alan_40x-ffffffff"
