@@ -86,7 +86,6 @@ struct {
 	__type(value, struct xf_datarec);
 } xf_hits SEC(".maps");
 
-
 struct {                        /* by counter slot: what each rate limit let through */
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, XF_MAX_RULES);
