@@ -26,7 +26,7 @@ COLLECTIONS = os.path.join(ROOT, ".collections")
 sys.path[:0] = [ROOT, COLLECTIONS]
 
 from bench.addresses import host_prefixes  # noqa: E402
-from bench.control_plane import FIREWALL, NAMESPACE, OURS, make_namespace, remove_namespace, run_module  # noqa: E402
+from bench.control_plane import FIREWALL, OURS, measured_inside, run_module  # noqa: E402
 
 INTERFACE = OURS
 PIN_DIR = "/sys/fs/bpf/xdpfleet/%s" % INTERFACE
@@ -101,16 +101,7 @@ def main():
     arguments = parser.parse_args()
     if arguments.inside:
         return inside(arguments)
-    subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "bpf")], check=True)
-    make_namespace()
-    try:
-        done = subprocess.run(
-            ["ip", "netns", "exec", NAMESPACE, "unshare", "--mount", sys.executable,
-             os.path.abspath(__file__), "--inside", "--sizes", arguments.sizes, "--rounds", str(arguments.rounds)],
-            check=True, stdout=subprocess.PIPE, text=True)
-    finally:
-        remove_namespace()
-    report(json.loads(done.stdout.splitlines()[-1]), arguments)
+    report(measured_inside(__file__, ["--sizes", arguments.sizes, "--rounds", str(arguments.rounds)]), arguments)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,20 @@ def report(figures, arguments):
     print("ratio xdp-filter / xdp_rules: %.1f" % (cli / ours))
 
 
+def measured_inside(script, options, env=None):
+    """The last line of what `script --inside options...` printed, as JSON: run in the bench's network namespace
+    (made for it, removed after) with a mount namespace of its own, once the firewall is built."""
+    subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "bpf")], check=True)
+    make_namespace()
+    try:
+        done = subprocess.run(["ip", "netns", "exec", NAMESPACE, "unshare", "--mount", sys.executable,
+                               os.path.abspath(script), "--inside"] + options,
+                              check=True, stdout=subprocess.PIPE, text=True, env=env)
+    finally:
+        remove_namespace()
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefixes", type=int, default=100000)
@@ -199,16 +213,8 @@ def main():
     arguments = parser.parse_args()
     if arguments.inside:
         return inside(arguments)
-    subprocess.run(["make", "-s", "-C", os.path.join(ROOT, "bpf")], check=True)
-    make_namespace()
-    try:
-        done = subprocess.run(
-            ["ip", "netns", "exec", NAMESPACE, "unshare", "--mount", sys.executable, os.path.abspath(__file__),
-             "--inside", "--prefixes", str(arguments.prefixes), "--cli-rules", str(arguments.cli_rules)],
-            check=True, stdout=subprocess.PIPE, text=True, env=dict(os.environ, LIBXDP_SKIP_DISPATCHER="1"))
-    finally:
-        remove_namespace()
-    report(json.loads(done.stdout.splitlines()[-1]), arguments)
+    report(measured_inside(__file__, ["--prefixes", str(arguments.prefixes), "--cli-rules", str(arguments.cli_rules)],
+                           env=dict(os.environ, LIBXDP_SKIP_DISPATCHER="1")), arguments)
 
 
 if __name__ == "__main__":

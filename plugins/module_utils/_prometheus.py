@@ -64,16 +64,20 @@ def rule_hit_samples(field):
     return samples
 
 
+def _at(value, path):
+    """value[path[0]][path[1]]..."""
+    for key in path:
+        value = value[key]
+    return value
+
+
 def rate_limit_samples(*path):
     """Samples of a figure of each rate-limit rule: rule[path[0]][path[1]]..."""
     def samples(metric, name, interface):
         for rule in interface.get("rate_limits", []):
             labels = [("interface", name), ("position", rule["position"]), ("name", rule["name"]),
                       ("rule", rule["rule"])]
-            value = rule
-            for key in path:
-                value = value[key]
-            yield sample(metric, labels, value)
+            yield sample(metric, labels, _at(rule, path))
     return samples
 
 
@@ -89,11 +93,8 @@ def shadow_verdict_samples(field):
 def shadow_samples(*path):
     """The sample of a figure of the shadow set, shadow[path[0]][path[1]]..., where there is a shadow set."""
     def samples(metric, name, interface):
-        value = interface.get("shadow")
-        if value:
-            for key in path:
-                value = value[key]
-            yield sample(metric, [("interface", name)], value)
+        if interface.get("shadow"):
+            yield sample(metric, [("interface", name)], _at(interface["shadow"], path))
     return samples
 
 

@@ -1,6 +1,7 @@
 """The processes that fire armed reverts where systemd does not run (_fw_confirm's timer processes), found by their
 command line, so that a test ends and awaits those it started."""
 
+import time
 from pathlib import Path
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._revert_timer import TIMER_CODE
@@ -26,3 +27,14 @@ def of_host(host) -> list[int]:
 
 def end(found) -> None:
     processes.kill_all(found)
+
+
+def ended(found, timeout=5.0):
+    """True once found() lists no timer process (a daemon's end: init reaps it); False while it still lists one after
+    timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while found():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

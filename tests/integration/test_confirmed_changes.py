@@ -108,12 +108,7 @@ def armed_record(host):
 
 
 def timer_gone(host, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while reverters.of_host(host):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return reverters.ended(lambda: reverters.of_host(host), timeout)
 
 
 def test_an_unconfirmed_change_reverts_by_itself_within_the_deadline_and_a_flow_both_sets_pass_loses_nothing(

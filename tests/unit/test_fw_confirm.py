@@ -65,13 +65,8 @@ def files(host):
 
 
 def await_exit(pid, timeout=5.0):
-    """True once the timer process (a daemon: init reaps it) has ended; False when it runs on."""
-    deadline = time.monotonic() + timeout
-    while reverters.running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    """True once the timer process has ended; False when it runs on."""
+    return reverters.ended(lambda: reverters.running(pid), timeout)
 
 
 # --- before anything is touched ---------------------------------------------------------------------------
