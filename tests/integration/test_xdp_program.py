@@ -246,7 +246,8 @@ def test_maps_cross_a_schema_version_only_through_reset(host, firewall, tmp_path
     current, following = XF_SCHEMA_VERSION, XF_SCHEMA_VERSION + 1
     first = succeeded(module(host, interface="eth0", object=firewall, pin_dir=TEST_PIN_DIR))
     assert first["map_schema_version"] == current
-    rules = firewall_hash_map(first)
+    # a map the refusal lists among its first MESSAGES_SHOWN, which go in the object's order of maps
+    rules = next(item for item in first["maps"] if item["name"] == "xf_s4h_0")
     pin = TEST_PIN_DIR + "/" + rules["name"]
     key, value = b"\x01" * rules["key_size"], b"\x07" * rules["value_size"]
     write_entry(host, pin, key, value)
