@@ -21,7 +21,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _owner
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, decode_event, shadow_slot
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOL_NAMES, rule_line
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, read_names, read_state, shadow_path
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import STATE_DIR, index_of, read_names, read_shadow
 
 EVENTS_MAP = "xf_events"
 POLL_SLICE_MS = 100
@@ -129,13 +129,9 @@ def rule_labels(described, interface, state_dir):
             labels[False] = read_names(interface, kernel.digest, state_dir), kernel
             slot = shadow_slot(maps)
             if slot is not None:
-                labels[True] = _shadow_names(interface, state_dir), KernelRuleset(maps, slot)
+                shadow = KernelRuleset(maps, slot)
+                labels[True] = index_of(read_shadow(interface, shadow.digest, state_dir)).names, shadow
     return labels
-
-
-def _shadow_names(interface, state_dir):
-    document = read_state(interface, path=shadow_path(interface, state_dir)) or {}
-    return dict((number, rule["name"]) for number, rule in enumerate(document.get("rules", ())) if rule.get("name"))
 
 
 def event_facts(record, interface, offset, labels):

@@ -26,7 +26,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_shadow import SHADOW_MAPS, shadow_counts
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
-    STATE_DIR, Index, read_index, read_state, shadow_path)
+    STATE_DIR, index_of, read_index, read_shadow)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import MORE_EXPIRES, RATE_LIMIT, RULE
 
 FIREWALL_MAPS = ("xf_config", "xf_stats", "xf_hits", "xf_rules_0", "xf_rules_1")
@@ -208,12 +208,8 @@ def shadow_facts(maps, interface, top, state_dir):
     if slot is None:
         return None
     kernel = KernelRuleset(maps, slot)
-    document = read_state(interface, path=shadow_path(interface, state_dir)) or {}
-    if document.get("digest") != kernel.digest:
-        document = {}
-    index = Index(dict((number, rule["name"]) for number, rule in enumerate(document.get("rules", ()))
-                       if rule.get("name")),
-                  dict((name, len(address_set["lines"])) for name, address_set in (document.get("sets") or {}).items()))
+    document = read_shadow(interface, kernel.digest, state_dir)
+    index = index_of(document)
     facts = {"rule_count": len(kernel), "default_action": kernel.default_action,
              "installed_at": document.get("installed_at"),
              "top_rules": top_rules(kernel, index, top, hit_records(kernel, "xf_shadow_hits"))}

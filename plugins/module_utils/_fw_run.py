@@ -27,7 +27,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import Rule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._layout import MAX_RULES
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_states import desired_rules
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
-    STATE_DIR, StoreError, applying, entries_json, json_digest, previous_path, read_state, remove_shadow,
+    STATE_DIR, StoreError, applying, entries_json, json_digest, previous_path, read_shadow, read_state, remove_shadow,
     shadow_path, write_shadow, write_state)
 
 FULL_LISTS_UP_TO = 1000  # larger before/after lists are returned only with return_rules
@@ -444,11 +444,10 @@ def _shadow_switch(maps, kernel, change):
 
 def _installed_shadow(maps, interface, state_dir):
     """The stored shadow set when the kernel holds it as a shadow set, else None."""
-    document = read_state(interface, path=shadow_path(interface, state_dir))
     slot = shadow_slot(maps)
-    if document is None or slot is None or KernelRuleset(maps, slot).digest != document.get("digest"):
+    if slot is None:
         return None
-    return document
+    return read_shadow(interface, KernelRuleset(maps, slot).digest, state_dir) or None
 
 
 def _promote(request, maps, kernel, stored, check_mode, environ, state_dir, revert):

@@ -102,10 +102,10 @@ def write_state(interface, document, state_dir=STATE_DIR, rules_json=None):
 def _write_state(interface, document, state_dir, rules_json):
     if not os.path.isdir(state_dir):
         os.makedirs(state_dir, 0o755)
-    names = {str(position): entry["name"] for position, entry in enumerate(document["rules"]) if entry.get("name")}
-    sets = dict((name, len(address_set["lines"])) for name, address_set in (document.get("sets") or {}).items())
+    index = index_of(document)
+    names = dict((str(position), name) for position, name in index.names.items())
     _hostfs.write_atomically(names_path(interface, state_dir),
-                             _compact(dict(digest=document["digest"], names=names, sets=sets)))
+                             _compact(dict(digest=document["digest"], names=names, sets=index.sets)))
     others = _compact(dict((key, value) for key, value in document.items() if key != "rules"),
                       version=STATE_FILE_VERSION)
     link_state(interface, previous_path(interface, state_dir), state_dir)
@@ -163,6 +163,19 @@ def names_path(interface, state_dir=STATE_DIR):
 
 # names: {position: name} of the named rules; sets: {set name: entries} of the sets the rules name
 Index = namedtuple("Index", "names sets")
+
+
+def index_of(document):
+    """The Index of a desired state (the enforced one, or a shadow set's)."""
+    names = dict((number, rule["name"]) for number, rule in enumerate(document.get("rules", ())) if rule.get("name"))
+    return Index(names, dict((name, len(address_set["lines"]))
+                             for name, address_set in (document.get("sets") or {}).items()))
+
+
+def read_shadow(interface, digest, state_dir=STATE_DIR):
+    """The stored shadow set when it is the rule set with this digest (the one the kernel holds), else {}."""
+    document = read_state(interface, path=shadow_path(interface, state_dir)) or {}
+    return document if document.get("digest") == digest else {}
 
 
 def read_index(interface, digest, state_dir=STATE_DIR):
