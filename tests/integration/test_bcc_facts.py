@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _fw_shadow, _layout, _libbpf, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _fw_shadow, _layout, _libbpf, _object_load
 from tests.integration import test_xdp_facts as clang_suite
 from tests.integration.test_xdp_facts import RULES, SETS, ansible, succeeded
 
@@ -79,9 +79,9 @@ def test_bcc_reads_the_map_schema_version_the_clang_object_declares(tmp_path, cf
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/%s-linux-gnu" % os.uname().machine,
                     "-I", str(SOURCE.parent)] + cflags + ["-c", str(SOURCE), "-o", clang_object], check=True)
     with _libbpf.BpfObject(clang_object) as compiled:
-        assert _program.declared_schema_version(compiled) == version
+        assert _object_load.declared_schema_version(compiled) == version
     with _bcc.BccObject(str(SOURCE), cflags, lambda name: None) as translated:  # translated, not compiled
-        assert _program.declared_schema_version(translated) == version
+        assert _object_load.declared_schema_version(translated) == version
 
 
 def test_a_map_used_in_an_unsupported_way_is_named(tmp_path):

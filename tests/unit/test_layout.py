@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _btf, _layout, _libbpf, _program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _btf, _layout, _libbpf, _object_load
 
 REPO = Path(__file__).resolve().parents[2]
 BTF_KIND_STRUCT, BTF_KIND_ENUM = 4, 6
@@ -121,9 +121,9 @@ def test_a_drifted_layout_is_caught(firewall_btf):
 
 
 def test_the_schema_version_is_the_objects(firewall_object):
-    """Bump both together: the loader records the object's version with the maps (see _program)."""
+    """Bump both together: the loader records the object's version with the maps (see _object_load)."""
     with _libbpf.BpfObject(firewall_object) as firewall:
-        assert _program.declared_schema_version(firewall) == _layout.XF_SCHEMA_VERSION
+        assert _object_load.declared_schema_version(firewall) == _layout.XF_SCHEMA_VERSION
 
 
 def test_capacities_are_the_programs(firewall_object):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership as ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program as program
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _restore as restore
@@ -34,7 +35,7 @@ def compiled(tmp_path, name, *flags):
 
 @pytest.mark.parametrize("release", ["4.19.0-27-amd64", "5.4.0", "5.9.16"])
 def test_old_kernels_are_refused(release):
-    with pytest.raises(program.ProgramError, match="kernel %s is not supported" % release):
+    with pytest.raises(loader.ProgramError, match="kernel %s is not supported" % release):
         program.check_kernel(release)
 
 
@@ -44,8 +45,8 @@ def test_recent_kernels_pass(release):
 
 
 def test_a_missing_object_is_named(tmp_path):
-    with pytest.raises(program.ProgramError, match="cannot read BPF object"):
-        program._object_sha256({"object": str(tmp_path / "absent.o"), "compiler": "clang"})
+    with pytest.raises(loader.ProgramError, match="cannot read BPF object"):
+        loader.object_sha256({"object": str(tmp_path / "absent.o"), "compiler": "clang"})
 
 
 @pytest.mark.parametrize("requested, attached, matches", [
@@ -59,7 +60,7 @@ def test_mode_matching(requested, attached, matches):
 def test_a_mode_switch_is_refused():
     described = dict(ownership.NOT_ATTACHED, attached=True, mode="skb")
     assert program._attach_mode(described, "auto") == "skb"
-    with pytest.raises(program.ProgramError, match="attached in skb mode; switching to native"):
+    with pytest.raises(loader.ProgramError, match="attached in skb mode; switching to native"):
         program._attach_mode(described, "native")
     assert program._attach_mode(dict(ownership.NOT_ATTACHED), "auto") == "auto"
 
@@ -79,7 +80,7 @@ def test_the_same_object_in_the_same_place_is_current():
 
 def test_foreign_programs_need_force():
     described = dict(ownership.NOT_ATTACHED, attached=True, owner="foreign", prog_id=7, name="xdp_dispatcher")
-    with pytest.raises(program.ProgramError, match="did not attach \\(id 7, name xdp_dispatcher\\); set force"):
+    with pytest.raises(loader.ProgramError, match="did not attach \\(id 7, name xdp_dispatcher\\); set force"):
         program._check_owner(described, "eth0", False)
     program._check_owner(described, "eth0", True)
 
@@ -87,22 +88,22 @@ def test_foreign_programs_need_force():
 def test_layout_difference_names_each_field():
     declared = {"type": 1, "key_size": 2, "value_size": 1, "max_entries": 64, "map_flags": 0}
     existing = dict(declared, max_entries=16, value_size=8)
-    assert program._layout_difference(declared, existing) == "value_size 8 -> 1, max_entries 16 -> 64"
-    assert program._layout_difference(declared, declared) == ""
+    assert loader._layout_difference(declared, existing) == "value_size 8 -> 1, max_entries 16 -> 64"
+    assert loader._layout_difference(declared, declared) == ""
 
 
 def test_program_choice(tmp_path):
     with BpfObject(compiled(tmp_path, "xt_ports")) as single:
-        assert program.select_program(single, None).name == "xt_filter"
+        assert loader.select_program(single, None).name == "xt_filter"
     with BpfObject(compiled(tmp_path, "xt_two")) as two:
-        with pytest.raises(program.ProgramError, match="several XDP programs \\(xt_first, xt_second\\)"):
-            program.select_program(two, None)
-        assert program.select_program(two, "xt_second").name == "xt_second"
-        with pytest.raises(program.ProgramError, match="no XDP program named nope"):
-            program.select_program(two, "nope")
+        with pytest.raises(loader.ProgramError, match="several XDP programs \\(xt_first, xt_second\\)"):
+            loader.select_program(two, None)
+        assert loader.select_program(two, "xt_second").name == "xt_second"
+        with pytest.raises(loader.ProgramError, match="no XDP program named nope"):
+            loader.select_program(two, "nope")
     with BpfObject(compiled(tmp_path, "xt_no_xdp")) as none:
-        with pytest.raises(program.ProgramError, match="has no XDP program"):
-            program.select_program(none, None)
+        with pytest.raises(loader.ProgramError, match="has no XDP program"):
+            loader.select_program(none, None)
 
 
 # --- map_sizes, on a veth of the test's own network namespace (szt-<pid>) ------------------------
@@ -204,7 +205,7 @@ def test_a_changed_size_is_refused_under_keep_and_reset_empties_that_map_alone(s
         libbpf.map_update(rules, RULE_KEY, RULE_VALUE)
         libbpf.map_update(limits, SOURCE_KEY, SOURCE_BUCKET)
 
-    with pytest.raises(program.ProgramError) as refused:
+    with pytest.raises(loader.ProgramError) as refused:
         sized(map_sizes={"xf_limits": 2000})
     assert "the layout of map xf_limits changed (max_entries 1000 -> 2000)" in str(refused.value)
     assert "map_migration: reset" in str(refused.value)
@@ -236,22 +237,22 @@ def test_a_changed_size_is_refused_under_keep_and_reset_empties_that_map_alone(s
 def test_bad_map_sizes_are_refused_before_anything_changes(sized, map_sizes, message):
     first = sized()
     for check_mode in (True, False):
-        with pytest.raises(program.ProgramError, match=re.escape(message)):
+        with pytest.raises(loader.ProgramError, match=re.escape(message)):
             sized(check_mode=check_mode, map_sizes=map_sizes)
     again = sized()
     assert not again["changed"] and again["maps"] == first["maps"]
 
 
 def test_every_problem_of_map_sizes_is_named_at_once(sized):
-    with pytest.raises(program.ProgramError) as refused:
+    with pytest.raises(loader.ProgramError) as refused:
         sized(map_sizes={"xf_nope": 10, "xf_events": 4096})
     assert "map_sizes.xf_events: " in str(refused.value) and "map_sizes.xf_nope: " in str(refused.value)
     assert not os.path.exists(sized.pin_dir) and sized(check_mode=True)["diff"]["before"]["prog_id"] is None
 
 
 def test_a_size_given_as_digits_is_taken():
-    assert program.requested_map_sizes({"xf_limits": "1000", "flows": 7}) == {"xf_limits": 1000, "flows": 7}
-    assert program.requested_map_sizes(None) == {}
+    assert loader.requested_map_sizes({"xf_limits": "1000", "flows": 7}) == {"xf_limits": 1000, "flows": 7}
+    assert loader.requested_map_sizes(None) == {}
 
 
 def test_the_boot_time_restore_sizes_the_maps_as_recorded(sized, firewall):
