@@ -156,6 +156,17 @@ struct {                        /* mmapable: user space reads and frees slots in
 	__type(value, struct xf_limit_slot);
 } xf_limit_slots SEC(".maps");
 
+#ifndef XF_NO_NEXT
+/* The next program: xdp_program's hook: chained loads one there, and the firewall tail-calls it for every packet
+ * it passes. Empty, the tail call falls through and the packet passes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} xf_next SEC(".maps");
+#endif
+
 #ifndef XF_NO_SHADOW
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -932,6 +943,10 @@ int xdpfleet_fw(struct xdp_md *ctx)
 #ifndef XF_NO_SHADOW
 	if (active & XF_SHADOW)
 		shadow(ctx, parsed, action);
+#endif
+#ifndef XF_NO_NEXT
+	if (action == XDP_PASS)
+		bpf_tail_call(ctx, &xf_next, 0);
 #endif
 	return action;
 }

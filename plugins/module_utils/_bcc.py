@@ -8,8 +8,8 @@ rewrite map references inside macros. translate() turns the one source of
 truth (bpf/xdp_firewall.bpf.c) into bcc's dialect at load time:
 
 1. local "..." includes are inlined (bundle(), also run by the action plugin so one file travels);
-2. the blocks under `#ifndef XF_NO_SHADOW` (shadow sets) and the libbpf headers are dropped (bcc brings its
-   own helpers), function-like macros defined in the source are expanded, so every map reference is written out;
+2. the blocks under `#ifndef XF_NO_SHADOW` (shadow sets) and `#ifndef XF_NO_NEXT` (the next program) and the
+   libbpf headers are dropped (bcc brings its own helpers), function-like macros defined in the source are expanded, so every map reference is written out;
 3. BTF map definitions become BPF_F_TABLE declarations (optionally pinned, see below);
 4. functions taking a map pointer are specialised per map, then bpf_map_lookup_elem(&m, k)
    becomes m.lookup(k), bpf_map_update_elem(&m, k, v, BPF_NOEXIST) m.insert(k, v) and
@@ -49,10 +49,11 @@ MAP_DEFINITION = re.compile(r'struct\s*\{([^{}]*)\}\s*(\w+)\s+SEC\("\.maps"\)\s*
 MAP_ATTRIBUTE = re.compile(r'__(uint|type)\(\s*(\w+)\s*,\s*([^;]*?)\s*\)\s*;')
 PROGRAM_SECTION = re.compile(r'SEC\("(xdp[^"]*)"\)\s*(?:int|__u32|unsigned int)\s+(\w+)\s*\(')
 GLOBAL_FUNCTION = re.compile(r'^__noinline\s+', re.M)
-# Shadow rule sets: bcc inlines every function, and a second classification would pass the verifier's limit.
-# Left out before the translation (as the preprocessor would with XF_NO_SHADOW defined), so that no map function
-# is specialised for their maps.
-NOT_FOR_BCC = re.compile(r'^#ifndef XF_NO_SHADOW\n.*?^#endif\n', re.M | re.S)
+# Left out before the translation (as the preprocessor would with XF_NO_SHADOW and XF_NO_NEXT defined), so that no
+# map function is specialised for their maps. Shadow rule sets: bcc inlines every function, and a second
+# classification would pass the verifier's limit. The next program (hook: chained): a tail call, which bcc spells
+# its own way.
+NOT_FOR_BCC = re.compile(r'^#ifndef XF_NO_(?:SHADOW|NEXT)\n.*?^#endif\n', re.M | re.S)
 COMMENT = re.compile(r'/\*.*?\*/|//[^\n]*', re.S)
 INLINE_FUNCTION = re.compile(r'static\s+__always_inline\s+[\w\s\*]*?\b(\w+)\s*\(\s*(?:const\s+)?void\s*\*\s*(\w+)\s*,')
 MAP_LOOKUP = re.compile(r'bpf_map_lookup_elem\(\s*\(?&(\w+)\)?\s*,')
