@@ -9,7 +9,8 @@ truth (bpf/xdp_firewall.bpf.c) into bcc's dialect at load time:
 
 1. local "..." includes are inlined (bundle(), also run by the action plugin so one file travels);
 2. the blocks under `#ifndef XF_NO_SHADOW` (shadow sets) and `#ifndef XF_NO_NEXT` (the next program) and the
-   libbpf headers are dropped (bcc brings its own helpers), function-like macros defined in the source are expanded, so every map reference is written out;
+   libbpf headers are dropped (bcc brings its own helpers), function-like macros defined in the source are
+   expanded, so every map reference is written out;
 3. BTF map definitions become BPF_F_TABLE declarations (optionally pinned, see below);
 4. functions taking a map pointer are specialised per map, then bpf_map_lookup_elem(&m, k)
    becomes m.lookup(k), bpf_map_update_elem(&m, k, v, BPF_NOEXIST) m.insert(k, v) and
