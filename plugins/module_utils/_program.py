@@ -18,6 +18,7 @@ import os
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state as state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link, LinkError, ifindex
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._object_load import ProgramError
 
@@ -33,50 +34,15 @@ def check_kernel(release):
                            "(atomic XDP replace and BPF_PROG_BIND_MAP)" % ((release,) + MIN_KERNEL))
 
 
-# --- decisions ---------------------------------------------------------------------------
-
-def _summary(described, map_sizes):
-    summary = dict((key, described[key]) for key in ("prog_id", "name", "tag", "mode", "object_sha256",
-                                                     "map_schema_version"))
-    if map_sizes:
-        live = _live_sizes(described)
-        summary["map_sizes"] = dict((name, live.get(name)) for name in map_sizes)
-    return summary
-
-
-def _live_sizes(described):
-    return dict((item["name"], item["max_entries"]) for item in described["maps"])
-
-
-def _check_owner(described, interface, force):
-    if described["owner"] == _ownership.OWNER_FOREIGN and not force:
-        raise ProgramError("interface %s has an XDP program that xdpfleet did not attach (id %d, name %s); "
-                           "set force: true to replace it" % (interface, described["prog_id"], described["name"]))
-
-
-def _mode_matches(requested, attached):
-    return requested == attached or (requested == "auto" and attached in ("native", "skb"))
-
-
-def _is_current(described, sha256, program, mode, pin_dir, map_sizes):
-    live_sizes = _live_sizes(described)
-    return (described["owner"] == _ownership.OWNER_XDPFLEET and described["object_sha256"] == sha256
-            and program in (None, described["program"]) and _mode_matches(mode, described["mode"])
-            and described["pin_dir"] == pin_dir
-            and all(live_sizes.get(name) == size for name, size in map_sizes.items()))
-
-
 def _attach_mode(described, mode):
     """The mode to attach in; modes cannot be swapped atomically, so a change of mode is refused."""
     if not described["attached"]:
         return mode
-    if not _mode_matches(mode, described["mode"]):
+    if not state.mode_matches(mode, described["mode"]):
         raise ProgramError("the program on this interface is attached in %s mode; switching to %s mode cannot "
                            "be done atomically: detach it first (state: detached)" % (described["mode"], mode))
     return described["mode"]
 
-
-# --- acting --------------------------------------------------------------------------------
 
 def _attach(link, prog_fd, mode, described, force):
     """Attaches (or swaps in) prog_fd; when another tool raced us, re-reads the hook and retries once."""
@@ -88,7 +54,7 @@ def _attach(link, prog_fd, mode, described, force):
             if error.errno not in RACED or attempt == 2:
                 raise
             described = _ownership.describe_link(link)
-            _check_owner(described, link.interface, force)
+            state.check_owner(described, link.interface, force)
 
 
 def _swap(link, prog_fd, mode, described):
@@ -137,23 +103,6 @@ def _load_and_attach(link, bpf_object, program, request, described, sha256):
     loader.unpin_stale(described, set(m.name for m in bpf_object.maps), pin_dir)
 
 
-def _predicted(described, bpf_object, program_name, mode, sha256, map_sizes):
-    predicted = {"prog_id": None, "name": program_name[:libbpf.OBJ_NAME_LEN - 1], "tag": None,
-                 "mode": described["mode"] if described["attached"] and mode == "auto" else mode,
-                 "object_sha256": sha256, "map_schema_version": loader.declared_schema_version(bpf_object)}
-    if map_sizes:
-        predicted["map_sizes"] = dict(map_sizes)
-    return predicted
-
-
-def _result(changed, interface, before, after_described, map_sizes, after=None):
-    result = dict((key, after_described[key]) for key in ("prog_id", "tag", "mode", "object_sha256", "program",
-                                                          "owner", "pin_dir", "map_schema_version", "maps"))
-    result.update(changed=changed, interface=interface,
-                  diff={"before": _summary(before, map_sizes), "after": after or _summary(after_described, map_sizes)})
-    return result
-
-
 def ensure_attached(request, check_mode):
     """Attaches the object's program unless it is attached already.
 
@@ -165,9 +114,9 @@ def ensure_attached(request, check_mode):
     with _hostfs.host_lock(interface):
         link = Link(interface)
         before = _ownership.describe_link(link)
-        _check_owner(before, interface, request["force"])
-        if _is_current(before, sha256, request["program"], request["mode"], pin_dir, map_sizes):
-            return _restore_pins(before, interface, pin_dir, map_sizes, check_mode)
+        state.check_owner(before, interface, request["force"])
+        if state.is_current(before, sha256, request["program"], request["mode"], pin_dir, map_sizes):
+            return state.restore_pins(before, interface, pin_dir, map_sizes, check_mode)
         if not request.get("object"):
             raise ProgramError("the program attached to %s is not the one of object_sha256 %s; pass object or "
                                "src to load it" % (interface, sha256), object_required=True)
@@ -176,30 +125,10 @@ def ensure_attached(request, check_mode):
             loader.apply_map_sizes(bpf_object, map_sizes)
             if check_mode:
                 _attach_mode(before, request["mode"])
-                return _result(True, interface, before, before, map_sizes,
-                               _predicted(before, bpf_object, program.name, request["mode"], sha256, map_sizes))
+                return state.result(True, interface, before, before, map_sizes,
+                               state.predicted(before, bpf_object, program.name, request["mode"], sha256, map_sizes))
             _load_and_attach(link, bpf_object, program, request, before, sha256)
-        return _result(True, interface, before, _ownership.describe_link(link), map_sizes)
-
-
-def _restore_pins(described, interface, pin_dir, map_sizes, check_mode):
-    """The right program is attached; pins lost (say, bpffs remounted) are put back from the kernel."""
-    lost = _ownership.missing_pins(described, pin_dir)
-    if lost and not check_mode:
-        loader.prepare_pin_dir(pin_dir)
-        loader.pin_by_id(lost, pin_dir)
-    return _result(bool(lost), interface, described, described, map_sizes)
-
-
-def _pins_to_remove(described, pin_dir):
-    """(directory, name) of every pin xdpfleet made for this interface."""
-    pins = set()
-    if described["owner"] == _ownership.OWNER_XDPFLEET and described["pin_dir"]:
-        pins.update((described["pin_dir"], item["name"]) for item in described["maps"]
-                    if loader.is_pinned(described["pin_dir"], item))
-    if _hostfs.bpffs_mounted() and pin_dir.startswith(_hostfs.PIN_ROOT + "/"):
-        pins.update((pin_dir, name) for name in _hostfs.pinned_names(pin_dir))
-    return sorted(pins)
+        return state.result(True, interface, before, _ownership.describe_link(link), map_sizes)
 
 
 def ensure_detached(request, check_mode):
@@ -208,8 +137,8 @@ def ensure_detached(request, check_mode):
         link = Link(interface)
         before = _ownership.describe_link(link)
         if before["attached"]:
-            _check_owner(before, interface, request["force"])
-        pins = _pins_to_remove(before, request["pin_dir"])
+            state.check_owner(before, interface, request["force"])
+        pins = state.pins_to_remove(before, request["pin_dir"])
         changed = before["attached"] or bool(pins)
         if changed and not check_mode:
             if before["attached"]:
@@ -220,7 +149,7 @@ def ensure_detached(request, check_mode):
             for directory in set(directory for directory, _name in pins):
                 _hostfs.remove_pin_dir_if_empty(directory)
         after = dict(_ownership.NOT_ATTACHED) if changed else before
-        result = _result(changed, interface, before, after, {})
+        result = state.result(changed, interface, before, after, {})
         result["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
         return result
 

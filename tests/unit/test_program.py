@@ -18,6 +18,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as lib
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership as ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program as program
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state as program_state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _restore as restore
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._hostfs import LOCK_DIR
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import BpfObject
@@ -54,7 +55,7 @@ def test_a_missing_object_is_named(tmp_path):
     ("native", "native", True), ("native", "skb", False), ("hw", "hw", True),
 ])
 def test_mode_matching(requested, attached, matches):
-    assert program._mode_matches(requested, attached) is matches
+    assert program_state.mode_matches(requested, attached) is matches
 
 
 def test_a_mode_switch_is_refused():
@@ -68,21 +69,21 @@ def test_a_mode_switch_is_refused():
 def test_the_same_object_in_the_same_place_is_current():
     described = dict(ownership.NOT_ATTACHED, attached=True, owner="xdpfleet", object_sha256="aa", program="fw",
                      mode="native", pin_dir="/sys/fs/bpf/xdpfleet/eth0")
-    assert program._is_current(described, "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth0", {})
-    assert program._is_current(described, "aa", "fw", "native", "/sys/fs/bpf/xdpfleet/eth0", {})
-    assert not program._is_current(described, "bb", None, "auto", "/sys/fs/bpf/xdpfleet/eth0", {})
-    assert not program._is_current(described, "aa", "other", "auto", "/sys/fs/bpf/xdpfleet/eth0", {})
-    assert not program._is_current(described, "aa", None, "skb", "/sys/fs/bpf/xdpfleet/eth0", {})
-    assert not program._is_current(described, "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth1", {})
-    assert not program._is_current(dict(described, owner="foreign"), "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth0",
+    assert program_state.is_current(described, "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth0", {})
+    assert program_state.is_current(described, "aa", "fw", "native", "/sys/fs/bpf/xdpfleet/eth0", {})
+    assert not program_state.is_current(described, "bb", None, "auto", "/sys/fs/bpf/xdpfleet/eth0", {})
+    assert not program_state.is_current(described, "aa", "other", "auto", "/sys/fs/bpf/xdpfleet/eth0", {})
+    assert not program_state.is_current(described, "aa", None, "skb", "/sys/fs/bpf/xdpfleet/eth0", {})
+    assert not program_state.is_current(described, "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth1", {})
+    assert not program_state.is_current(dict(described, owner="foreign"), "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth0",
                                    {})
 
 
 def test_foreign_programs_need_force():
     described = dict(ownership.NOT_ATTACHED, attached=True, owner="foreign", prog_id=7, name="xdp_dispatcher")
     with pytest.raises(loader.ProgramError, match="did not attach \\(id 7, name xdp_dispatcher\\); set force"):
-        program._check_owner(described, "eth0", False)
-    program._check_owner(described, "eth0", True)
+        program_state.check_owner(described, "eth0", False)
+    program_state.check_owner(described, "eth0", True)
 
 
 def test_layout_difference_names_each_field():
@@ -223,7 +224,7 @@ def test_a_changed_size_is_refused_under_keep_and_reset_empties_that_map_alone(s
 
 @pytest.mark.parametrize("map_sizes, message", [
     ({"xf_nope": 10}, "map_sizes.xf_nope: the object has no map named xf_nope; name one of its maps (xf_scratch, "
-                      "xf_config, xf_shadow_stats, xf_shadow_hits, xf_stats, xf_hits, xf_passed, xf_limits,"),
+                      "xf_config, xf_shadow_stats, xf_shadow_hits, xf_stats, xf_hits, xf_next, xf_passed, xf_limits,"),
     ({"xdp_fire.rodata": 2}, "map_sizes.xdp_fire.rodata: the object has no map named xdp_fire.rodata"),
     ({"xf_events": 4096}, "map_sizes.xf_events: map xf_events has type 27, whose size is not a number of entries "
                           "and cannot be set here (map_sizes sizes maps of type array, "),
