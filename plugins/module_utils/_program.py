@@ -15,7 +15,7 @@ __metaclass__ = type
 import errno
 import os
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hook_chain, _hostfs, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state as state
@@ -126,7 +126,8 @@ def ensure_attached(request, check_mode):
             if check_mode:
                 _attach_mode(before, request["mode"])
                 return state.result(True, interface, before, before, map_sizes,
-                               state.predicted(before, bpf_object, program.name, request["mode"], sha256, map_sizes))
+                                    state.predicted(before, bpf_object, program.name, request["mode"], sha256,
+                                                    map_sizes))
             _load_and_attach(link, bpf_object, program, request, before, sha256)
         return state.result(True, interface, before, _ownership.describe_link(link), map_sizes)
 
@@ -144,14 +145,8 @@ def ensure_detached(request, check_mode):
             if before["attached"]:
                 with _ownership.opened(libbpf.prog_fd_by_id(before["prog_id"])) as old_fd:
                     link.detach(before["mode"], old_fd)
-            for directory, name in pins:
-                _hostfs.unpin(directory, name)
-            for directory in set(directory for directory, _name in pins):
-                _hostfs.remove_pin_dir_if_empty(directory)
-        after = dict(_ownership.NOT_ATTACHED) if changed else before
-        result = state.result(changed, interface, before, after, {})
-        result["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
-        return result
+            state.remove_pins(pins)
+        return state.detached_result(changed, interface, before, pins)
 
 
 def run(params, check_mode):
@@ -161,10 +156,19 @@ def run(params, check_mode):
     request = dict(params, map_sizes=loader.requested_map_sizes(params.get("map_sizes")))
     if loader.uses_bcc(request):
         request["object"] = loader.bcc_source(request)
-    request["pin_dir"] = (request.get("pin_dir") or _hostfs.default_pin_dir(request["interface"])).rstrip("/")
+    default_pin_dir = DEFAULT_PIN_DIRS[request["hook"]]
+    request["pin_dir"] = (request.get("pin_dir") or default_pin_dir(request["interface"])).rstrip("/")
     ifindex(request["interface"])  # before the lock, whose file names the interface
     _hostfs.check_pin_dir(request["pin_dir"])
+    with loader.inline_object(request) as inline_request:
+        return ENSURE[request["hook"]](inline_request, check_mode)
+
+
+def _ensure_exclusive(request, check_mode):
     if request["state"] == "detached":
         return ensure_detached(request, check_mode)
-    with loader.inline_object(request) as inline_request:
-        return ensure_attached(inline_request, check_mode)
+    return ensure_attached(request, check_mode)
+
+
+ENSURE = {"exclusive": _ensure_exclusive, "chained": _hook_chain.ensure}
+DEFAULT_PIN_DIRS = {"exclusive": _hostfs.default_pin_dir, "chained": _hook_chain.default_pin_dir}

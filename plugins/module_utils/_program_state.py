@@ -80,3 +80,18 @@ def pins_to_remove(described, pin_dir):
     if _hostfs.bpffs_mounted() and pin_dir.startswith(_hostfs.PIN_ROOT + "/"):
         pins.update((pin_dir, name) for name in _hostfs.pinned_names(pin_dir))
     return sorted(pins)
+
+
+def remove_pins(pins):
+    """Removes the (directory, name) pins, then their directories that hold nothing any more."""
+    for directory, name in pins:
+        _hostfs.unpin(directory, name)
+    for directory in set(directory for directory, _name in pins):
+        _hostfs.remove_pin_dir_if_empty(directory)
+
+
+def detached_result(changed, interface, before, pins):
+    """The result of state: detached, which removed before's program (when changed) and the pins."""
+    detached = result(changed, interface, before, dict(_ownership.NOT_ATTACHED) if changed else before, {})
+    detached["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
+    return detached

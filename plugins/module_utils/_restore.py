@@ -49,7 +49,7 @@ def wait_for_interface(interface, timeout=INTERFACE_WAIT):
 
 def restore_program(record):
     """Attaches the recorded object in the recorded mode (nothing changes when it is already attached)."""
-    params = {"interface": record["interface"], "state": "attached", "object": record["object"],
+    params = {"interface": record["interface"], "state": "attached", "hook": "exclusive", "object": record["object"],
               "remote_src": True, "program": record.get("program"), "mode": record.get("mode") or "auto",
               "pin_dir": record.get("pin_dir"), "object_sha256": record.get("object_sha256"),
               "force": False, "map_migration": "keep", "map_sizes": record.get("map_sizes")}

@@ -39,6 +39,19 @@ options:
     type: str
     choices: [attached, detached]
     default: attached
+  hook:
+    description:
+      - How the program takes the interface's XDP hook (see docs/SHARING.md).
+      - V(exclusive) attaches it alone.
+      - V(chained) loads it into the next-program slot of the xdpfleet firewall attached to the interface (its
+        one-entry program array C(xf_next)); the firewall tail-calls it for every packet it passes, so it sees
+        only those. The firewall must be attached first; the program runs in the firewall's mode, so leave
+        O(mode) out. Replacing it is one map update, atomic for packets. Works on every kernel xdpfleet supports.
+        Its maps are pinned in C(/sys/fs/bpf/xdpfleet/<interface>/next) unless O(pin_dir) says otherwise.
+        The firewall's boot restore does not restore it.
+    type: str
+    choices: [exclusive, chained]
+    default: exclusive
   src:
     description:
       - C source of the program on the controller, compiled there with C(clang -O2 -g -target bpf).
@@ -179,6 +192,18 @@ EXAMPLES = r"""
   xdpfleet.xdp.xdp_program:
     interface: eth0
     state: detached
+
+- name: Run your own counting program (files/count.bpf.c) behind the firewall on packets the firewall passes
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    src: count.bpf.c
+    hook: chained
+
+- name: Take it out of the firewall's next-program slot
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    hook: chained
+    state: detached
 """
 
 RETURN = r"""
@@ -285,6 +310,7 @@ except ImportError:
 ARGUMENT_SPEC = dict(
     interface=dict(type="str", required=True),
     state=dict(type="str", choices=["attached", "detached"], default="attached"),
+    hook=dict(type="str", choices=["exclusive", "chained"], default="exclusive"),
     src=dict(type="path"),
     object=dict(type="path"),
     remote_src=dict(type="bool", default=False),

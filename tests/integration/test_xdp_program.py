@@ -392,6 +392,7 @@ UPGRADE_PLAY = """
     - name: Swap between two builds of the same program
       xdpfleet.xdp.xdp_program:
         interface: eth0
+        hook: %(hook)s
         src: %(src)s
         cflags: ["-DVARIANT={{ 2 + item %% 2 }}"]
       loop: "{{ range(%(count)d) | list }}"
@@ -415,13 +416,18 @@ def nft_counters(host):
     return counters
 
 
-def test_upgrades_leak_no_dropped_packet_and_lose_no_passed_one(host, fleet, tmp_path):
-    succeeded(module(host, interface="eth0", src=PORTS_SRC))
-    write_entry(host, "/sys/fs/bpf/xdpfleet/eth0/xt_ports", DROPPED_PORT.to_bytes(2, "little"), b"\x01")
+@pytest.mark.parametrize("hook, pin_dir", [("exclusive", "/sys/fs/bpf/xdpfleet/eth0"),
+                                           ("chained", "/sys/fs/bpf/xdpfleet/eth0/next")])
+def test_upgrades_leak_no_dropped_packet_and_lose_no_passed_one(host, fleet, firewall, tmp_path, hook, pin_dir):
+    """Chained, the program sits behind the firewall (no rules: it passes everything) and is swapped in its slot."""
+    if hook == "chained":
+        succeeded(module(host, interface="eth0", object=firewall))
+    succeeded(module(host, interface="eth0", hook=hook, src=PORTS_SRC))
+    write_entry(host, pin_dir + "/xt_ports", DROPPED_PORT.to_bytes(2, "little"), b"\x01")
     (tmp_path / "nft.conf").write_text(NFT_COUNTERS)
     assert host.run("nft -f %s" % (tmp_path / "nft.conf")).rc == 0
     play = tmp_path / "upgrade.yml"
-    play.write_text(UPGRADE_PLAY % {"host": host.name, "src": PORTS_SRC, "count": UPGRADES})
+    play.write_text(UPGRADE_PLAY % {"host": host.name, "hook": hook, "src": PORTS_SRC, "count": UPGRADES})
     (tmp_path / "sender.py").write_text(SENDER)
     sender = subprocess.Popen(["ip", "netns", "exec", fleet.client.netns, "python3", str(tmp_path / "sender.py"),
                                host.address, str(DROPPED_PORT), str(PASSED_PORT)], stdout=subprocess.PIPE, text=True)
@@ -440,6 +446,64 @@ def test_upgrades_leak_no_dropped_packet_and_lose_no_passed_one(host, fleet, tmp
     assert sent[DROPPED_PORT] > 1000 and sent[PASSED_PORT] > 1000
     assert counters[DROPPED_PORT] == 0, "%d of %d dropped packets leaked" % (counters[DROPPED_PORT], sent[DROPPED_PORT])
     assert counters[PASSED_PORT] == sent[PASSED_PORT]
+
+
+# --- hook: chained ---------------------------------------------------------------------------
+
+CHAINED_PIN_DIR = "/sys/fs/bpf/xdpfleet/eth0/next"
+DATAGRAMS = 200
+UDP_BURST = ("import socket, sys\nudp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "for port in sys.argv[2:]:\n    for _ in range(%d):\n        udp.sendto(b'x', (sys.argv[1], int(port)))\n"
+             % DATAGRAMS)
+
+
+def chained_prog_id(host):
+    """The id of the program in the firewall's next-program slot, None when the slot is empty."""
+    value = read_entry(host, "/sys/fs/bpf/xdpfleet/eth0/xf_next", (0).to_bytes(4, "little"))
+    return None if value is None else int.from_bytes(value, "little")
+
+
+def chained_traffic(fleet, host, tmp_path):
+    """nft's ingress counters per UDP port after DATAGRAMS datagrams to each port, and whether 3 pings got replies."""
+    (tmp_path / "nft.conf").write_text(NFT_COUNTERS)
+    assert host.run("nft -f %s" % (tmp_path / "nft.conf")).rc == 0
+    try:
+        fleet.client.run("python3 -c \"%s\" %s %d %d" % (UDP_BURST, host.address, DROPPED_PORT, PASSED_PORT))
+        pinged = fleet.client.run("ping -n -q -c 3 -i 0.2 -W 1 %s" % host.address).rc == 0
+        time.sleep(0.3)
+        return nft_counters(host), pinged
+    finally:
+        host.run("nft delete table netdev xt_ingress")
+
+
+def test_chained_program_runs_behind_the_firewall(host, fleet, firewall, tmp_path):
+    """The firewall drops ICMP, the chained program a UDP port; each packet meets both verdicts, in that order."""
+    refused = module(host, interface="eth0", hook="chained", src=PORTS_SRC)
+    assert refused["failed"] and "attach the firewall first" in refused["msg"]
+    assert kernel_state(host) == {"xdp": None, "pins": []}
+    succeeded(module(host, interface="eth0", object=firewall))
+    succeeded(ad_hoc(LAYOUT.inventory, host.name, "xdpfleet.xdp.xdp_rules",
+                     {"interface": "eth0", "state": "overridden", "config": [{"action": "drop", "protocol": "icmp"}]},
+                     env=ansible_env()))
+    planned = succeeded(module(host, check=True, interface="eth0", hook="chained", src=PORTS_SRC))
+    assert planned["changed"] and chained_prog_id(host) is None
+    chained = succeeded(module(host, interface="eth0", hook="chained", src=PORTS_SRC))
+    assert chained["changed"] and chained["owner"] == "xdpfleet" and chained["program"] == "xt_filter"
+    assert chained["pin_dir"] == CHAINED_PIN_DIR and chained_prog_id(host) == chained["prog_id"]
+    again = succeeded(module(host, interface="eth0", hook="chained", src=PORTS_SRC))
+    assert not again["changed"] and again["prog_id"] == chained["prog_id"]
+    write_entry(host, CHAINED_PIN_DIR + "/xt_ports", DROPPED_PORT.to_bytes(2, "little"), b"\x01")
+
+    counters, pinged = chained_traffic(fleet, host, tmp_path)
+    assert not pinged, "the firewall let ICMP through"
+    assert counters == {DROPPED_PORT: 0, PASSED_PORT: DATAGRAMS}, counters
+
+    detached = succeeded(module(host, interface="eth0", hook="chained", state="detached"))
+    assert detached["changed"] and chained_prog_id(host) is None
+    assert not [pin for pin in kernel_state(host)["pins"] if pin.startswith(CHAINED_PIN_DIR + "/")]
+    counters, pinged = chained_traffic(fleet, host, tmp_path)
+    assert not pinged and counters == {DROPPED_PORT: DATAGRAMS, PASSED_PORT: DATAGRAMS}, counters
+    assert not succeeded(module(host, interface="eth0", hook="chained", state="detached"))["changed"]
 
 
 LOCK_HOLD = 12.0

@@ -143,9 +143,10 @@ def sized(tmp_path, firewall):
         subprocess.run(["mount", "-t", "bpf", "bpf", str(bpffs)], check=True)
 
         def run(check_mode=False, **params):
-            params = dict(dict(interface=INTERFACE, state="attached", object=firewall, remote_src=True,
-                               compiler="clang", cflags=[], program=None, mode="native", pin_dir=str(bpffs / "pins"),
-                               object_sha256=None, force=False, map_migration="keep"), **params)
+            params = dict(dict(interface=INTERFACE, state="attached", hook="exclusive", object=firewall,
+                               remote_src=True, compiler="clang", cflags=[], program=None, mode="native",
+                               pin_dir=str(bpffs / "pins"), object_sha256=None, force=False, map_migration="keep"),
+                          **params)
             return _in_namespace(namespace, program.run, params, check_mode)
         run.pin_dir, run.namespace = str(bpffs / "pins"), namespace
         yield run
@@ -271,8 +272,9 @@ BCC_RUNS = """
 import json, os, sys
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf, _program
 source, pin_dir = sys.argv[1], sys.argv[2]
-base = dict(interface="szt0", state="attached", src=source, object=None, remote_src=True, compiler="bcc", cflags=[],
-            program=None, mode="native", pin_dir=pin_dir, object_sha256=None, force=False, map_migration="keep")
+base = dict(interface="szt0", state="attached", hook="exclusive", src=source, object=None, remote_src=True,
+            compiler="bcc", cflags=[], program=None, mode="native", pin_dir=pin_dir, object_sha256=None, force=False,
+            map_migration="keep")
 port_key, listed = b"\\x00\\x35", b"\\x01"
 
 

@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""hook: chained. A program in the next-program slot of the xdpfleet program attached to an interface (the
+root), which tail-calls it for every packet it passes.
+
+The slot is the root's one-entry program array NEXT_SLOT_MAP. Putting a program there is one map update, so an
+upgrade is atomic for packets: each runs either the old program or the new one, after the root. The slot holds
+a program while the root's maps are pinned; detaching the root empties it.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import struct
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._object_load import ProgramError
+
+NEXT_SLOT_MAP = "xf_next"
+BPF_MAP_TYPE_PROG_ARRAY = 3
+SLOT_KEY = struct.pack("<I", 0)
+PROG_ID = struct.Struct("<I")
+PIN_SUBDIRECTORY = "next"
+
+
+def default_pin_dir(interface):
+    return "%s/%s" % (_hostfs.default_pin_dir(interface), PIN_SUBDIRECTORY)
+
+
+def next_slot_id(root):
+    """The map id of a described root program's next-program slot, or None when it has none."""
+    for item in root["maps"]:
+        if item["name"] == NEXT_SLOT_MAP and item["type"] == BPF_MAP_TYPE_PROG_ARRAY:
+            return item["id"]
+    return None
+
+
+def chained_id(slot_fd):
+    """The id of the program in the slot, or None when it is empty."""
+    value = libbpf.map_lookup(slot_fd, SLOT_KEY, PROG_ID.size)
+    return None if value is None else PROG_ID.unpack(value)[0]
+
+
+def describe_chained(root):
+    """The program in a described root's slot, described as the root's hook describes it (the root's mode)."""
+    slot_id = next_slot_id(root)
+    if slot_id is None:
+        return dict(_ownership.NOT_ATTACHED)
+    with _ownership.opened(libbpf.map_fd_by_id(slot_id)) as slot_fd:
+        prog_id = chained_id(slot_fd)
+    return _ownership.describe_program(prog_id, root["mode"]) if prog_id else dict(_ownership.NOT_ATTACHED)
+
+
+def _root_slot(link):
+    """(described root, slot map id); refuses a hook without an xdpfleet root that has a slot."""
+    root = _ownership.describe_link(link)
+    if not root["attached"] or root["owner"] != _ownership.OWNER_XDPFLEET:
+        holder = "nothing" if not root["attached"] else "a program xdpfleet did not attach (%s)" % root["name"]
+        raise ProgramError("hook: chained puts the program behind the xdpfleet firewall on %s, but its XDP hook holds "
+                           "%s: attach the firewall first (xdpfleet.xdp.xdp_program with hook: exclusive)"
+                           % (link.interface, holder))
+    slot_id = next_slot_id(root)
+    if slot_id is None:
+        raise ProgramError("the program attached to %s (%s) has no next-program slot (a program array named %s): "
+                           "attach a firewall built with one (the firewall built by bcc has none)"
+                           % (link.interface, root["name"], NEXT_SLOT_MAP))
+    return root, slot_id
+
+
+def _check_mode(request, root):
+    if not state.mode_matches(request["mode"], root["mode"]):
+        raise ProgramError("hook: chained runs the program in its root's mode (%s on %s), not %s: leave mode out"
+                           % (root["mode"], request["interface"], request["mode"]))
+
+
+def _load_into_slot(slot_fd, bpf_object, program, request, before, sha256):
+    pin_dir = request["pin_dir"]
+    schema_version = loader.declared_schema_version(bpf_object)
+    reuse_fds = loader.reusable_map_fds(bpf_object, before, pin_dir, request["map_migration"], schema_version)
+    try:
+        loader.load_object(bpf_object, program, reuse_fds, 0)
+    finally:
+        loader.close_all(reuse_fds)
+    loader.bind_meta(program.fd, sha256, program.name, pin_dir, schema_version)
+    loader.prepare_pin_dir(pin_dir)
+    try:
+        libbpf.map_update(slot_fd, SLOT_KEY, PROG_ID.pack(program.fd))
+    except libbpf.LibbpfError as error:
+        raise ProgramError("the kernel refused program %s in the next-program slot of %s (%s): a chained program "
+                           "must be an XDP program loaded like its root (same XDP multi-buffer support)"
+                           % (program.name, request["interface"], error))
+    loader.pin_object_maps(bpf_object, pin_dir)
+    loader.unpin_stale(before, set(m.name for m in bpf_object.maps), pin_dir)
+
+
+def ensure_attached(request, check_mode):
+    """Loads the object's program into the slot unless it is there already."""
+    sha256 = loader.object_sha256(request)
+    interface, pin_dir, map_sizes = request["interface"], request["pin_dir"], request["map_sizes"]
+    with _hostfs.host_lock(interface):
+        root, slot_id = _root_slot(Link(interface))
+        _check_mode(request, root)
+        with _ownership.opened(libbpf.map_fd_by_id(slot_id)) as slot_fd:
+            before = describe_chained(root)
+            state.check_owner(before, interface, request["force"])
+            if state.is_current(before, sha256, request["program"], root["mode"], pin_dir, map_sizes):
+                return state.restore_pins(before, interface, pin_dir, map_sizes, check_mode)
+            if not request.get("object"):
+                raise ProgramError("the program chained on %s is not the one of object_sha256 %s; pass object or "
+                                   "src to load it" % (interface, sha256), object_required=True)
+            with loader.open_object(request, before) as bpf_object:
+                program = loader.select_program(bpf_object, request["program"])
+                loader.apply_map_sizes(bpf_object, map_sizes)
+                if check_mode:
+                    return state.result(True, interface, before, before, map_sizes, state.predicted(
+                        dict(before, attached=True, mode=root["mode"]), bpf_object, program.name, "auto", sha256,
+                        map_sizes))
+                _load_into_slot(slot_fd, bpf_object, program, request, before, sha256)
+            return state.result(True, interface, before, describe_chained(root), map_sizes)
+
+
+def ensure_detached(request, check_mode):
+    """Empties the slot and removes the chained program's pins. Without a root nothing is chained: only pins."""
+    interface = request["interface"]
+    with _hostfs.host_lock(interface):
+        root = _ownership.describe_link(Link(interface))
+        before = describe_chained(root) if root["owner"] == _ownership.OWNER_XDPFLEET else dict(
+            _ownership.NOT_ATTACHED)
+        if before["attached"]:
+            state.check_owner(before, interface, request["force"])
+        pins = state.pins_to_remove(before, request["pin_dir"])
+        changed = before["attached"] or bool(pins)
+        if changed and not check_mode:
+            if before["attached"]:
+                with _ownership.opened(libbpf.map_fd_by_id(next_slot_id(root))) as slot_fd:
+                    libbpf.map_delete(slot_fd, SLOT_KEY)
+            state.remove_pins(pins)
+        return state.detached_result(changed, interface, before, pins)
+
+
+def ensure(request, check_mode):
+    if request["state"] == "detached":
+        return ensure_detached(request, check_mode)
+    return ensure_attached(request, check_mode)
