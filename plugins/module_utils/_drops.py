@@ -17,7 +17,7 @@ import struct
 import time
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _facts, _hook, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import KernelRuleset, decode_event, shadow_slot
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import PROTOCOL_NAMES, rule_line
@@ -161,7 +161,9 @@ def event_facts(record, interface, offset, labels):
 def read_drops(interface, timeout=1.0, count=0, consume=True, state_dir=STATE_DIR):
     """{events, sample_rate} of interface: the drops sampled into its ring buffer, taken out of it
     unless consume=False."""
-    described = _ownership.describe(interface)
+    _listing, programs = _hook.describe(interface)
+    firewall = _facts.firewall_position(programs)
+    described = programs[firewall or 0] if programs else dict(_ownership.NOT_ATTACHED)
     fd = libbpf.map_fd_by_id(events_map_id(described, interface))
     try:
         records = read_records(fd, timeout, count, consume)

@@ -18,7 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _fw_confirm, _hostfs, _link, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _fw_confirm, _hook, _hostfs, _link
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     KernelRuleset, PerCpuRecords, action_stats, shadow_slot)
@@ -219,18 +220,34 @@ def shadow_facts(maps, interface, top, state_dir):
 
 EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None, "sample_rate": None,
                   "active_slot": None, "stats": {}, "top_rules": [], "rate_limits": [], "expiring_rules": [],
-                  "sets": {}, "shadow": None}
+                  "sets": {}, "shadow": None, "counted_by": None}
+
+
+def firewall_position(programs):
+    """The run position of the first xdpfleet firewall among described programs, None without one."""
+    for position, described in enumerate(programs):
+        names = set(item["name"] for item in described["maps"])
+        if all(name in names for name in FIREWALL_MAPS):
+            return position
+    return None
 
 
 def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):
-    described = _ownership.describe(interface)
+    """The facts of the program attached to the interface, of every program on its hook, and of the xdpfleet
+    firewall among them (the first in run order; its counters are the firewall's figures)."""
+    hook, programs = _hook.describe(interface)
+    described = programs[0] if programs else dict(_ownership.NOT_ATTACHED)
     facts = dict((key, described[key]) for key in ("attached", "prog_id", "name", "tag", "mode", "owner",
                                                    "object_sha256", "program", "pin_dir", "map_schema_version"))
     facts["maps"] = [{"name": item["name"], "id": item["id"]} for item in described["maps"]]
+    facts["hook"] = hook
     facts.update(EMPTY_FIREWALL)
-    with firewall_maps(described) as maps:
-        if maps:
+    firewall = firewall_position(programs)
+    if firewall is not None:
+        with firewall_maps(programs[firewall]) as maps:
             facts.update(firewall_facts(maps, interface, per_cpu, top, state_dir))
+        facts["counted_by"] = dict((key, hook["programs"][firewall][key]) for key in ("position", "place", "prog_id",
+                                                                                       "name"))
     facts["revert"] = _fw_confirm.status(interface, state_dir)
     return facts
 

@@ -38,6 +38,19 @@ def program_samples(metric, name, interface):
     yield sample(metric, labels, 1 if interface["attached"] else 0)
 
 
+def hook_program_samples(metric, name, interface):
+    for program in (interface.get("hook") or {}).get("programs", []):
+        labels = [("interface", name), ("position", program["position"]), ("place", program["place"]),
+                  ("program", program["name"]), ("owner", program["owner"]), ("tag", program["tag"])]
+        yield sample(metric, labels, 1)
+
+
+def counted_by(interface):
+    """The labels of the program whose counters the firewall figures are: its name and place on the hook."""
+    program = interface.get("counted_by") or {}
+    return [("program", program.get("name")), ("place", program.get("place"))]
+
+
 def rules_samples(metric, name, interface):
     labels = [("interface", name), ("default_action", interface["default_action"])]
     yield sample(metric, labels, interface["rule_count"])
@@ -48,10 +61,12 @@ def set_samples(metric, name, interface):
         yield sample(metric, [("interface", name), ("set", set_name)], entries)
 
 
-def verdict_samples(field):
+def verdict_samples(field, rule_set=lambda interface: interface):
+    """Samples of a figure of each verdict in the stats of rule_set(interface): the enforced set's, unless told."""
     def samples(metric, name, interface):
-        for verdict, counts in sorted(interface["stats"].items()):
-            yield sample(metric, [("interface", name), ("verdict", verdict)], counts[field])
+        figures = rule_set(interface)
+        for verdict, counts in sorted(figures["stats"].items() if figures else ()):
+            yield sample(metric, [("interface", name)] + counted_by(interface) + [("verdict", verdict)], counts[field])
     return samples
 
 
@@ -81,15 +96,6 @@ def rate_limit_samples(*path):
     return samples
 
 
-def shadow_verdict_samples(field):
-    """verdict_samples of the shadow set's stats, where there is a shadow set."""
-    verdicts = verdict_samples(field)
-
-    def samples(metric, name, interface):
-        return verdicts(metric, name, interface["shadow"]) if interface.get("shadow") else iter(())
-    return samples
-
-
 def shadow_samples(*path):
     """The sample of a figure of the shadow set, shadow[path[0]][path[1]]..., where there is a shadow set."""
     def samples(metric, name, interface):
@@ -102,13 +108,17 @@ def shadow_samples(*path):
 FAMILIES = (
     ("xdpfleet_program_attached", "gauge",
      "Whether an XDP program is attached to the interface (1) or not (0).", program_samples, False),
+    ("xdpfleet_hook_program", "gauge",
+     "Each program on the interface's XDP hook (1), by position in the order a packet meets them and place: root "
+     "(attached to the hook) or chained (in the xdpfleet firewall's next-program slot).", hook_program_samples, False),
     ("xdpfleet_rules", "gauge",
      "Rules in the active rule set of the xdpfleet firewall.", rules_samples, True),
     ("xdpfleet_set_entries", "gauge",
      "Entries of each address set the rules of the xdpfleet firewall name (after overlaps are dropped).",
      set_samples, True),
     ("xdpfleet_packets_total", "counter",
-     "Packets the xdpfleet firewall gave each verdict, summed over all possible CPUs.",
+     "Packets the xdpfleet firewall gave each verdict, summed over all possible CPUs; program and place name the "
+     "firewall program that counted them on the hook.",
      verdict_samples("packets"), True),
     ("xdpfleet_bytes_total", "counter",
      "Bytes of the packets the xdpfleet firewall gave each verdict.",
@@ -130,7 +140,7 @@ FAMILIES = (
      rate_limit_samples("sources"), True),
     ("xdpfleet_shadow_packets_total", "counter",
      "Packets the shadow set beside the enforced one would have given each verdict (since it was installed).",
-     shadow_verdict_samples("packets"), True),
+     verdict_samples("packets", lambda interface: interface.get("shadow")), True),
     ("xdpfleet_shadow_new_drop_packets_total", "counter",
      "Packets the shadow set would have dropped that the enforced set passed.",
      shadow_samples("new_drops", "packets"), True),

@@ -99,7 +99,14 @@ ansible_facts:
             - One entry per interface, keyed by name, with C(attached), C(prog_id), C(name), C(tag), C(mode)
               (native, skb, hw), C(owner) (xdpfleet or foreign), C(object_sha256), C(program), C(pin_dir),
               C(map_schema_version) (of the maps, as recorded at attach), C(maps) (list of C(name) and C(id))
-              and C(xdp_modes) (modes the interface takes).
+              and C(xdp_modes) (modes the interface takes). These describe the program attached to the hook.
+            - C(hook) lists every program on the hook: C(mechanism) (V(exclusive), one program; V(chained), the
+              xdpfleet firewall and the program in its next-program slot, see
+              O(xdpfleet.xdp.xdp_program#module:hook)) and C(programs) in the order a packet meets them, each with
+              C(position) (from 0), C(place) (V(root), attached to the hook, or V(chained)), C(prog_id), C(name),
+              C(tag), C(owner), C(program) and C(object_sha256). Null and empty with nothing attached.
+            - C(counted_by) names the program on the hook whose counters the firewall figures below are
+              (C(position), C(place), C(prog_id), C(name)); null without the firewall.
             - For the xdpfleet firewall (C(firewall=true)) also C(rule_count), C(default_action),
               C(sample_rate), C(active_slot), C(stats) (per reason C(aborted), C(drop), C(pass), C(tx),
               C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request) and
@@ -128,6 +135,12 @@ ansible_facts:
               map_schema_version: 1
               maps: [{"name": "xf_stats", "id": 77}]
               xdp_modes: [native, skb]
+              hook: {"mechanism": "chained", "programs": [
+                       {"position": 0, "place": "root", "prog_id": 412, "name": "xdp_firewall", "tag": "3b185187f1855c4c",
+                        "owner": "xdpfleet", "program": "xdp_firewall", "object_sha256": "9f2c0e5d8a8b4e7f1c3a6b2d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f"},
+                       {"position": 1, "place": "chained", "prog_id": 415, "name": "xt_filter", "tag": "77aa01b2c3d4e5f6",
+                        "owner": "xdpfleet", "program": "xt_filter", "object_sha256": "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12"}]}
+              counted_by: {"position": 0, "place": "root", "prog_id": 412, "name": "xdp_firewall"}
               firewall: true
               rule_count: 2
               default_action: pass

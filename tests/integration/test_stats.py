@@ -50,6 +50,7 @@ def test_json_and_csv_hold_every_host_with_the_counted_drops(report, fleet):
     assert int(table[0]["drop_packets"]) == firewall_row["drop_packets"]
     assert "no-ping-from-client=%d" % firewall_row["top_rules"][0]["packets"] in table[0]["top_rules"]
     assert firewall_row["sets"] == {"blocklist": 3} and table[0]["sets"] == "blocklist=3" and table[1]["sets"] == ""
+    assert table[0]["hook"] == "xdpfleet_fw*" and table[1]["hook"] == ""
 
 
 def test_fleet_table_is_printed_at_the_end(report, fleet):
@@ -68,7 +69,8 @@ def test_prometheus_textfile_passes_promtool_and_matches_the_facts(report, fleet
         checked = host.run("promtool check metrics < %s" % PROM_PATH)
         assert checked.rc == 0, checked.out + checked.err
     text = fleet.hosts[0].run("cat %s" % PROM_PATH).out
-    assert 'xdpfleet_packets_total{interface="eth0",verdict="drop"} %d\n' % drops in text
+    assert ('xdpfleet_packets_total{interface="eth0",program="xdpfleet_fw",place="root",verdict="drop"} %d\n'
+            % drops in text)
     assert 'name="no-ping-from-client"' in text
 
 

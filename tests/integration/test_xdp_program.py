@@ -481,7 +481,7 @@ def test_chained_program_runs_behind_the_firewall(host, fleet, firewall, tmp_pat
     refused = module(host, interface="eth0", hook="chained", src=PORTS_SRC)
     assert refused["failed"] and "attach the firewall first" in refused["msg"]
     assert kernel_state(host) == {"xdp": None, "pins": []}
-    succeeded(module(host, interface="eth0", object=firewall))
+    root = succeeded(module(host, interface="eth0", object=firewall))
     succeeded(ad_hoc(LAYOUT.inventory, host.name, "xdpfleet.xdp.xdp_rules",
                      {"interface": "eth0", "state": "overridden", "config": [{"action": "drop", "protocol": "icmp"}]},
                      env=ansible_env()))
@@ -497,6 +497,12 @@ def test_chained_program_runs_behind_the_firewall(host, fleet, firewall, tmp_pat
     counters, pinged = chained_traffic(fleet, host, tmp_path)
     assert not pinged, "the firewall let ICMP through"
     assert counters == {DROPPED_PORT: 0, PASSED_PORT: DATAGRAMS}, counters
+    facts = succeeded(ad_hoc(LAYOUT.inventory, host.name, "xdpfleet.xdp.xdp_facts", {"interfaces": ["eth0"]},
+                             env=ansible_env()))["ansible_facts"]["xdp"]["interfaces"]["eth0"]
+    assert facts["hook"]["mechanism"] == "chained"
+    assert [(item["place"], item["name"], item["prog_id"]) for item in facts["hook"]["programs"]] == [
+        ("root", "xdpfleet_fw", root["prog_id"]), ("chained", "xt_filter", chained["prog_id"])]
+    assert facts["counted_by"]["prog_id"] == root["prog_id"] and facts["stats"]["drop"]["packets"] >= 3
 
     detached = succeeded(module(host, interface="eth0", hook="chained", state="detached"))
     assert detached["changed"] and chained_prog_id(host) is None

@@ -28,7 +28,8 @@ def textfile(host):
 
 def drop_sample(text):
     return int(next(line for line in text.splitlines()
-                    if line.startswith('xdpfleet_packets_total{interface="eth0",verdict="drop"}')).split()[-1])
+                    if line.startswith('xdpfleet_packets_total{interface="eth0",program="xdpfleet_fw",place="root",'
+                                       'verdict="drop"}')).split()[-1])
 
 
 @pytest.fixture

@@ -14,11 +14,20 @@ VERDICTS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
+ROOT = {"position": 0, "place": "root", "prog_id": 40, "name": "xdpfleet_fw", "tag": "3b185187f1855c4c",
+        "owner": "xdpfleet", "program": "xdpfleet_fw", "object_sha256": "9f" * 32}
+CHAINED = {"position": 1, "place": "chained", "prog_id": 41, "name": "xt_filter", "tag": "77aa", "owner": "xdpfleet",
+           "program": "xt_filter", "object_sha256": "ab" * 32}
+COUNTED = 'program="xdpfleet_fw",place="root"'
+
+
 def firewall(top_rules=(), rate_limits=()):
     return {"attached": True, "owner": "xdpfleet", "mode": "native", "tag": "3b185187f1855c4c",
             "object_sha256": "9f" * 32, "firewall": True, "rule_count": 2, "default_action": "pass",
             "stats": {verdict: {"packets": 10 + index, "bytes": 1000 + index} for index, verdict in enumerate(VERDICTS)},
-            "top_rules": list(top_rules), "rate_limits": list(rate_limits)}
+            "top_rules": list(top_rules), "rate_limits": list(rate_limits),
+            "hook": {"mechanism": "exclusive", "programs": [ROOT]},
+            "counted_by": {"position": 0, "place": "root", "prog_id": 40, "name": "xdpfleet_fw"}}
 
 
 NOTHING_ATTACHED = {"attached": False, "owner": None, "mode": None, "tag": None, "object_sha256": None,
@@ -55,6 +64,7 @@ def test_every_family_has_a_valid_name_a_type_and_help():
     found = families(text)
     assert found == {
         "xdpfleet_program_attached": ("gauge", found["xdpfleet_program_attached"][1]),
+        "xdpfleet_hook_program": ("gauge", found["xdpfleet_hook_program"][1]),
         "xdpfleet_rules": ("gauge", found["xdpfleet_rules"][1]),
         "xdpfleet_set_entries": ("gauge", found["xdpfleet_set_entries"][1]),
         "xdpfleet_packets_total": ("counter", found["xdpfleet_packets_total"][1]),
@@ -81,9 +91,20 @@ def test_firewall_interface_gives_program_rules_and_verdict_samples():
         'object_sha256="%s"} 1' % ("9f" * 32)]
     assert samples(text, "xdpfleet_rules") == ['xdpfleet_rules{interface="eth0",default_action="pass"} 2']
     assert samples(text, "xdpfleet_packets_total") == [
-        'xdpfleet_packets_total{interface="eth0",verdict="%s"} %d' % (verdict, 10 + VERDICTS.index(verdict))
+        'xdpfleet_packets_total{interface="eth0",%s,verdict="%s"} %d' % (COUNTED, verdict, 10 + VERDICTS.index(verdict))
         for verdict in sorted(VERDICTS)]
-    assert 'xdpfleet_bytes_total{interface="eth0",verdict="drop"} 1001' in samples(text, "xdpfleet_bytes_total")
+    assert ('xdpfleet_bytes_total{interface="eth0",%s,verdict="drop"} 1001' % COUNTED
+            in samples(text, "xdpfleet_bytes_total"))
+
+
+def test_each_program_on_the_hook_gives_a_sample_in_run_order():
+    chained = dict(firewall(), hook={"mechanism": "chained", "programs": [ROOT, CHAINED]})
+    text = _prometheus.render({"eth0": chained, "eth1": NOTHING_ATTACHED})
+    assert samples(text, "xdpfleet_hook_program") == [
+        'xdpfleet_hook_program{interface="eth0",position="0",place="root",program="xdpfleet_fw",owner="xdpfleet",'
+        'tag="3b185187f1855c4c"} 1',
+        'xdpfleet_hook_program{interface="eth0",position="1",place="chained",program="xt_filter",owner="xdpfleet",'
+        'tag="77aa"} 1']
 
 
 def test_each_address_set_gives_its_entry_count():
@@ -117,8 +138,8 @@ def test_a_shadow_set_gives_its_verdicts_and_disagreements_and_none_gives_no_sam
               "new_drops": {"packets": 70, "bytes": 4200}, "new_passes": {"packets": 3, "bytes": 180}}
     text = _prometheus.render({"eth0": dict(firewall(), shadow=shadow), "eth1": dict(firewall(), shadow=None)})
     assert samples(text, "xdpfleet_shadow_packets_total") == [
-        'xdpfleet_shadow_packets_total{interface="eth0",verdict="drop"} 120',
-        'xdpfleet_shadow_packets_total{interface="eth0",verdict="pass"} 880']
+        'xdpfleet_shadow_packets_total{interface="eth0",%s,verdict="drop"} 120' % COUNTED,
+        'xdpfleet_shadow_packets_total{interface="eth0",%s,verdict="pass"} 880' % COUNTED]
     assert samples(text, "xdpfleet_shadow_new_drop_packets_total") == [
         'xdpfleet_shadow_new_drop_packets_total{interface="eth0"} 70']
     assert samples(text, "xdpfleet_shadow_new_pass_packets_total") == [
