@@ -10,12 +10,43 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hook_chain, _ownership
+import struct
+
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link
 
+NEXT_SLOT_MAP = "xf_next"  # the firewall's next-program slot (see _hook_chain)
+BPF_MAP_TYPE_PROG_ARRAY = 3
+SLOT_KEY = struct.pack("<I", 0)
+PROG_ID = struct.Struct("<I")
 PLACE_ROOT, PLACE_CHAINED = "root", "chained"
 MECHANISM_EXCLUSIVE, MECHANISM_CHAINED = "exclusive", "chained"
 LISTED = ("prog_id", "name", "tag", "owner", "program", "object_sha256")
+
+
+def next_slot_id(root):
+    """The map id of a described root program's next-program slot, or None when it has none."""
+    for item in root["maps"]:
+        if item["name"] == NEXT_SLOT_MAP and item["type"] == BPF_MAP_TYPE_PROG_ARRAY:
+            return item["id"]
+    return None
+
+
+def chained_id(slot_fd):
+    """The id of the program in the slot, or None when it is empty."""
+    value = libbpf.map_lookup(slot_fd, SLOT_KEY, PROG_ID.size)
+    return None if value is None else PROG_ID.unpack(value)[0]
+
+
+def describe_chained(root):
+    """The program in a described root's slot, described as the root's hook describes it (the root's mode)."""
+    slot_id = next_slot_id(root)
+    if slot_id is None:
+        return dict(_ownership.NOT_ATTACHED)
+    with _ownership.opened(libbpf.map_fd_by_id(slot_id)) as slot_fd:
+        prog_id = chained_id(slot_fd)
+    return _ownership.describe_program(prog_id, root["mode"]) if prog_id else dict(_ownership.NOT_ATTACHED)
 
 
 def _listed(described, position, place):
@@ -30,7 +61,7 @@ def hook_programs(root):
         return None, []
     programs = [(PLACE_ROOT, root)]
     if root["owner"] == _ownership.OWNER_XDPFLEET:
-        chained = _hook_chain.describe_chained(root)
+        chained = describe_chained(root)
         if chained["attached"]:
             programs.append((PLACE_CHAINED, chained))
             return MECHANISM_CHAINED, programs

@@ -12,48 +12,20 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import struct
-
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state as state
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._hook import (
+    NEXT_SLOT_MAP, PROG_ID, SLOT_KEY, describe_chained, next_slot_id)
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._object_load import ProgramError
 
-NEXT_SLOT_MAP = "xf_next"
-BPF_MAP_TYPE_PROG_ARRAY = 3
-SLOT_KEY = struct.pack("<I", 0)
-PROG_ID = struct.Struct("<I")
 PIN_SUBDIRECTORY = "next"
 
 
 def default_pin_dir(interface):
     return "%s/%s" % (_hostfs.default_pin_dir(interface), PIN_SUBDIRECTORY)
-
-
-def next_slot_id(root):
-    """The map id of a described root program's next-program slot, or None when it has none."""
-    for item in root["maps"]:
-        if item["name"] == NEXT_SLOT_MAP and item["type"] == BPF_MAP_TYPE_PROG_ARRAY:
-            return item["id"]
-    return None
-
-
-def chained_id(slot_fd):
-    """The id of the program in the slot, or None when it is empty."""
-    value = libbpf.map_lookup(slot_fd, SLOT_KEY, PROG_ID.size)
-    return None if value is None else PROG_ID.unpack(value)[0]
-
-
-def describe_chained(root):
-    """The program in a described root's slot, described as the root's hook describes it (the root's mode)."""
-    slot_id = next_slot_id(root)
-    if slot_id is None:
-        return dict(_ownership.NOT_ATTACHED)
-    with _ownership.opened(libbpf.map_fd_by_id(slot_id)) as slot_fd:
-        prog_id = chained_id(slot_fd)
-    return _ownership.describe_program(prog_id, root["mode"]) if prog_id else dict(_ownership.NOT_ATTACHED)
 
 
 def _root_slot(link):
