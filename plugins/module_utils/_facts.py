@@ -246,8 +246,8 @@ def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):
     if firewall is not None:
         with firewall_maps(programs[firewall]) as maps:
             facts.update(firewall_facts(maps, interface, per_cpu, top, state_dir))
-        facts["counted_by"] = dict((key, hook["programs"][firewall][key]) for key in ("position", "place", "prog_id",
-                                                                                       "name"))
+        counted_by = hook["programs"][firewall]
+        facts["counted_by"] = dict((key, counted_by[key]) for key in ("position", "place", "prog_id", "name"))
     facts["revert"] = _fw_confirm.status(interface, state_dir)
     return facts
 

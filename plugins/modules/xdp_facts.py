@@ -100,8 +100,8 @@ ansible_facts:
               (native, skb, hw), C(owner) (xdpfleet or foreign), C(object_sha256), C(program), C(pin_dir),
               C(map_schema_version) (of the maps, as recorded at attach), C(maps) (list of C(name) and C(id))
               and C(xdp_modes) (modes the interface takes). These describe the program attached to the hook.
-            - C(hook) lists every program on the hook: C(mechanism) (V(exclusive), one program; V(chained), the
-              xdpfleet firewall and the program in its next-program slot, see
+            - C(hook) lists every program on the hook, with C(mechanism) (V(exclusive) for one program, V(chained)
+              for the xdpfleet firewall and the program in its next-program slot, see
               O(xdpfleet.xdp.xdp_program#module:hook)) and C(programs) in the order a packet meets them, each with
               C(position) (from 0), C(place) (V(root), attached to the hook, or V(chained)), C(prog_id), C(name),
               C(tag), C(owner), C(program) and C(object_sha256). Null and empty with nothing attached.

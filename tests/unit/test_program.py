@@ -75,8 +75,8 @@ def test_the_same_object_in_the_same_place_is_current():
     assert not program_state.is_current(described, "aa", "other", "auto", "/sys/fs/bpf/xdpfleet/eth0", {})
     assert not program_state.is_current(described, "aa", None, "skb", "/sys/fs/bpf/xdpfleet/eth0", {})
     assert not program_state.is_current(described, "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth1", {})
-    assert not program_state.is_current(dict(described, owner="foreign"), "aa", None, "auto", "/sys/fs/bpf/xdpfleet/eth0",
-                                   {})
+    assert not program_state.is_current(dict(described, owner="foreign"), "aa", None, "auto",
+                                        "/sys/fs/bpf/xdpfleet/eth0", {})
 
 
 def test_foreign_programs_need_force():

@@ -23,6 +23,8 @@ ICMP = {"name": "icmp", "action": "drop", "protocol": "icmp"}
 NET = {"action": "drop", "source": "198.19.0.0/16"}
 WEB = {"action": "pass", "protocol": "tcp", "port": "80-443"}
 SSH_BY_NAME = {"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}
+CHAINED = REPO / "tests" / "integration" / "data" / "xt_ports.bpf.c"
+CHAINED_PIN_DIR = "/sys/fs/bpf/xdpfleet/eth0/next"
 
 
 def _task(register, module, **args):
@@ -57,7 +59,12 @@ def _tasks(variant: Path) -> list[dict]:
                _task("gathered", "xdp_rules", interface="eth0", state="gathered"),
                _task("facts_before", "xdp_facts", interfaces=["eth0"], top_rules=10),
                ping,
-               _task("facts_after", "xdp_facts", interfaces=["eth0"], top_rules=10)])
+               _task("facts_after", "xdp_facts", interfaces=["eth0"], top_rules=10)]
+            + _twice("chained", "xdp_program", interface="eth0", hook="chained", src=str(CHAINED))
+            + [_task("chained_facts", "xdp_facts", interfaces=["eth0"]),
+               _task("chained_seen", "xdp_map", interface="eth0", pin_dir=CHAINED_PIN_DIR, map="xt_seen",
+                     state="gathered"),
+               _task("unchained", "xdp_program", interface="eth0", hook="chained", state="detached")])
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +124,17 @@ def test_facts_count_the_dropped_pings(results):
     assert hits["icmp"] - hits_before.get("icmp", 0) == PINGS
     assert after["stats"]["drop"]["packets"] - before["stats"]["drop"]["packets"] == PINGS
     assert after["prog_id"] == results["upgrade"]["prog_id"]
+
+
+def test_a_chained_program_runs_behind_the_firewall(results):
+    """hook: chained on 6.1: the tail call reaches the program in the slot, which counts the packets the firewall
+    passed (this run's SSH traffic); the firewall still counts and drops as before."""
+    first, again = results["chained_1"], results["chained_2"]
+    assert first["changed"] and not again["changed"] and again["prog_id"] == first["prog_id"]
+    facts = results["chained_facts"]["ansible_facts"]["xdp"]["interfaces"]["eth0"]
+    assert [(item["place"], item["prog_id"]) for item in facts["hook"]["programs"]] == [
+        ("root", results["upgrade"]["prog_id"]), ("chained", first["prog_id"])]
+    assert facts["counted_by"]["place"] == "root"
+    seen = sum(entry["value"] for entry in results["chained_seen"]["gathered"])
+    assert seen > 0, results["chained_seen"]
+    assert results["unchained"]["changed"] and results["unchained"]["pins_removed"]
