@@ -7,14 +7,18 @@ rule drops) on a veth in a namespace this script creates and removes, with
 LIBXDP_SKIP_DISPATCHER=1 so its own program is the one attached; it is run by id.
 Addresses: 198.18.0.0/15 only (IPv6 frames use its IPv4-mapped form).
 
-    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--limits] [--shadow] [--bcc] [--breakdown]
-                                        [--cpu N]
+    .venv/bin/python bench/dataplane.py [--repeat N] [--runs N] [--scale] [--limits] [--shadow] [--chained] [--bcc]
+                                        [--breakdown] [--cpu N]
 
 With --limits, a rate limit's cost: UDP over its per-source limit, with 10,000 sources tracked in the limit's
 LRU, against UDP dropped by a plain port rule of the same firewall.
 
 With --shadow, a shadow set's cost: the benchmark's rule set alone, and with a shadow set beside it that adds 1%
 more /32 sources (what a rollout's shadow phase runs), in two firewalls measured in turns.
+
+With --chained, the cost of hook: chained: the benchmark's rule set with its next-program slot empty, and with
+a bare XDP_PASS in the slot (which the firewall tail-calls for every packet it passes), in two firewalls measured
+in turns.
 
 With --breakdown, where the nanoseconds go: the same frames through the firewall with rule sets that switch on
 one lookup path at a time (nothing but parsing and counting; the port/protocol index; the source host table; a
@@ -41,6 +45,7 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Dot1Q, Ether  # noqa: E402
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _fw_model, _fw_slots, _hostfs, _libbpf  # noqa: E402
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._hook import PROG_ID, SLOT_KEY  # noqa: E402
 from bench.addresses import host_addresses as blocked_sources  # noqa: E402
 from tests.helpers import reference  # noqa: E402
 
@@ -267,6 +272,35 @@ def shadow(args):
     return rows
 
 
+def chained(args):
+    """ns per packet of the benchmark's rule set with its next-program slot empty and with a bare XDP_PASS in it,
+    in two firewalls loaded side by side and measured in turns."""
+    packets = [(name, [bytes(frame) for frame in frame_list], verdict)
+               for name, frame_list, verdict in frames(blocked_sources(ADDRESS_RULES))]
+    with contextlib.ExitStack() as stack:
+        bare = stack.enter_context(_libbpf.BpfObject(BARE_PASS))
+        bare.load()
+        loaded = []
+        for label, filled in (("slot empty", False), ("bare XDP_PASS chained", True)):
+            ours = stack.enter_context(_libbpf.BpfObject(FIREWALL))
+            ours.load()
+            load_ruleset(reference.map_fds(ours), firewall_rules(ADDRESS_RULES))
+            if filled:
+                _libbpf.map_update(ours.map("xf_next").fd, SLOT_KEY, PROG_ID.pack(bare.program("xdpfleet_pass").fd))
+            loaded.append((label, ours.program("xdpfleet_fw").fd))
+        rows = in_turns(loaded, packets, args)
+        bare_ns = [ns_per_packet(bare.program("xdpfleet_pass").fd, frame, None, args.repeat, args.runs)
+                   for name, frame, verdict in packets]
+    names = [name for name, frame, verdict in packets]
+    rows += [("bare XDP_PASS alone", bare_ns),
+             ("(chained - empty) / bare", ["%.2f" % ((filled - empty) / alone)
+                                           for empty, filled, alone in zip(rows[0][1], rows[1][1], bare_ns)])]
+    print("\nchained: %d /32 drop rules + %d port rules; ns per packet (median of %d runs in turns)"
+          % (ADDRESS_RULES, len(PORTS), args.runs))
+    print(table(["firewall"], names, rows))
+    return rows
+
+
 LIMITED_PORT, DROPPED_PORT, TRACKED_SOURCES = 9000, 9001, 10000
 LIMIT_RULES = ({"action": "rate_limit", "protocol": "udp", "port": LIMITED_PORT, "pps": 1, "burst": 1, "per": "source"},
                {"action": "drop", "protocol": "udp", "port": DROPPED_PORT})
@@ -357,6 +391,7 @@ def main():
     parser.add_argument("--scale", action="store_true", help="also compare 10 with 100,000 rules")
     parser.add_argument("--limits", action="store_true", help="also a rate limit's cost (see the docstring)")
     parser.add_argument("--shadow", action="store_true", help="also the cost of a shadow set (see the docstring)")
+    parser.add_argument("--chained", action="store_true", help="also the cost of hook: chained (see the docstring)")
     parser.add_argument("--bcc", action="store_true", help="also the firewall compiled by bcc (16 s to compile)")
     parser.add_argument("--json", help="write the comparison to this file")
     parser.add_argument("--breakdown", action="store_true", help="only where the nanoseconds go (see the docstring)")
@@ -374,6 +409,8 @@ def main():
         limits(args)
     if args.shadow:
         shadow(args)
+    if args.chained:
+        chained(args)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
