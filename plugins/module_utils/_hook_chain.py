@@ -39,8 +39,8 @@ def _root_slot(link):
     slot_id = next_slot_id(root)
     if slot_id is None:
         raise ProgramError("the program attached to %s (%s) has no next-program slot (a program array named %s): "
-                           "attach a firewall built with one (the firewall built by bcc has none)"
-                           % (link.interface, root["name"], NEXT_SLOT_MAP))
+                           "attach a firewall built with one (role xdpfleet.xdp.firewall: xdp_firewall_next_slot: "
+                           "true; the firewall built by bcc has none)" % (link.interface, root["name"], NEXT_SLOT_MAP))
     return root, slot_id
 
 

@@ -325,6 +325,15 @@ def test_gather_stats_without_a_report_dir_writes_nothing_into_the_collection(la
     assert sorted(str(path) for path in REPO.rglob("report.*") if ".venv" not in path.parts) == collection_before
 
 
+def test_the_next_program_slot_is_built_in_only_when_asked(deployed, tmp_path):
+    """xdp_firewall_next_slot: the default build leaves xf_next out; asked, an upgrade in place pins it."""
+    slot = "test -e /sys/fs/bpf/xdpfleet/eth0/xf_next"
+    assert all(result.rc != 0 for result in deployed.run_parallel(slot, via="nsenter").values())
+    run = playbook(deployed, "deploy_xdp.yml", tmp_path, {"xdp_rules": RULES_V1, "xdp_firewall_next_slot": True})
+    assert run.returncode == 0, output(run)[-3000:]
+    assert all(result.rc == 0 for result in deployed.run_parallel(slot, via="nsenter").values())
+
+
 def test_remove_leaves_no_rule_names_and_no_textfile_that_says_attached(deployed, tmp_path):
     stats = playbook(deployed, "gather_stats.yml", tmp_path, {"stats_report_dir": str(tmp_path / "reports")})
     assert stats.returncode == 0, output(stats)[-3000:]
