@@ -73,27 +73,17 @@ def _load_into_slot(slot_fd, bpf_object, program, request, before, sha256):
 def ensure_attached(request, check_mode):
     """Loads the object's program into the slot unless it is there already."""
     sha256 = loader.object_sha256(request)
-    interface, pin_dir, map_sizes = request["interface"], request["pin_dir"], request["map_sizes"]
+    interface = request["interface"]
     with _hostfs.host_lock(interface):
         root, slot_id = _root_slot(Link(interface))
         _check_mode(request, root)
         with _ownership.opened(libbpf.map_fd_by_id(slot_id)) as slot_fd:
             before = describe_chained(root)
             state.check_owner(before, interface, request["force"])
-            if state.is_current(before, sha256, request["program"], root["mode"], pin_dir, map_sizes):
-                return state.restore_pins(before, interface, pin_dir, map_sizes, check_mode)
-            if not request.get("object"):
-                raise ProgramError("the program chained on %s is not the one of object_sha256 %s; pass object or "
-                                   "src to load it" % (interface, sha256), object_required=True)
-            with loader.open_object(request, before) as bpf_object:
-                program = loader.select_program(bpf_object, request["program"])
-                loader.apply_map_sizes(bpf_object, map_sizes)
-                if check_mode:
-                    return state.result(True, interface, before, before, map_sizes, state.predicted(
-                        dict(before, attached=True, mode=root["mode"]), bpf_object, program.name, "auto", sha256,
-                        map_sizes))
-                _load_into_slot(slot_fd, bpf_object, program, request, before, sha256)
-            return state.result(True, interface, before, describe_chained(root), map_sizes)
+            return state.converge(
+                request, sha256, before, root["mode"], "chained on %s" % interface,
+                lambda bpf_object, program: _load_into_slot(slot_fd, bpf_object, program, request, before, sha256),
+                lambda: describe_chained(root), check_mode)
 
 
 def ensure_detached(request, check_mode):

@@ -110,26 +110,16 @@ def ensure_attached(request, check_mode):
     fails with object_required.
     """
     sha256 = loader.object_sha256(request)
-    interface, pin_dir, map_sizes = request["interface"], request["pin_dir"], request["map_sizes"]
+    interface = request["interface"]
     with _hostfs.host_lock(interface):
         link = Link(interface)
         before = _ownership.describe_link(link)
         state.check_owner(before, interface, request["force"])
-        if state.is_current(before, sha256, request["program"], request["mode"], pin_dir, map_sizes):
-            return state.restore_pins(before, interface, pin_dir, map_sizes, check_mode)
-        if not request.get("object"):
-            raise ProgramError("the program attached to %s is not the one of object_sha256 %s; pass object or "
-                               "src to load it" % (interface, sha256), object_required=True)
-        with loader.open_object(request, before) as bpf_object:
-            program = loader.select_program(bpf_object, request["program"])
-            loader.apply_map_sizes(bpf_object, map_sizes)
-            if check_mode:
-                _attach_mode(before, request["mode"])
-                return state.result(True, interface, before, before, map_sizes,
-                                    state.predicted(before, bpf_object, program.name, request["mode"], sha256,
-                                                    map_sizes))
-            _load_and_attach(link, bpf_object, program, request, before, sha256)
-        return state.result(True, interface, before, _ownership.describe_link(link), map_sizes)
+        _attach_mode(before, request["mode"])
+        return state.converge(
+            request, sha256, before, request["mode"], "attached to %s" % interface,
+            lambda bpf_object, program: _load_and_attach(link, bpf_object, program, request, before, sha256),
+            lambda: _ownership.describe_link(link), check_mode)
 
 
 def ensure_detached(request, check_mode):

@@ -95,3 +95,24 @@ def detached_result(changed, interface, before, pins):
     detached = result(changed, interface, before, dict(_ownership.NOT_ATTACHED) if changed else before, {})
     detached["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
     return detached
+
+
+def converge(request, sha256, before, mode, where, load, described_after, check_mode):
+    """What every way of taking the hook does to attach, once the caller has checked that it may replace `before`
+    (described): when that is the program asked for, only lost pins are put back; otherwise the object is opened
+    and, outside check mode, load(bpf_object, program) puts its program in place. `mode`: the mode it runs in;
+    `where`: its place in messages ("attached to eth0"); described_after(): the program in place, described."""
+    interface, pin_dir, map_sizes = request["interface"], request["pin_dir"], request["map_sizes"]
+    if is_current(before, sha256, request["program"], mode, pin_dir, map_sizes):
+        return restore_pins(before, interface, pin_dir, map_sizes, check_mode)
+    if not request.get("object"):
+        raise ProgramError("the program %s is not the one of object_sha256 %s; pass object or src to load it"
+                           % (where, sha256), object_required=True)
+    with loader.open_object(request, before) as bpf_object:
+        program = loader.select_program(bpf_object, request["program"])
+        loader.apply_map_sizes(bpf_object, map_sizes)
+        if check_mode:
+            return result(True, interface, before, before, map_sizes,
+                          predicted(before, bpf_object, program.name, mode, sha256, map_sizes))
+        load(bpf_object, program)
+    return result(True, interface, before, described_after(), map_sizes)
