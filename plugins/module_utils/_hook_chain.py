@@ -88,21 +88,16 @@ def ensure_attached(request, check_mode):
 
 def ensure_detached(request, check_mode):
     """Empties the slot and removes the chained program's pins. Without a root nothing is chained: only pins."""
-    interface = request["interface"]
-    with _hostfs.host_lock(interface):
-        root = _ownership.describe_link(Link(interface))
+    with _hostfs.host_lock(request["interface"]):
+        root = _ownership.describe_link(Link(request["interface"]))
         before = describe_chained(root) if root["owner"] == _ownership.OWNER_XDPFLEET else dict(
             _ownership.NOT_ATTACHED)
-        if before["attached"]:
-            state.check_owner(before, interface, request["force"])
-        pins = state.pins_to_remove(before, request["pin_dir"])
-        changed = before["attached"] or bool(pins)
-        if changed and not check_mode:
-            if before["attached"]:
-                with _ownership.opened(libbpf.map_fd_by_id(next_slot_id(root))) as slot_fd:
-                    libbpf.map_delete(slot_fd, SLOT_KEY)
-            state.remove_pins(pins)
-        return state.detached_result(changed, interface, before, pins)
+        return state.detach(request, before, lambda: _empty_slot(root), check_mode)
+
+
+def _empty_slot(root):
+    with _ownership.opened(libbpf.map_fd_by_id(next_slot_id(root))) as slot_fd:
+        libbpf.map_delete(slot_fd, SLOT_KEY)
 
 
 def ensure(request, check_mode):

@@ -123,20 +123,15 @@ def ensure_attached(request, check_mode):
 
 
 def ensure_detached(request, check_mode):
-    interface = request["interface"]
-    with _hostfs.host_lock(interface):
-        link = Link(interface)
+    with _hostfs.host_lock(request["interface"]):
+        link = Link(request["interface"])
         before = _ownership.describe_link(link)
-        if before["attached"]:
-            state.check_owner(before, interface, request["force"])
-        pins = state.pins_to_remove(before, request["pin_dir"])
-        changed = before["attached"] or bool(pins)
-        if changed and not check_mode:
-            if before["attached"]:
-                with _ownership.opened(libbpf.prog_fd_by_id(before["prog_id"])) as old_fd:
-                    link.detach(before["mode"], old_fd)
-            state.remove_pins(pins)
-        return state.detached_result(changed, interface, before, pins)
+        return state.detach(request, before, lambda: _detach(link, before), check_mode)
+
+
+def _detach(link, described):
+    with _ownership.opened(libbpf.prog_fd_by_id(described["prog_id"])) as old_fd:
+        link.detach(described["mode"], old_fd)
 
 
 def run(params, check_mode):

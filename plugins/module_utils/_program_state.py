@@ -82,16 +82,21 @@ def pins_to_remove(described, pin_dir):
     return sorted(pins)
 
 
-def remove_pins(pins):
-    """Removes the (directory, name) pins, then their directories that hold nothing any more."""
-    for directory, name in pins:
-        _hostfs.unpin(directory, name)
-    for directory in set(directory for directory, _name in pins):
-        _hostfs.remove_pin_dir_if_empty(directory)
-
-
-def detached_result(changed, interface, before, pins):
-    """The result of state: detached, which removed before's program (when changed) and the pins."""
+def detach(request, before, take_out, check_mode):
+    """What every way of taking the hook does to detach: take_out() removes `before` (described, when attached)
+    from its place, then every pin xdpfleet made for it goes."""
+    interface = request["interface"]
+    if before["attached"]:
+        check_owner(before, interface, request["force"])
+    pins = pins_to_remove(before, request["pin_dir"])
+    changed = before["attached"] or bool(pins)
+    if changed and not check_mode:
+        if before["attached"]:
+            take_out()
+        for directory, name in pins:
+            _hostfs.unpin(directory, name)
+        for directory in set(directory for directory, _name in pins):
+            _hostfs.remove_pin_dir_if_empty(directory)
     detached = result(changed, interface, before, dict(_ownership.NOT_ATTACHED) if changed else before, {})
     detached["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
     return detached
