@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _fw_shadow, _layout, _libbpf, _object_load
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _bcc, _fw_shadow, _hook, _layout, _libbpf
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load
 from tests.integration import test_xdp_facts as clang_suite
 from tests.integration.test_xdp_facts import RULES, SETS, ansible, succeeded
 
@@ -40,7 +41,10 @@ def firewall_host(fleet):  # replaces the clang-loaded host of test_xdp_facts
     return host
 
 
-def test_bcc_maps_have_the_names_and_layouts_of_the_clang_object_but_the_shadow_maps(firewall_host):
+NOT_IN_BCC = _fw_shadow.SHADOW_MAPS + (_hook.NEXT_SLOT_MAP,)  # see _bcc.NOT_FOR_BCC
+
+
+def test_bcc_maps_have_the_names_and_layouts_of_the_clang_object_but_the_shadow_maps_and_the_slot(firewall_host):
     described = succeeded(ansible(firewall_host.name, "xdpfleet.xdp.xdp_program",
                                   {"interface": "eth0", "src": str(SOURCE), "compiler": "bcc"}))
     assert described["changed"] is False
@@ -48,10 +52,8 @@ def test_bcc_maps_have_the_names_and_layouts_of_the_clang_object_but_the_shadow_
         declared = dict((m.name, m.definition()) for m in clang_object.maps if not m.is_internal)
     loaded = dict((m["name"], dict((k, m[k]) for k in ("type", "key_size", "value_size", "max_entries", "map_flags")))
                   for m in described["maps"])
-    # the bcc build leaves shadow sets out (see _bcc.NOT_FOR_BCC)
-    assert set(_fw_shadow.SHADOW_MAPS) <= set(declared)
-    assert loaded == dict((name, definition) for name, definition in declared.items()
-                          if name not in _fw_shadow.SHADOW_MAPS)
+    assert set(NOT_IN_BCC) <= set(declared)
+    assert loaded == dict((name, definition) for name, definition in declared.items() if name not in NOT_IN_BCC)
 
 
 def test_a_shadow_set_on_the_bcc_build_is_refused_by_name(firewall_host):
@@ -61,12 +63,12 @@ def test_a_shadow_set_on_the_bcc_build_is_refused_by_name(firewall_host):
     assert "compiler: clang" in refused["msg"]
 
 
-def test_translation_covers_every_map_but_the_shadow_maps_and_leaves_no_btf_definition():
+def test_translation_covers_every_map_but_the_shadow_maps_and_the_slot_and_leaves_no_btf_definition():
     text, maps, programs = _bcc.translate(_bcc.bundle(str(SOURCE)))
     with _libbpf.BpfObject(str(CLANG_OBJECT)) as clang_object:
         assert sorted(maps) == sorted(m.name for m in clang_object.maps
-                                      if not m.is_internal and m.name not in _fw_shadow.SHADOW_MAPS)
-    assert "shadow(" not in text
+                                      if not m.is_internal and m.name not in NOT_IN_BCC)
+    assert "shadow(" not in text and "tail_call" not in text
     assert programs == ["xdpfleet_fw"]
     assert 'SEC(".maps")' not in text and "__uint(" not in text and "bpf_map_lookup_elem(&" not in text
 
