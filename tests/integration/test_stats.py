@@ -71,7 +71,8 @@ def test_prometheus_textfile_passes_promtool_and_matches_the_facts(report, fleet
     text = fleet.hosts[0].run("cat %s" % PROM_PATH).out
     assert ('xdpfleet_packets_total{interface="eth0",program="xdpfleet_fw",place="root",verdict="drop"} %d\n'
             % drops in text)
-    assert 'name="no-ping-from-client"' in text
+    assert 'rule="no-ping-from-client"' in text
+    assert [line for line in text.splitlines() if "position=" in line and "xdpfleet_hook_program" not in line] == []
 
 
 def test_html_report_shows_the_chart_in_headless_chromium(report):
