@@ -1,6 +1,7 @@
 """Fleet scale: deploy_xdp.yml, update_rules.yml (one batch, then batches of 20%) and gather_stats.yml wall times with
 forks 20 on a lab of 5, 10 and 20 hosts (prefix fs, 198.18.130.0/24), the cost per host, and what the controller
-spends: CPU seconds and peak memory of ansible-playbook and everything it starts (workers, ssh clients).
+spends: CPU seconds and peak memory of ansible-playbook, everything it starts (workers, ssh clients) and its ssh
+masters.
 
     .venv/bin/python bench/fleet_scale.py [--sizes 5 10 20] [--rules 50] [--prefix fs --subnet 130] [--keep]
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / ".collections")]
 
 from bench.addresses import host_prefixes  # noqa: E402
-from tests.helpers.hosts import playbook  # noqa: E402
+from tests.helpers.hosts import ansible_env, playbook  # noqa: E402
 from tests.lab import Lab, Layout  # noqa: E402
 from tests.lab.layout import REPO  # noqa: E402
 
@@ -50,6 +51,13 @@ def children_of(pids):
     return found
 
 
+def cmdline(pid):
+    try:
+        return Path("/proc/%d/cmdline" % pid).read_bytes()
+    except OSError:
+        return b""
+
+
 def pss_kb(pid):
     try:
         rollup = Path("/proc/%d/smaps_rollup" % pid).read_text()
@@ -58,46 +66,64 @@ def pss_kb(pid):
     return next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0)
 
 
-class ControllerMemory(threading.Thread):
-    """Peak PSS (shared pages split between their users, so forked workers are not counted twice) of the
-    ansible-playbook processes this bench starts and all their descendants, sampled every 0.2 s. The lab's
-    sshd and what runs on the hosts are not below ansible-playbook."""
+def cpu_ticks(pid):
+    try:
+        fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
-    def __init__(self):
+
+class Controller(threading.Thread):
+    """What the controller spends on one playbook run, sampled every 0.2 s: ansible-playbook and its descendants
+    (workers, ssh clients), plus the ssh ControlPersist masters of this bench's control path, which leave that
+    tree when they daemonize and carry the connections' encryption. Peak memory is PSS (shared pages split between
+    their users, so forked workers are not counted twice). The lab's sshd and the hosts' work are not in it."""
+
+    def __init__(self, control_dir):
         super().__init__(daemon=True)
+        self.control_dir = control_dir.encode()
         self.peak_kb = 0
+        self.masters_at_start = self.master_ticks()
+        self.masters_now = dict(self.masters_at_start)
         self.done = threading.Event()
+
+    def master_ticks(self):
+        ticks = ((pid, cpu_ticks(pid)) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                 if self.control_dir in cmdline(pid))
+        return {pid: value for pid, value in ticks if value is not None}
 
     def run(self):
         while not self.done.wait(0.2):
-            roots = {pid for pid in children_of({os.getpid()}) if b"ansible-playbook" in self.cmdline(pid)}
-            total = sum(pss_kb(pid) for pid in roots | children_of(roots))
-            self.peak_kb = max(self.peak_kb, total)
+            roots = {pid for pid in children_of({os.getpid()}) if b"ansible-playbook" in cmdline(pid)}
+            self.masters_now.update(self.master_ticks())
+            processes = roots | children_of(roots) | set(self.masters_now)
+            self.peak_kb = max(self.peak_kb, sum(pss_kb(pid) for pid in processes))
 
-    @staticmethod
-    def cmdline(pid):
-        try:
-            return Path("/proc/%d/cmdline" % pid).read_bytes()
-        except OSError:
-            return b""
+    def masters_cpu(self):
+        ticks = sum(value - self.masters_at_start.get(pid, 0) for pid, value in self.masters_now.items())
+        return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def timed(lab, name, directory, variables):
-    """Wall time, controller CPU seconds (user + system of the finished playbook's process tree: ansible-playbook
-    waits for its workers and they for their ssh clients) and the controller's peak memory in MB."""
+    """Wall time, controller CPU seconds (user + system of the finished playbook's process tree, as ansible-playbook
+    waits for its workers and they for their ssh clients, and of the ssh masters) and peak memory in MB."""
+    control_dir = str(directory / "cp")
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    memory = ControllerMemory()
-    memory.start()
+    controller = Controller(control_dir)
+    controller.start()
     started = time.monotonic()
-    run = playbook(lab, name, directory, variables, "-f", FORKS, timeout=3600)
+    run = playbook(lab, name, directory, variables, "-f", FORKS, timeout=3600,
+                   env=ansible_env(ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir))
     elapsed = time.monotonic() - started
-    memory.done.set()
-    memory.join()
+    controller.done.set()
+    controller.join()
+    controller.masters_now.update(controller.master_ticks())
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
         raise SystemExit("%s failed on %d hosts:\n%s" % (name, len(lab.hosts), run.stdout[-3000:]))
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return elapsed, cpu, memory.peak_kb / 1024
+    return elapsed, cpu + controller.masters_cpu(), controller.peak_kb / 1024
 
 
 def measure(size, rules, directory, layout):
