@@ -23,7 +23,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     KernelRuleset, PerCpuRecords, action_stats, shadow_slot)
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import ACTION_NAMES, rule_line
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import ACTION_CODES, ACTION_NAMES, rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_shadow import SHADOW_MAPS, shadow_counts
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
@@ -145,6 +145,19 @@ def rule_counters(kernel, index, hits, limit):
     return {"rules": rules, "others": others}
 
 
+DROPPING = (ACTION_CODES["drop"], ACTION_CODES["rate_limit"])
+
+
+def drops_by_origin(kernel, hits, stats):
+    """(rule_drops, default_action_drops): the packets the rules dropped (drop rules' hits and rate limits' limited
+    packets) and the rest of the drop verdict, which the default action gave. The counters are read one after the
+    other while packets flow, so the rest is clamped at 0."""
+    packets, actions = hits.packets(), kernel.raw[RULE.offset["action"]::RULE.size]
+    rule_drops = sum(packets[counter] for position, counter in zip(kernel.positions, kernel.counters())
+                     if actions[position] in DROPPING)
+    return rule_drops, max(stats["drop"]["packets"] - rule_drops, 0)
+
+
 def _positions_where(kernel, field, test):
     """The rule numbers whose packed byte at this field's offset passes test."""
     column = kernel.raw[RULE.offset[field]::RULE.size]
@@ -210,13 +223,17 @@ def firewall_facts(maps, interface, per_cpu, top, state_dir, series=None):
     kernel = KernelRuleset(maps)
     index = read_index(interface, kernel.digest, state_dir)
     hits = hit_records(kernel)
+    stats = action_stats(maps["xf_stats"], per_cpu)
+    rule_drops, default_action_drops = drops_by_origin(kernel, hits, stats)
     facts = {
         "firewall": True,
         "rule_count": len(kernel),
         "default_action": kernel.default_action,
         "sample_rate": kernel.sampling,
         "active_slot": kernel.active,
-        "stats": action_stats(maps["xf_stats"], per_cpu),
+        "stats": stats,
+        "rule_drops": rule_drops,
+        "default_action_drops": default_action_drops,
         "top_rules": top_rules(kernel, index, top, hits),
         "rate_limits": rate_limits(kernel, index, maps, hits),
         "expiring_rules": expiring_rules(kernel, index),
@@ -245,8 +262,8 @@ def shadow_facts(maps, interface, top, state_dir):
 
 
 EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None, "sample_rate": None,
-                  "active_slot": None, "stats": {}, "top_rules": [], "rate_limits": [], "expiring_rules": [],
-                  "sets": {}, "shadow": None, "counted_by": None}
+                  "active_slot": None, "stats": {}, "rule_drops": None, "default_action_drops": None, "top_rules": [],
+                  "rate_limits": [], "expiring_rules": [], "sets": {}, "shadow": None, "counted_by": None}
 
 
 def firewall_position(programs):
