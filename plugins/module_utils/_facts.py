@@ -23,7 +23,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     KernelRuleset, PerCpuRecords, action_stats, shadow_slot)
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import rule_line
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_model import ACTION_CODES, ACTION_NAMES, rule_line
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_sets import tag_names
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_shadow import SHADOW_MAPS, shadow_counts
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_store import (
@@ -122,6 +122,42 @@ def top_rules(kernel, index, top, hits):
     return result
 
 
+def rule_counters(kernel, index, hits, limit):
+    """The hit counters of every rule, for the textfile's series: {"rules": [{name, rule, action, packets, bytes}] of
+    the first `limit` rules in rule-set order, "others": {action: {rules, packets, bytes}} summed over the rules
+    after them (read from their action byte and counters only, so a large set costs little)."""
+    set_names, counters = tag_names(index.sets), kernel.counters()
+    rules = []
+    for number in range(min(limit, len(counters))):
+        rule, counter, summary = _rule_summary(kernel, index, number, set_names)
+        packets, bytes_ = hits.summed(counter)
+        rules.append({"name": summary["name"], "rule": summary["rule"], "action": rule.action, "packets": packets,
+                      "bytes": bytes_})
+    actions = kernel.raw[RULE.offset["action"]::RULE.size]
+    others = {}
+    for number in range(limit, len(counters)):
+        figures = others.setdefault(ACTION_NAMES[actions[kernel.positions[number]]],
+                                    {"rules": 0, "packets": 0, "bytes": 0})
+        packets, bytes_ = hits.summed(counters[number])
+        figures["rules"] += 1
+        figures["packets"] += packets
+        figures["bytes"] += bytes_
+    return {"rules": rules, "others": others}
+
+
+DROPPING = (ACTION_CODES["drop"], ACTION_CODES["rate_limit"])
+
+
+def drops_by_origin(kernel, hits, stats):
+    """(rule_drops, default_action_drops): the packets the rules dropped (drop rules' hits and rate limits' limited
+    packets) and the rest of the drop verdict, which the default action gave. The counters are read one after the
+    other while packets flow, so the rest is clamped at 0."""
+    packets, actions = hits.packets(), kernel.raw[RULE.offset["action"]::RULE.size]
+    rule_drops = sum(packets[counter] for position, counter in zip(kernel.positions, kernel.counters())
+                     if actions[position] in DROPPING)
+    return rule_drops, max(stats["drop"]["packets"] - rule_drops, 0)
+
+
 def _positions_where(kernel, field, test):
     """The rule numbers whose packed byte at this field's offset passes test."""
     column = kernel.raw[RULE.offset[field]::RULE.size]
@@ -183,23 +219,30 @@ def firewall_maps(described):
             os.close(fd)
 
 
-def firewall_facts(maps, interface, per_cpu, top, state_dir):
+def firewall_facts(maps, interface, per_cpu, top, state_dir, series=None):
     kernel = KernelRuleset(maps)
     index = read_index(interface, kernel.digest, state_dir)
     hits = hit_records(kernel)
-    return {
+    stats = action_stats(maps["xf_stats"], per_cpu)
+    rule_drops, default_action_drops = drops_by_origin(kernel, hits, stats)
+    facts = {
         "firewall": True,
         "rule_count": len(kernel),
         "default_action": kernel.default_action,
         "sample_rate": kernel.sampling,
         "active_slot": kernel.active,
-        "stats": action_stats(maps["xf_stats"], per_cpu),
+        "stats": stats,
+        "rule_drops": rule_drops,
+        "default_action_drops": default_action_drops,
         "top_rules": top_rules(kernel, index, top, hits),
         "rate_limits": rate_limits(kernel, index, maps, hits),
         "expiring_rules": expiring_rules(kernel, index),
         "sets": index.sets,
         "shadow": shadow_facts(maps, interface, top, state_dir),
     }
+    if series is not None:
+        facts["rule_counters"] = rule_counters(kernel, index, hits, series)
+    return facts
 
 
 def shadow_facts(maps, interface, top, state_dir):
@@ -219,8 +262,8 @@ def shadow_facts(maps, interface, top, state_dir):
 
 
 EMPTY_FIREWALL = {"firewall": False, "rule_count": None, "default_action": None, "sample_rate": None,
-                  "active_slot": None, "stats": {}, "top_rules": [], "rate_limits": [], "expiring_rules": [],
-                  "sets": {}, "shadow": None, "counted_by": None}
+                  "active_slot": None, "stats": {}, "rule_drops": None, "default_action_drops": None, "top_rules": [],
+                  "rate_limits": [], "expiring_rules": [], "sets": {}, "shadow": None, "counted_by": None}
 
 
 def firewall_position(programs):
@@ -232,9 +275,10 @@ def firewall_position(programs):
     return None
 
 
-def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):
+def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR, series=None):
     """The facts of the program attached to the interface, of every program on its hook, and of the xdpfleet
-    firewall among them (the first in run order; its counters are the firewall's figures)."""
+    firewall among them (the first in run order; its counters are the firewall's figures); with `series`,
+    its rule_counters for that many rules too."""
     hook, programs = _hook.describe(interface)
     described = programs[0] if programs else dict(_ownership.NOT_ATTACHED)
     facts = dict((key, described[key]) for key in ("attached", "prog_id", "name", "tag", "mode", "owner",
@@ -245,7 +289,7 @@ def interface_facts(interface, per_cpu=False, top=10, state_dir=STATE_DIR):
     firewall = firewall_position(programs)
     if firewall is not None:
         with firewall_maps(programs[firewall]) as maps:
-            facts.update(firewall_facts(maps, interface, per_cpu, top, state_dir))
+            facts.update(firewall_facts(maps, interface, per_cpu, top, state_dir, series))
         counted_by = hook["programs"][firewall]
         facts["counted_by"] = dict((key, counted_by[key]) for key in ("position", "place", "prog_id", "name"))
     facts["revert"] = _fw_confirm.status(interface, state_dir)
@@ -259,17 +303,20 @@ def interface_names():
         return []
 
 
-def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=STATE_DIR):
-    """ansible_facts.xdp: {capabilities, interfaces: {name: facts}}."""
+def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=STATE_DIR, series=None):
+    """ansible_facts.xdp: {capabilities, interfaces: {name: facts}}; with `series`, each firewall's rule_counters
+    (see rule_counters) for that many rules."""
     if top < 0:
         raise FactsError("top_rules must be 0 or more, not %d" % top)
+    if series is not None and series < 0:
+        raise FactsError("textfile_rules must be 0 or more, not %d" % series)
     libbpf.library()
     indexes = dict((name, _link.ifindex(name)) for name in
                    interfaces or [name for name in interface_names() if name != "lo"])
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the query's imports run while this thread waits for the kernel to copy out the maps
         query = pool.submit(_link.xdp_features, list(indexes.values())) if modes else None
-        interfaces = dict((name, interface_facts(name, per_cpu, top, state_dir)) for name in indexes)
+        interfaces = dict((name, interface_facts(name, per_cpu, top, state_dir, series)) for name in indexes)
         result = {"capabilities": capabilities(interfaces.values()), "interfaces": interfaces}
     features = query.result() if query else None
     for name, index in indexes.items():

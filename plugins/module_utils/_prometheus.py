@@ -70,12 +70,26 @@ def verdict_samples(field, rule_set=lambda interface: interface):
     return samples
 
 
+OTHER_RULES = "(others)"  # the rule label of the rules after the textfile_rules cap, summed by action
+
+
+def rule_identity(rule):
+    """A rule's label: its name, or its text when unnamed; never its position, which moves when rules do."""
+    return rule["name"] or rule["rule"]
+
+
 def rule_hit_samples(field):
+    """Samples of every rule's hit counters (rule_counters: the first textfile_rules rules, each by its identity,
+    unnamed rules of the same text and action summed; the rest summed by action)."""
     def samples(metric, name, interface):
-        for rule in interface["top_rules"]:
-            labels = [("interface", name), ("position", rule["position"]), ("name", rule["name"]),
-                      ("rule", rule["rule"]), ("action", rule["action"])]
-            yield sample(metric, labels, rule[field])
+        counters = interface.get("rule_counters") or {"rules": [], "others": {}}
+        summed = {}
+        for rule in counters["rules"]:
+            key = (rule_identity(rule), rule["action"])
+            summed[key] = summed.get(key, 0) + rule[field]
+        summed.update(((OTHER_RULES, action), others[field]) for action, others in counters["others"].items())
+        for (identity, action), value in sorted(summed.items()):
+            yield sample(metric, [("interface", name), ("rule", identity), ("action", action)], value)
     return samples
 
 
@@ -90,9 +104,7 @@ def rate_limit_samples(*path):
     """Samples of a figure of each rate-limit rule: rule[path[0]][path[1]]..."""
     def samples(metric, name, interface):
         for rule in interface.get("rate_limits", []):
-            labels = [("interface", name), ("position", rule["position"]), ("name", rule["name"]),
-                      ("rule", rule["rule"])]
-            yield sample(metric, labels, _at(rule, path))
+            yield sample(metric, [("interface", name), ("rule", rule_identity(rule))], _at(rule, path))
     return samples
 
 
@@ -124,10 +136,11 @@ FAMILIES = (
      "Bytes of the packets the xdpfleet firewall gave each verdict.",
      verdict_samples("bytes"), True),
     ("xdpfleet_rule_hit_packets_total", "counter",
-     "Packets matched by each of the most hit rules.",
+     "Packets matched by each rule, known by its name (unnamed: its text); rules after xdp_stats' textfile_rules "
+     "are summed by action as rule=\"(others)\".",
      rule_hit_samples("packets"), True),
     ("xdpfleet_rule_hit_bytes_total", "counter",
-     "Bytes of the packets matched by each of the most hit rules.",
+     "Bytes of the packets matched by each rule, as xdpfleet_rule_hit_packets_total.",
      rule_hit_samples("bytes"), True),
     ("xdpfleet_rate_limit_passed_packets_total", "counter",
      "Packets each rate-limit rule let on to the rules after it.",

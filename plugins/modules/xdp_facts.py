@@ -109,8 +109,10 @@ ansible_facts:
               (C(position), C(place), C(prog_id), C(name)); null without the firewall.
             - For the xdpfleet firewall (C(firewall=true)) also C(rule_count), C(default_action),
               C(sample_rate), C(active_slot), C(stats) (per reason C(aborted), C(drop), C(pass), C(tx),
-              C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request) and
-              C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes)),
+              C(redirect), C(malformed) the C(packets) and C(bytes), and C(per_cpu) on request),
+              C(rule_drops) and C(default_action_drops) (the packets of the C(drop) verdict that rules dropped, by a
+              drop rule or over a rate limit, and that the default action dropped; malformed packets are apart, in
+              C(stats)), C(top_rules) (C(position) from 1, C(name), C(rule), C(action), C(counter), C(packets), C(bytes)),
               C(rate_limits) (for each rate-limit rule C(position), C(name), C(rule), C(passed) and C(limited), each
               with C(packets) and C(bytes), and C(sources), the sources or prefixes it keeps a bucket for),
               C(expiring_rules) (for each rule with a deadline C(position), C(name), C(rule), C(expires_at) and
@@ -147,6 +149,8 @@ ansible_facts:
               sample_rate: 0
               active_slot: 1
               stats: {"drop": {"packets": 50, "bytes": 4900}, "pass": {"packets": 12, "bytes": 1140}}
+              rule_drops: 50
+              default_action_drops: 0
               top_rules: [{"position": 1, "name": "no-ping", "rule": "drop icmp from 198.18.0.2/32 to any",
                            "action": "drop", "counter": 0, "packets": 50, "bytes": 4900}]
               rate_limits: [{"position": 2, "name": "syn-flood", "sources": 31,

@@ -23,8 +23,12 @@ description:
     C(mode), C(tag), C(object_sha256)) for every interface, and for the xdpfleet firewall
     C(xdpfleet_rules) (gauge, label C(default_action)), C(xdpfleet_packets_total) and
     C(xdpfleet_bytes_total) (counters, label C(verdict)), C(xdpfleet_rule_hit_packets_total) and
-    C(xdpfleet_rule_hit_bytes_total) (counters of the O(top_rules) most hit rules, labels C(position),
-    C(name), C(rule), C(action)).
+    C(xdpfleet_rule_hit_bytes_total) (counters of every rule up to O(textfile_rules), labels C(rule) and
+    C(action)).
+  - A rule's C(rule) label is its name, or its text when it has none, never its position, so its series stays
+    the same when rules are added, removed or moved around it; unnamed rules of the same text are one series.
+    The rules after the first O(textfile_rules) (in rule-set order) are summed into one series per action,
+    with the C(rule) label "(others)". The rate-limit metrics carry the same C(rule) label.
 author:
   - xdpfleet developers (@xdpfleet)
 extends_documentation_fragment:
@@ -51,6 +55,14 @@ options:
         most hit packets first.
     type: int
     default: 10
+  textfile_rules:
+    description:
+      - How many rules, in rule-set order, have hit counter series of their own in the textfile; the hits of
+        the rules after them are summed by action into series with the C(rule) label "(others)".
+      - Every rule is exported up to this cap, hit or not, so no series appears or vanishes as hit counts
+        change. Each rule costs two series per interface in Prometheus.
+    type: int
+    default: 1000
   textfile:
     description:
       - Absolute path of the Prometheus textfile to write, ending in C(.prom) (the textfile collector
@@ -127,6 +139,7 @@ def main():
         argument_spec=dict(
             interfaces=dict(type="list", elements="str"),
             top_rules=dict(type="int", default=10),
+            textfile_rules=dict(type="int", default=1000),
             textfile=dict(type="path"),
             mode=dict(type="raw", default="0644"),
         ),
@@ -137,9 +150,12 @@ def main():
         mode = _prometheus.file_mode(module.params["mode"])
         if path:
             _prometheus.check_path(path)
-        facts = _facts.gather(module.params["interfaces"], top=module.params["top_rules"], modes=False)
+        facts = _facts.gather(module.params["interfaces"], top=module.params["top_rules"], modes=False,
+                              series=module.params["textfile_rules"] if path else None)
         if path:
             changed, diff = write_textfile(path, mode, facts, module.check_mode)
+        for interface in facts["interfaces"].values():
+            interface.pop("rule_counters", None)  # the textfile's, too many to return as facts
     except XdpfleetError as error:
         module.fail_json(msg=str(error))
     result = dict(changed=changed, ansible_facts={"xdp": facts}, stats=facts, textfile=path)

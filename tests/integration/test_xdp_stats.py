@@ -59,7 +59,8 @@ def test_firewall_counters_reach_the_textfile_and_check_mode_writes_nothing(flee
     text = textfile(firewall_host)
     drops = written["stats"]["interfaces"]["eth0"]["stats"]["drop"]["packets"]
     assert written["changed"] is True and drop_sample(text) == drops
-    assert 'name="no-ping-from-client"' in text
+    assert 'rule="no-ping-from-client",action="drop"' in text
+    assert "rule_counters" not in written["stats"]["interfaces"]["eth0"]  # the textfile's, not returned
     checked = firewall_host.run("promtool check metrics < %s" % TEXTFILE)
     assert checked.rc == 0, checked.out + checked.err
 
@@ -80,6 +81,7 @@ def test_without_textfile_it_only_gathers(fleet, no_textfile):
     ({"mode": "rw-r--r--"}, "mode must be an octal number"),
     ({"textfile": "xdpfleet.prom"}, "textfile must be an absolute path"),
     ({"top_rules": -1}, "top_rules must be 0 or more"),
+    ({"textfile_rules": -1}, "textfile_rules must be 0 or more"),
     ({"interfaces": ["no-such-if0"]}, "no-such-if0"),
 ])
 def test_bad_input_fails_naming_the_field(fleet, no_textfile, args, message):

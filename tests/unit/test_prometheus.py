@@ -113,19 +113,39 @@ def test_each_address_set_gives_its_entry_count():
                                                      'xdpfleet_set_entries{interface="eth0",set="blocklist"} 100000']
 
 
-def test_each_top_rule_gives_a_packets_and_a_bytes_sample_with_escaped_labels():
+def counters(*rules, others=None):
+    return {"rules": [dict((key, rule[key]) for key in ("name", "rule", "action", "packets", "bytes"))
+                      for rule in rules], "others": others or {}}
+
+
+def test_each_rule_gives_a_packets_and_a_bytes_sample_by_name_or_text_with_escaped_labels():
     quoted = dict(NO_PING, name='say "hi"\\now')
-    text = _prometheus.render({"eth0": firewall([quoted, UNNAMED])})
-    labels = 'interface="eth0",position="%d",name="%s",rule="%s",action="drop"'
+    text = _prometheus.render({"eth0": dict(firewall(), rule_counters=counters(quoted, UNNAMED))})
+    labels = 'interface="eth0",rule="%s",action="drop"'
     assert samples(text, "xdpfleet_rule_hit_packets_total") == [
-        "xdpfleet_rule_hit_packets_total{%s} 50" % (labels % (1, 'say \\"hi\\"\\\\now', NO_PING["rule"])),
-        "xdpfleet_rule_hit_packets_total{%s} 0" % (labels % (2, "", UNNAMED["rule"]))]
-    assert samples(text, "xdpfleet_rule_hit_bytes_total")[0].endswith("} 4900")
+        "xdpfleet_rule_hit_packets_total{%s} 0" % (labels % UNNAMED["rule"]),
+        "xdpfleet_rule_hit_packets_total{%s} 50" % (labels % 'say \\"hi\\"\\\\now')]
+    assert samples(text, "xdpfleet_rule_hit_bytes_total")[1].endswith("} 4900")
+
+
+def test_rule_series_do_not_change_when_rules_move_and_the_rest_are_summed_by_action():
+    """Reordered rules give the same text; unnamed rules of one text are one series; past the cap, one per action."""
+    twin = dict(UNNAMED, position=3, packets=5, bytes=300)
+    before = _prometheus.render({"eth0": dict(firewall(), rule_counters=counters(
+        NO_PING, UNNAMED, twin, others={"pass": {"rules": 7, "packets": 4, "bytes": 400}}))})
+    after = _prometheus.render({"eth0": dict(firewall(), rule_counters=counters(
+        twin, NO_PING, dict(UNNAMED, position=9), others={"pass": {"rules": 7, "packets": 4, "bytes": 400}}))})
+    assert before == after
+    assert samples(after, "xdpfleet_rule_hit_packets_total") == [
+        'xdpfleet_rule_hit_packets_total{interface="eth0",rule="(others)",action="pass"} 4',
+        'xdpfleet_rule_hit_packets_total{interface="eth0",rule="%s",action="drop"} 5' % UNNAMED["rule"],
+        'xdpfleet_rule_hit_packets_total{interface="eth0",rule="no-ping",action="drop"} 50']
+    assert "position" not in "".join(samples(after, "xdpfleet_rule_hit") + samples(after, "xdpfleet_rate_limit"))
 
 
 def test_each_rate_limit_gives_passed_limited_and_tracked_sources():
     text = _prometheus.render({"eth0": firewall(rate_limits=[SYN_FLOOD])})
-    labels = 'interface="eth0",position="3",name="syn-flood",rule="%s"' % SYN_FLOOD["rule"]
+    labels = 'interface="eth0",rule="syn-flood"'
     assert samples(text, "xdpfleet_rate_limit_passed_packets_total") == [
         "xdpfleet_rate_limit_passed_packets_total{%s} 1500" % labels]
     assert samples(text, "xdpfleet_rate_limit_limited_packets_total") == [
