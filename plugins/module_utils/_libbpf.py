@@ -33,6 +33,7 @@ KERNEL_MESSAGE = "libbpf: Kernel error message: "  # how libbpf passes on a netl
 
 LIBBPF_INFO = 1
 BPF_PROG_TYPE_XDP = 6
+BPF_PROG_TYPE_EXT = 28
 BTF_KIND_DATASEC = 15
 READ_ONLY_SECTION = ".rodata"  # where clang places `const volatile` globals, and libbpf's map of them
 BPF_NOEXIST = 1
@@ -222,6 +223,10 @@ _SIGNATURES = {
     "bpf_program__type": (c_int, [c_ptr]),
     "bpf_program__set_autoload": (c_int, [c_ptr, ctypes.c_bool]),
     "bpf_program__set_ifindex": (None, [c_ptr, c_u32]),
+    "bpf_program__set_type": (c_int, [c_ptr, c_int]),
+    "bpf_program__set_expected_attach_type": (c_int, [c_ptr, c_int]),
+    "bpf_program__set_attach_target": (c_int, [c_ptr, c_int, c_str]),
+    "bpf_raw_tracepoint_open": (c_int, [c_str, c_int]),
     "bpf_map__name": (c_str, [c_ptr]),
     "bpf_map__fd": (c_int, [c_ptr]),
     "bpf_map__type": (c_int, [c_ptr]),
@@ -379,6 +384,11 @@ def xdp_attach(ifindex, prog_fd, flags, old_prog_fd=0):
     del _messages[:]
     _check(library().bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)),
            "cannot set the XDP program of ifindex %d" % ifindex)
+
+
+def raw_tracepoint_open(prog_fd):
+    """Attaches a loaded tracing or extension program to the target it was loaded for; returns the link fd."""
+    return _check(library().bpf_raw_tracepoint_open(None, prog_fd), "cannot attach the program to its target")
 
 
 def kernel_message():
@@ -703,6 +713,15 @@ class BpfProgram:
         """Binds the program to a device for hardware offload."""
         library().bpf_program__set_ifindex(self._pointer, ifindex)
 
+    def set_extension_of(self, target_fd, function):
+        """Loads the program as an extension (BPF_PROG_TYPE_EXT, freplace) of function in the loaded program
+        behind target_fd, as libxdp loads the programs of its dispatcher."""
+        lib = library()
+        _check(lib.bpf_program__set_type(self._pointer, BPF_PROG_TYPE_EXT), "cannot set the program type")
+        _check(lib.bpf_program__set_expected_attach_type(self._pointer, 0), "cannot set the attach type")
+        _check(lib.bpf_program__set_attach_target(self._pointer, target_fd, function.encode()),
+               "cannot target %s" % function)
+
 
 class BpfMap:
     def __init__(self, pointer):
@@ -776,6 +795,11 @@ class BpfObject(_OwnedPointer):
         if not self._pointer:
             raise LibbpfError("cannot open BPF object %s (%s)" % (path, "; ".join(recent_messages()[-3:])),
                               ctypes.get_errno())
+
+    @property
+    def pointer(self):
+        """The struct bpf_object *, for libxdp."""
+        return self._pointer
 
     def _walk(self, next_function, wrapper):
         items, current = [], None

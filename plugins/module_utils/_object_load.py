@@ -171,7 +171,9 @@ def close_all(fds):
         os.close(fd)
 
 
-def load_object(bpf_object, program, reuse_fds, hw_ifindex):
+def prepare_load(bpf_object, program, reuse_fds, hw_ifindex=0):
+    """Sets up what loading the object creates: program alone, the live maps in reuse_fds carried over. The
+    caller loads it (or hands it to libxdp, which loads it)."""
     for other in bpf_object.programs:
         other.set_autoload(other.name == program.name)
     for bpf_map in bpf_object.maps:
@@ -181,6 +183,10 @@ def load_object(bpf_object, program, reuse_fds, hw_ifindex):
             bpf_map.set_ifindex(hw_ifindex)
     if hw_ifindex:
         program.set_ifindex(hw_ifindex)
+
+
+def load_object(bpf_object, program, reuse_fds, hw_ifindex):
+    prepare_load(bpf_object, program, reuse_fds, hw_ifindex)
     try:
         bpf_object.load()
     except libbpf.LibbpfError as error:

@@ -15,7 +15,7 @@ __metaclass__ = type
 import errno
 import os
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hook_chain, _hostfs, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hook_chain, _hook_dispatcher, _hostfs, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state as state
@@ -155,5 +155,6 @@ def _ensure_exclusive(request, check_mode):
     return ensure_attached(request, check_mode)
 
 
-ENSURE = {"exclusive": _ensure_exclusive, "chained": _hook_chain.ensure}
-DEFAULT_PIN_DIRS = {"exclusive": _hostfs.default_pin_dir, "chained": _hook_chain.default_pin_dir}
+ENSURE = {"exclusive": _ensure_exclusive, "chained": _hook_chain.ensure, "dispatcher": _hook_dispatcher.ensure}
+DEFAULT_PIN_DIRS = {"exclusive": _hostfs.default_pin_dir, "chained": _hook_chain.default_pin_dir,
+                    "dispatcher": _hostfs.default_pin_dir}

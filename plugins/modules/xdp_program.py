@@ -49,8 +49,15 @@ options:
         O(mode) out. Replacing it is one map update, atomic for packets. Works on every kernel xdpfleet supports.
         Its maps are pinned in C(/sys/fs/bpf/xdpfleet/<interface>/next) unless O(pin_dir) says otherwise.
         The firewall's boot restore does not restore it.
+      - V(dispatcher) adds it to libxdp's multi-program dispatcher, beside the programs other tools attached
+        through libxdp (xdp-loader, xdp-filter), which keep their place; it needs libxdp >= 1.3.0 (Debian package
+        C(libxdp1)) and a kernel that loads extension programs (C(BPF_PROG_TYPE_EXT)). Where either is missing the
+        module fails before touching anything, with the reason in RV(dispatcher.reason).
+      - With V(dispatcher) an upgrade adds the new version beside the old one, then removes the old one (two atomic
+        swaps of the dispatcher): no packet misses the program, but one the old version passes while both are
+        in place is counted by both. O(state=detached) removes only xdpfleet's program.
     type: str
-    choices: [exclusive, chained]
+    choices: [exclusive, chained, dispatcher]
     default: exclusive
   src:
     description:
@@ -126,6 +133,20 @@ options:
     type: str
     choices: [keep, reset]
     default: keep
+  priority:
+    description:
+      - With O(hook=dispatcher), the program's run priority in the dispatcher; lower runs first (xdp-filter
+        runs at 10).
+    type: int
+    default: 50
+  chain_call_actions:
+    description:
+      - With O(hook=dispatcher), the verdicts of this program after which the dispatcher runs the next program;
+        after any other verdict the packet leaves the dispatcher with it.
+    type: list
+    elements: str
+    choices: [aborted, drop, pass, tx, redirect]
+    default: [pass]
   map_sizes:
     description:
       - Sizes of the object's maps (map name to C(max_entries)), set before the object is loaded in place of the
@@ -187,6 +208,14 @@ EXAMPLES = r"""
     map_sizes:
       flows: 1000000
     map_migration: reset
+
+- name: Run the firewall before xdp-filter, in libxdp's dispatcher they share
+  xdpfleet.xdp.xdp_program:
+    interface: eth0
+    object: xdp_firewall.o
+    hook: dispatcher
+    priority: 5
+    chain_call_actions: [pass]
 
 - name: Remove the program and its pinned maps
   xdpfleet.xdp.xdp_program:
@@ -289,6 +318,44 @@ object_required:
   returned: on that failure
   type: bool
   sample: true
+hook:
+  description: How the program holds the hook (O(hook)), with O(hook=dispatcher).
+  returned: with O(hook=dispatcher)
+  type: str
+  sample: dispatcher
+priority:
+  description: The run priority of xdpfleet's program in the dispatcher, null when it is not in it.
+  returned: with O(hook=dispatcher)
+  type: int
+  sample: 5
+chain_call_actions:
+  description: The chain-call actions of xdpfleet's program in the dispatcher, null when it is not in it.
+  returned: with O(hook=dispatcher)
+  type: list
+  elements: str
+  sample: [pass]
+dispatcher:
+  description: The libxdp dispatcher on the interface after the run, or why it cannot run on this host.
+  returned: with O(hook=dispatcher), on success and when the dispatcher is unavailable
+  type: dict
+  contains:
+    available:
+      description: False when the dispatcher cannot run on this host.
+      type: bool
+    reason:
+      description: Why the dispatcher cannot run (libxdp missing or too old, the kernel refusing extension programs).
+      type: str
+      returned: when O(hook=dispatcher) is unavailable
+    dispatcher_id:
+      description: Kernel id of the dispatcher program; absent when the hook holds no dispatcher.
+      type: int
+    mode:
+      description: The mode the dispatcher is attached in.
+      type: str
+    programs:
+      description: The dispatcher's programs in run order (each with C(prog_id), C(priority), C(chain_call_actions)).
+      type: list
+      elements: dict
 verifier_log:
   description: End of the verifier log when the kernel rejected the program.
   returned: on a verifier rejection
@@ -310,7 +377,7 @@ except ImportError:
 ARGUMENT_SPEC = dict(
     interface=dict(type="str", required=True),
     state=dict(type="str", choices=["attached", "detached"], default="attached"),
-    hook=dict(type="str", choices=["exclusive", "chained"], default="exclusive"),
+    hook=dict(type="str", choices=["exclusive", "chained", "dispatcher"], default="exclusive"),
     src=dict(type="path"),
     object=dict(type="path"),
     remote_src=dict(type="bool", default=False),
@@ -324,6 +391,9 @@ ARGUMENT_SPEC = dict(
     force=dict(type="bool", default=False),
     map_migration=dict(type="str", choices=["keep", "reset"], default="keep"),
     map_sizes=dict(type="dict"),
+    priority=dict(type="int", default=50),
+    chain_call_actions=dict(type="list", elements="str", choices=["aborted", "drop", "pass", "tx", "redirect"],
+                            default=["pass"]),
 )
 
 

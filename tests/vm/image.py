@@ -16,7 +16,7 @@ BUILD_VERSION = 2
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("systemd", "systemd-sysv", "udev", "openssh-server", "python3", "python3-apt", "libbpf1",
-            "bpftool", "iproute2", "python3-pyroute2", "procps", "linux-image-amd64")
+            "bpftool", "iproute2", "python3-pyroute2", "procps", "linux-image-amd64", "libxdp1", "xdp-tools")
 IMAGE_SIZE = "3G"
 GUEST_FILES = Path(__file__).parent / "guest"
 # Timers and services a throwaway test guest does not need; under TCG every unit costs boot time.
