@@ -53,9 +53,9 @@ options:
         through libxdp (xdp-loader, xdp-filter), which keep their place; it needs libxdp >= 1.3.0 (Debian package
         C(libxdp1)) and a kernel that loads extension programs (C(BPF_PROG_TYPE_EXT)). Where either is missing the
         module fails before touching anything, with the reason in RV(dispatcher.reason).
-      - With V(dispatcher) an upgrade adds the new version beside the old one, then removes the old one (two atomic
-        swaps of the dispatcher): no packet misses the program, but one the old version passes while both are
-        in place is counted by both. O(state=detached) removes only xdpfleet's program.
+      - With V(dispatcher) an upgrade adds the new version beside the old one, then removes the old one, in two
+        atomic swaps of the dispatcher. No packet misses the program, but one the old version passes while both
+        are in place is counted by both. O(state=detached) removes only xdpfleet's program.
     type: str
     choices: [exclusive, chained, dispatcher]
     default: exclusive
@@ -209,10 +209,10 @@ EXAMPLES = r"""
       flows: 1000000
     map_migration: reset
 
-- name: Run the firewall before xdp-filter, in libxdp's dispatcher they share
+- name: Run your own program (files/my_filter.o) before xdp-filter, in libxdp's dispatcher they share
   xdpfleet.xdp.xdp_program:
     interface: eth0
-    object: xdp_firewall.o
+    object: my_filter.o
     hook: dispatcher
     priority: 5
     chain_call_actions: [pass]
