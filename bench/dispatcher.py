@@ -41,7 +41,7 @@ def udp_frame():
 
 
 def ns_per_packet(libbpf, prog_fd, frame, repeat):
-    retval, duration, _ = libbpf.prog_test_run(prog_fd, frame, repeat)
+    retval, duration = libbpf.prog_test_run(prog_fd, frame, repeat)[:2]
     if retval != XDP_PASS:
         raise SystemExit("verdict %d, expected XDP_PASS: the benchmark would compare different work" % retval)
     return duration
@@ -133,7 +133,7 @@ def _bare_here(repeat, runs):
     from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
     with libbpf.BpfObject(os.path.join(ROOT, "build", "bpf", BARE_PASS)) as bare:
         bare.load()
-        return statistics.mean(ns_per_packet(libbpf, bare.programs[0].fd, udp_frame(), repeat) for _ in range(runs))
+        return statistics.mean(ns_per_packet(libbpf, bare.programs[0].fd, udp_frame(), repeat) for _run in range(runs))
 
 
 def main():

@@ -65,8 +65,8 @@ def _traffic(name, stop_file, during):
                   "{{ ansible_host }}", str(RATE), stop_file, *map(_flow_arg, (PASS, OURS_DROP, FILTER_DROP)),
                   **{"async": 300, "poll": 0})
     settle = {"name": f"{name}_settle", "ansible.builtin.pause": {"seconds": 2}}
-    stop = {"name": f"{name}_stop", "delegate_to": "localhost", "ansible.builtin.file": {"path": stop_file,
-                                                                                        "state": "touch"}}
+    stop = {"name": f"{name}_stop", "delegate_to": "localhost",
+            "ansible.builtin.file": {"path": stop_file, "state": "touch"}}
     wait_sender = {"name": f"{name}_sent", "register": f"{name}_sent", "delegate_to": "localhost",
                    "ansible.builtin.async_status": {"jid": "{{ %s_sender.ansible_job_id }}" % name},
                    "until": f"{name}_sent.finished", "retries": 60, "delay": 1}

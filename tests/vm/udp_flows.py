@@ -47,9 +47,8 @@ def receive(ready_file, idle, longest, ports):
     while time.monotonic() - started < float(longest):
         if last is not None and time.monotonic() - last > float(idle):
             break
-        ready, _, _ = select.select(sockets, [], [], 0.2)
-        for sock in ready:
-            _, (source, _) = sock.recvfrom(65536)
+        for sock in select.select(sockets, [], [], 0.2)[0]:
+            source = sock.recvfrom(65536)[1][0]
             key = "%s:%d" % (source, sock.getsockname()[1])
             counts[key] = counts.get(key, 0) + 1
             last = time.monotonic()
