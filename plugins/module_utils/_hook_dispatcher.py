@@ -266,13 +266,14 @@ def _load_beside(link_index, bpf_object, program, request, hook, stale, sha256):
 
 
 def ensure_attached(request, check_mode):
-    require_dispatcher()
     sha256 = loader.object_sha256(request)
     interface = request["interface"]
     with _hostfs.host_lock(interface):
         link_index = ifindex(interface)
-        _refuse_a_lone_program(link_index, interface)
         hook, ours = _hook(interface)
+        if hook is None:  # a dispatcher running here already shows that one can
+            require_dispatcher()
+            _refuse_a_lone_program(link_index, interface)
         ours = [item for item in ours if item["pin_dir"] == request["pin_dir"]]
         current = [item for item in ours if is_current(item, sha256, request)][:1]
         stale = [item for item in ours if item not in current]

@@ -127,26 +127,49 @@ def _attached_id():
     return libbpf.xdp_query(ifindex(INTERFACE))["prog_id"]
 
 
-@pytest.mark.parametrize("check_mode", [False, True])
-def test_the_module_fails_before_touching_the_interface(refused_errno, check_mode):
-    subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
-    namespace, lock_dir_existed = "xdt-%d" % os.getpid(), os.path.isdir(LOCK_DIR)
-    pin_dir = "/sys/fs/bpf/xdpfleet-test-%d" % os.getpid()
-    params = dict(interface=INTERFACE, state="attached", object=str(FIREWALL), remote_src=True, compiler="clang",
-                  cflags=[], program=None, mode="auto", pin_dir=pin_dir, object_sha256=None,
-                  force=False, map_migration="keep", hook="dispatcher", priority=5, chain_call_actions=["pass"])
+@pytest.fixture
+def veth():
+    """A veth (xdt0) in a namespace of this test: (namespace, run(function, *args) inside it)."""
+    namespace = "xdt-%d" % os.getpid()
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
         subprocess.run(["ip", "-n", namespace, "link", "add", INTERFACE, "type", "veth", "peer", "name", "xdt1"],
                        check=True)
-        with pytest.raises(dispatcher.DispatcherUnavailable) as refusal:
-            _in_namespace(namespace, program.run, params, check_mode)
-        assert refusal.value.details == {"dispatcher": {"available": False,
-                                                        "reason": dispatcher.extension_refusal(errno.EPERM)}}
-        assert _in_namespace(namespace, _attached_id) == 0
-        assert not os.path.exists(pin_dir)
+        yield lambda function, *args: _in_namespace(namespace, function, *args)
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=True)
+
+
+def _attach_alone(path):
+    """Attaches the program of path alone (as hook: exclusive does); returns its id."""
+    with libbpf.BpfObject(path) as bpf_object:
+        bpf_object.load()
+        libbpf.xdp_attach(ifindex(INTERFACE), bpf_object.programs[0].fd, 1 << 2)  # XDP_FLAGS_DRV_MODE
+    return _attached_id()
+
+
+def test_no_dispatcher_is_read_from_an_empty_hook_nor_from_a_program_alone(veth):
+    subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
+    assert veth(dispatcher.dispatcher_programs, INTERFACE) is None
+    assert veth(_attach_alone, str(REPO / "build" / "bpf" / "xdp_pass.o"))
+    assert veth(dispatcher.dispatcher_programs, INTERFACE) is None
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_the_module_fails_before_touching_the_interface(refused_errno, veth, check_mode):
+    subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
+    lock_dir_existed, pin_dir = os.path.isdir(LOCK_DIR), "/sys/fs/bpf/xdpfleet-test-%d" % os.getpid()
+    params = dict(interface=INTERFACE, state="attached", object=str(FIREWALL), remote_src=True, compiler="clang",
+                  cflags=[], program=None, mode="auto", pin_dir=pin_dir, object_sha256=None,
+                  force=False, map_migration="keep", hook="dispatcher", priority=5, chain_call_actions=["pass"])
+    try:
+        with pytest.raises(dispatcher.DispatcherUnavailable) as refusal:
+            veth(program.run, params, check_mode)
+        assert refusal.value.details == {"dispatcher": {"available": False,
+                                                        "reason": dispatcher.extension_refusal(errno.EPERM)}}
+        assert veth(_attached_id) == 0
+        assert not os.path.exists(pin_dir)
+    finally:
         lock = os.path.join(LOCK_DIR, INTERFACE + ".lock")
         if os.path.exists(lock):
             os.unlink(lock)

@@ -140,6 +140,13 @@ def _status_rows(result):
     return [(int(line.split()[1]), line.split()[2]) for line in result["stdout_lines"] if line.startswith(" =>")]
 
 
+def _status_ids(result):
+    """(dispatcher id, mode, [program ids in order]) as `xdp-loader status` lists them."""
+    dispatcher = next(line.split() for line in result["stdout_lines"] if line.startswith("eth0"))
+    return int(dispatcher[3]), dispatcher[2], [int(line.split()[3]) for line in result["stdout_lines"]
+                                              if line.startswith(" =>")]
+
+
 def _rule_hits(result):
     """{flow key: packets} of the two rules, told apart by the frame length each flow sends."""
     by_length = {size + FRAME_OVERHEAD: _key(flow) for flow, size in ((PASS, PASS[2]), (OURS_DROP, OURS_DROP[2]))}
@@ -167,6 +174,15 @@ def test_the_firewall_joins_xdp_filters_dispatcher_once_in_priority_order(result
                                                 "chain_call_actions": ["pass"]}] + filter_program
     assert not again["changed"] and again["prog_id"] == first["prog_id"] and again["dispatcher"] == first["dispatcher"]
     assert _status_rows(results["status_both"]) == [(5, "xdpfleet_fw"), (10, "xdpfilt_alw_all")]
+
+
+def test_the_dispatcher_programs_read_are_those_xdp_loader_lists(results):
+    hook = results["attach_2"]["dispatcher"]
+    assert _status_ids(results["status_both"]) == (hook["dispatcher_id"], hook["mode"],
+                                                   [item["prog_id"] for item in hook["programs"]])
+    hook = results["upgrade"]["dispatcher"]
+    assert _status_ids(results["status_upgraded"]) == (hook["dispatcher_id"], hook["mode"],
+                                                       [item["prog_id"] for item in hook["programs"]])
 
 
 def test_each_drops_its_own_flow_and_an_upgrade_loses_and_leaks_nothing(results):
