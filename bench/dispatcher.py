@@ -11,6 +11,8 @@ the added cost is given as a ratio to the bare XDP_PASS of the same run, and con
 a bare XDP_PASS measured here (added ns here = ratio x bare ns here).
 
     flock /tmp/xf-bench.lock .venv/bin/python bench/dispatcher.py [--prefix xd --subnet 150] [--repeat N] [--runs N]
+
+Its default VM lab is tests/vm/test_dispatcher.py's: do not run both at once (or give another --prefix/--subnet).
 """
 
 import argparse
