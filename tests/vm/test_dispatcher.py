@@ -143,8 +143,8 @@ def _status_rows(result):
 def _status_ids(result):
     """(dispatcher id, mode, [program ids in order]) as `xdp-loader status` lists them."""
     dispatcher = next(line.split() for line in result["stdout_lines"] if line.startswith("eth0"))
-    return int(dispatcher[3]), dispatcher[2], [int(line.split()[3]) for line in result["stdout_lines"]
-                                              if line.startswith(" =>")]
+    programs = [int(line.split()[3]) for line in result["stdout_lines"] if line.startswith(" =>")]
+    return int(dispatcher[3]), dispatcher[2], programs
 
 
 def _rule_hits(result):
