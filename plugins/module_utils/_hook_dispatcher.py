@@ -98,30 +98,9 @@ def require_dispatcher():
 
 # --- reading the hook ----------------------------------------------------------------------
 
-def _entries(dispatcher):
-    return [{"prog_id": program.id, "priority": program.run_prio, "chain_call_actions": program.chain_call_actions}
-            for program in dispatcher.programs()]
-
-
-def dispatcher_programs(interface):
-    """The libxdp dispatcher on interface and its programs in run order, or None when the hook holds no
-    dispatcher (or libxdp is absent)."""
-    try:
-        libxdp.library()
-    except libxdp.LibxdpMissing:
-        return None
-    dispatcher = libxdp.Dispatcher.of(ifindex(interface))
-    if dispatcher is None:
-        return None
-    with dispatcher:
-        if dispatcher.is_legacy:
-            return None
-        return {"dispatcher_id": dispatcher.main_id, "mode": dispatcher.mode, "programs": _entries(dispatcher)}
-
-
 def _hook(interface):
-    """(hook, ours): the dispatcher as dispatcher_programs() gives it, and our programs in it described."""
-    hook = dispatcher_programs(interface)
+    """(hook, ours): the dispatcher as _libxdp.dispatcher_programs() gives it, and our programs in it described."""
+    hook = libxdp.dispatcher_programs(interface)
     if hook is None:
         return None, []
     ours = []

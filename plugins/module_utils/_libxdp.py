@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The subset of libxdp (libxdp.so.1, through ctypes) that the dispatcher hook needs: a program made from a
 libbpf object, its run priority and chain-call actions, and an interface's dispatcher (read, add to, remove
-from). libxdp links against libbpf.so.1, the library _libbpf loads: the bpf_object pointers pass between them.
+from). dispatcher_programs() is the reader for the facts: this file imports nothing of the loader. libxdp links
+against libbpf.so.1, the library _libbpf loads: the bpf_object pointers pass between them.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,6 +16,7 @@ import os
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import ifindex
 
 LIBRARY_NAME = "libxdp.so.1"
 MIN_VERSION = "1.3.0"
@@ -252,3 +254,21 @@ class Dispatcher:
             if not current:
                 return found
             found.append(Program(current, False))
+
+
+def dispatcher_programs(interface):
+    """The libxdp dispatcher on interface and its programs in run order, or None when the hook holds no
+    dispatcher (or libxdp is absent)."""
+    try:
+        library()
+    except LibxdpMissing:
+        return None
+    dispatcher = Dispatcher.of(ifindex(interface))
+    if dispatcher is None:
+        return None
+    with dispatcher:
+        if dispatcher.is_legacy:
+            return None
+        return {"dispatcher_id": dispatcher.main_id, "mode": dispatcher.mode,
+                "programs": [{"prog_id": program.id, "priority": program.run_prio,
+                              "chain_call_actions": program.chain_call_actions} for program in dispatcher.programs()]}

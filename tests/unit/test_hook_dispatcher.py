@@ -150,9 +150,9 @@ def _attach_alone(path):
 
 def test_no_dispatcher_is_read_from_an_empty_hook_nor_from_a_program_alone(veth):
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
-    assert veth(dispatcher.dispatcher_programs, INTERFACE) is None
+    assert veth(libxdp.dispatcher_programs, INTERFACE) is None
     assert veth(_attach_alone, str(REPO / "build" / "bpf" / "xdp_pass.o"))
-    assert veth(dispatcher.dispatcher_programs, INTERFACE) is None
+    assert veth(libxdp.dispatcher_programs, INTERFACE) is None
 
 
 @pytest.mark.parametrize("check_mode", [False, True])
