@@ -122,9 +122,11 @@ def results(tmp_path_factory):
         playbook = directory / "dispatcher.yml"
         playbook.write_text(yaml.safe_dump([{"hosts": "vm", "gather_facts": False, "tasks": tasks + [save]}]))
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        # A stdin of its own: ansible-playbook refuses a non-blocking one, which a qemu -daemonize can leave ours.
         done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i",
                                str(guests.inventory_path(LAYOUT)), str(playbook)],
-                              capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False)
+                              capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False,
+                              stdin=subprocess.DEVNULL)
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
         yield json.loads((directory / "results.json").read_text())
     finally:
