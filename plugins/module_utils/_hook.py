@@ -3,7 +3,9 @@
 """Every program that runs on an interface's XDP hook, in the order a packet meets them, read from the kernel.
 
 The hook holds one program (the root). When it is an xdpfleet program with a next-program slot (hook: chained),
-the program in the slot runs after it. Each program is described by _ownership: owner, identity and maps.
+the program in the slot runs after it. When it is libxdp's dispatcher (hook: dispatcher), the programs it runs
+follow it, in libxdp's run order, each with its priority and chain call actions. Each program is described by
+_ownership: owner, identity and maps.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -13,16 +15,17 @@ __metaclass__ = type
 import struct
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libxdp, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import Link
 
 NEXT_SLOT_MAP = "xf_next"  # the firewall's next-program slot (see _hook_chain)
 BPF_MAP_TYPE_PROG_ARRAY = 3
 SLOT_KEY = struct.pack("<I", 0)
 PROG_ID = struct.Struct("<I")
-PLACE_ROOT, PLACE_CHAINED = "root", "chained"
-MECHANISM_EXCLUSIVE, MECHANISM_CHAINED = "exclusive", "chained"
+PLACE_ROOT, PLACE_CHAINED, PLACE_DISPATCHER, PLACE_DISPATCHED = "root", "chained", "dispatcher", "dispatched"
+MECHANISM_EXCLUSIVE, MECHANISM_CHAINED, MECHANISM_DISPATCHER = "exclusive", "chained", "dispatcher"
 LISTED = ("prog_id", "name", "tag", "owner", "program", "object_sha256")
+NOT_DISPATCHED = {"priority": None, "chain_call_actions": None}
 
 
 def next_slot_id(root):
@@ -49,28 +52,39 @@ def describe_chained(root):
     return _ownership.describe_program(prog_id, root["mode"]) if prog_id else dict(_ownership.NOT_ATTACHED)
 
 
-def _listed(described, position, place):
+def _listed(described, position, place, dispatch):
     entry = dict((key, described[key]) for key in LISTED)
-    entry.update(position=position, place=place)
+    entry.update(position=position, place=place, **dispatch)
     return entry
 
 
-def hook_programs(root):
-    """(mechanism, [(place, described program)...] in run order) of the hook whose program root describes."""
+def _dispatched(dispatcher, mode):
+    return [(PLACE_DISPATCHED, _ownership.describe_program(item["prog_id"], mode),
+             {"priority": item["priority"], "chain_call_actions": item["chain_call_actions"]})
+            for item in dispatcher["programs"]]
+
+
+def hook_programs(interface, root):
+    """(mechanism, [(place, described program, its dispatcher settings)...] in run order) of the hook of
+    interface, whose program root describes."""
     if not root["attached"]:
         return None, []
-    programs = [(PLACE_ROOT, root)]
     if root["owner"] == _ownership.OWNER_XDPFLEET:
         chained = describe_chained(root)
         if chained["attached"]:
-            programs.append((PLACE_CHAINED, chained))
-            return MECHANISM_CHAINED, programs
-    return MECHANISM_EXCLUSIVE, programs
+            return MECHANISM_CHAINED, [(PLACE_ROOT, root, NOT_DISPATCHED), (PLACE_CHAINED, chained, NOT_DISPATCHED)]
+    else:
+        dispatcher = _libxdp.dispatcher_programs(interface)
+        if dispatcher and dispatcher["dispatcher_id"] == root["prog_id"]:
+            return MECHANISM_DISPATCHER, ([(PLACE_DISPATCHER, root, NOT_DISPATCHED)]
+                                          + _dispatched(dispatcher, root["mode"]))
+    return MECHANISM_EXCLUSIVE, [(PLACE_ROOT, root, NOT_DISPATCHED)]
 
 
 def describe(interface):
-    """{"mechanism", "programs": [{position, place, prog_id, name, tag, owner, program, object_sha256}...]} and the
-    described programs in run order."""
-    mechanism, programs = hook_programs(_ownership.describe_link(Link(interface)))
-    listed = [_listed(described, position, place) for position, (place, described) in enumerate(programs)]
-    return {"mechanism": mechanism, "programs": listed}, [described for _place, described in programs]
+    """{"mechanism", "programs": [{position, place, prog_id, name, tag, owner, program, object_sha256, priority,
+    chain_call_actions}...]} and the described programs, in run order."""
+    mechanism, programs = hook_programs(interface, _ownership.describe_link(Link(interface)))
+    listed = [_listed(described, position, place, dispatch)
+              for position, (place, described, dispatch) in enumerate(programs)]
+    return {"mechanism": mechanism, "programs": listed}, [described for _place, described, _dispatch in programs]

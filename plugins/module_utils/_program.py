@@ -24,6 +24,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._object_load import P
 
 MIN_KERNEL = (5, 10)  # BPF_PROG_BIND_MAP; XDP_FLAGS_REPLACE needs 5.7
 RACED = (errno.EEXIST, errno.EBUSY, errno.ENOENT)
+DISPATCHER_DEFAULTS = {"priority": 50, "chain_call_actions": ["pass"]}  # libxdp's default run priority
 
 
 def check_kernel(release):
@@ -139,6 +140,7 @@ def run(params, check_mode):
     check_kernel(os.uname()[2])
     libbpf.library()
     request = dict(params, map_sizes=loader.requested_map_sizes(params.get("map_sizes")))
+    request.update(_dispatcher_settings(request))
     if loader.uses_bcc(request):
         request["object"] = loader.bcc_source(request)
     default_pin_dir = DEFAULT_PIN_DIRS[request["hook"]]
@@ -147,6 +149,18 @@ def run(params, check_mode):
     _hostfs.check_pin_dir(request["pin_dir"])
     with loader.inline_object(request) as inline_request:
         return ENSURE[request["hook"]](inline_request, check_mode)
+
+
+def _dispatcher_settings(request):
+    """priority and chain_call_actions: libxdp's defaults with hook: dispatcher; refused with the other hooks."""
+    given = [name for name in DISPATCHER_DEFAULTS if request.get(name) is not None]
+    if request["hook"] == "dispatcher":
+        return dict((name, default if request.get(name) is None else request[name])
+                    for name, default in DISPATCHER_DEFAULTS.items())
+    if given:
+        raise ProgramError("%s: these order the programs in libxdp's dispatcher and apply to hook: dispatcher only, "
+                           "not hook: %s; leave them out or set hook: dispatcher" % (", ".join(given), request["hook"]))
+    return {}
 
 
 def _ensure_exclusive(request, check_mode):

@@ -122,7 +122,8 @@ FAMILIES = (
      "Whether an XDP program is attached to the interface (1) or not (0).", program_samples, False),
     ("xdpfleet_hook_program", "gauge",
      "Each program on the interface's XDP hook (1), by position in the order a packet meets them and place: root "
-     "(attached to the hook) or chained (in the xdpfleet firewall's next-program slot).", hook_program_samples, False),
+     "(attached to the hook), chained (in the xdpfleet firewall's next-program slot), dispatcher (libxdp's) or "
+     "dispatched (run by it).", hook_program_samples, False),
     ("xdpfleet_rules", "gauge",
      "Rules in the active rule set of the xdpfleet firewall.", rules_samples, True),
     ("xdpfleet_set_entries", "gauge",

@@ -101,10 +101,12 @@ ansible_facts:
               C(map_schema_version) (of the maps, as recorded at attach), C(maps) (list of C(name) and C(id))
               and C(xdp_modes) (modes the interface takes). These describe the program attached to the hook.
             - C(hook) lists every program on the hook, with C(mechanism) (V(exclusive) for one program, V(chained)
-              for the xdpfleet firewall and the program in its next-program slot, see
-              O(xdpfleet.xdp.xdp_program#module:hook)) and C(programs) in the order a packet meets them, each with
-              C(position) (from 0), C(place) (V(root), attached to the hook, or V(chained)), C(prog_id), C(name),
-              C(tag), C(owner), C(program) and C(object_sha256). Null and empty with nothing attached.
+              for the xdpfleet firewall and the program in its next-program slot, V(dispatcher) for libxdp's
+              dispatcher and the programs it runs, see O(xdpfleet.xdp.xdp_program#module:hook)) and C(programs) in
+              the order a packet meets them, each with C(position) (from 0), C(place) (V(root), attached to the
+              hook; V(chained); V(dispatcher), libxdp's dispatcher; V(dispatched), a program it runs), C(prog_id),
+              C(name), C(tag), C(owner), C(program), C(object_sha256), and for a dispatched program its
+              C(priority) and C(chain_call_actions) (null otherwise). Null and empty with nothing attached.
             - C(counted_by) names the program on the hook whose counters the firewall figures below are
               (C(position), C(place), C(prog_id), C(name)); null without the firewall.
             - For the xdpfleet firewall (C(firewall=true)) also C(rule_count), C(default_action),
@@ -139,9 +141,11 @@ ansible_facts:
               xdp_modes: [native, skb]
               hook: {"mechanism": "chained", "programs": [
                        {"position": 0, "place": "root", "prog_id": 412, "name": "xdp_firewall", "tag": "3b185187f1855c4c",
-                        "owner": "xdpfleet", "program": "xdp_firewall", "object_sha256": "9f2c0e5d8a8b4e7f1c3a6b2d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f"},
+                        "owner": "xdpfleet", "program": "xdp_firewall", "object_sha256": "9f2c0e5d8a8b4e7f1c3a6b2d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f",
+                        "priority": null, "chain_call_actions": null},
                        {"position": 1, "place": "chained", "prog_id": 415, "name": "xt_filter", "tag": "77aa01b2c3d4e5f6",
-                        "owner": "xdpfleet", "program": "xt_filter", "object_sha256": "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12"}]}
+                        "owner": "xdpfleet", "program": "xt_filter", "object_sha256": "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12",
+                        "priority": null, "chain_call_actions": null}]}
               counted_by: {"position": 0, "place": "root", "prog_id": 412, "name": "xdp_firewall"}
               firewall: true
               rule_count: 2

@@ -136,17 +136,17 @@ options:
   priority:
     description:
       - With O(hook=dispatcher), the program's run priority in the dispatcher; lower runs first (xdp-filter
-        runs at 10).
+        runs at 10). V(50) when not set.
+      - Refused with the other hooks, which have no priority.
     type: int
-    default: 50
   chain_call_actions:
     description:
       - With O(hook=dispatcher), the verdicts of this program after which the dispatcher runs the next program;
-        after any other verdict the packet leaves the dispatcher with it.
+        after any other verdict the packet leaves the dispatcher with it. V([pass]) when not set.
+      - Refused with the other hooks.
     type: list
     elements: str
     choices: [aborted, drop, pass, tx, redirect]
-    default: [pass]
   map_sizes:
     description:
       - Sizes of the object's maps (map name to C(max_entries)), set before the object is loaded in place of the
@@ -391,9 +391,8 @@ ARGUMENT_SPEC = dict(
     force=dict(type="bool", default=False),
     map_migration=dict(type="str", choices=["keep", "reset"], default="keep"),
     map_sizes=dict(type="dict"),
-    priority=dict(type="int", default=50),
-    chain_call_actions=dict(type="list", elements="str", choices=["aborted", "drop", "pass", "tx", "redirect"],
-                            default=["pass"]),
+    priority=dict(type="int"),
+    chain_call_actions=dict(type="list", elements="str", choices=["aborted", "drop", "pass", "tx", "redirect"]),
 )
 
 

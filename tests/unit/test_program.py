@@ -311,3 +311,13 @@ def test_bcc_declares_the_maps_with_their_sizes(sized):
     assert not reset["entry_kept"]
     assert bad == {"refused": "map_sizes.xt_nope: the object has no map named xt_nope; name one of its maps "
                               "(xt_ports, xt_seen)"}
+
+
+@pytest.mark.parametrize("hook", ["exclusive", "chained"])
+def test_dispatcher_settings_are_refused_with_the_other_hooks(hook):
+    with pytest.raises(loader.ProgramError, match="^priority: these order the programs in libxdp's dispatcher and "
+                                                  "apply to hook: dispatcher only, not hook: %s" % hook):
+        program._dispatcher_settings({"hook": hook, "priority": 5, "chain_call_actions": None})
+    assert program._dispatcher_settings({"hook": hook, "priority": None, "chain_call_actions": None}) == {}
+    assert program._dispatcher_settings({"hook": "dispatcher", "priority": None, "chain_call_actions": ["drop"]}) == {
+        "priority": 50, "chain_call_actions": ["drop"]}

@@ -97,6 +97,7 @@ def _tasks(variant: Path, directory: Path) -> list[dict]:
              _program("attach_2", object=str(FIREWALL)),
              _task("rules", "xdpfleet.xdp.xdp_rules", interface="eth0", state="overridden", config=RULES),
              _command("status_both", "xdp-loader", "status", "eth0"),
+             _task("facts_both", "xdpfleet.xdp.xdp_facts", interfaces=["eth0"]),
              _hits("hits_before")]
             + _traffic("upgraded", str(directory / "stop_upgraded"), upgrade)
             + [_hits("hits_after"),
@@ -185,6 +186,20 @@ def test_the_dispatcher_programs_read_are_those_xdp_loader_lists(results):
     hook = results["upgrade"]["dispatcher"]
     assert _status_ids(results["status_upgraded"]) == (hook["dispatcher_id"], hook["mode"],
                                                        [item["prog_id"] for item in hook["programs"]])
+
+
+def test_the_facts_list_every_program_on_the_hook_and_which_counted(results):
+    facts = results["facts_both"]["ansible_facts"]["xdp"]["interfaces"]["eth0"]
+    hook, dispatcher = facts["hook"], results["attach_2"]["dispatcher"]
+    assert hook["mechanism"] == "dispatcher" and facts["prog_id"] == dispatcher["dispatcher_id"]
+    assert [(item["place"], item["prog_id"], item["name"], item["owner"], item["priority"], item["chain_call_actions"])
+            for item in hook["programs"]] == [
+        ("dispatcher", dispatcher["dispatcher_id"], "xdp_dispatcher", "foreign", None, None),
+        ("dispatched", results["attach_2"]["prog_id"], "xdpfleet_fw", "xdpfleet", 5, ["pass"]),
+        ("dispatched", dispatcher["programs"][1]["prog_id"], "xdpfilt_alw_all", "foreign", 10, ["pass"])]
+    assert facts["counted_by"] == {"position": 1, "place": "dispatched", "prog_id": results["attach_2"]["prog_id"],
+                                   "name": "xdpfleet_fw"}
+    assert facts["firewall"] and facts["rule_count"] == len(RULES)
 
 
 def test_each_drops_its_own_flow_and_an_upgrade_loses_and_leaks_nothing(results):

@@ -84,7 +84,8 @@ def results(tmp_path_factory):
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i",
                                str(guests.inventory_path(LAYOUT)), str(playbook)],
-                              capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False)
+                              capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False,
+                              stdin=subprocess.DEVNULL)  # the inherited one is left non-blocking after a boot
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
         yield json.loads((directory / "results.json").read_text())
     finally:
