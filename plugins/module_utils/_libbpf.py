@@ -178,6 +178,11 @@ class _MapInfo(ctypes.Structure):
     ]
 
 
+class _LinkInfo(ctypes.Structure):
+    """The head of struct bpf_link_info; the kernel fills no more than the size asked for."""
+    _fields_ = [("type", c_u32), ("id", c_u32), ("prog_id", c_u32)]
+
+
 class BtfType(ctypes.Structure):
     """struct btf_type: name, then kind and vlen packed in info, then size or type; kind-specific data follows."""
     _fields_ = [("name_off", c_u32), ("info", c_u32), ("size_or_type", c_u32)]
@@ -222,6 +227,9 @@ _SIGNATURES = {
     "bpf_program__type": (c_int, [c_ptr]),
     "bpf_program__set_autoload": (c_int, [c_ptr, ctypes.c_bool]),
     "bpf_program__set_ifindex": (None, [c_ptr, c_u32]),
+    "bpf_program__attach": (c_ptr, [c_ptr]),
+    "bpf_link__pin": (c_int, [c_ptr, c_str]),
+    "bpf_link__destroy": (c_int, [c_ptr]),
     "bpf_map__name": (c_str, [c_ptr]),
     "bpf_map__fd": (c_int, [c_ptr]),
     "bpf_map__type": (c_int, [c_ptr]),
@@ -428,6 +436,12 @@ def prog_info(fd):
         "run_cnt": info.run_cnt,
         "run_time_ns": info.run_time_ns,
     }
+
+
+def link_info(fd):
+    """id, type (BPF_LINK_TYPE_*) and prog_id of a BPF link."""
+    info = _info(fd, _LinkInfo())
+    return {"id": info.id, "type": info.type, "prog_id": info.prog_id}
 
 
 def map_info(fd):
@@ -702,6 +716,27 @@ class BpfProgram:
     def set_ifindex(self, ifindex):
         """Binds the program to a device for hardware offload."""
         library().bpf_program__set_ifindex(self._pointer, ifindex)
+
+
+    def attach(self):
+        """Attaches the loaded program where its section says (libbpf's auto-attach); returns the BpfLink."""
+        del _messages[:]
+        pointer = library().bpf_program__attach(self._pointer)
+        if not pointer:
+            raise LibbpfError("cannot attach program %s (section %s)" % (self.name, self.section), ctypes.get_errno())
+        return BpfLink(pointer)
+
+
+class BpfLink(_OwnedPointer):
+    """A BPF link libbpf made; closing it releases this process's hold only: a pinned link stays attached."""
+
+    _free = "bpf_link__destroy"
+
+    def __init__(self, pointer):
+        self._pointer = pointer
+
+    def pin(self, path):
+        _check(library().bpf_link__pin(self._pointer, path.encode()), "cannot pin link at %s" % path)
 
 
 class BpfMap:
