@@ -83,6 +83,11 @@ class KernelBtf:
                     "members": self._members(btf_type, depth)}
         return {"kind": "bytes", "size": size}
 
+    def struct_tree(self, name):
+        """The description of the struct called name, or None when this BTF has none."""
+        type_id = self._lib.btf__find_by_name_kind(self._pointer, name.encode(), KIND_STRUCT)
+        return self.type_tree(type_id) if type_id > 0 else None
+
     def _resolve(self, type_id):
         resolved = self._lib.btf__resolve_type(self._pointer, type_id)
         if resolved < 0:

@@ -257,6 +257,7 @@ _SIGNATURES = {
     "bpf_xdp_query": (c_int, [c_int, c_int, ctypes.POINTER(_XdpQueryOpts)]),
     "bpf_xdp_attach": (c_int, [c_int, c_int, c_u32, ctypes.POINTER(_XdpAttachOpts)]),
     "bpf_map_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
+    "bpf_prog_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_ptr, ctypes.POINTER(c_u32)]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_ptr, c_ptr]),
     "bpf_map_update_elem": (c_int, [c_int, c_ptr, c_ptr, c_u64]),
@@ -406,6 +407,10 @@ def _ids(next_id_function):
 
 def map_ids():
     return list(_ids(library().bpf_map_get_next_id))
+
+
+def prog_ids():
+    return list(_ids(library().bpf_prog_get_next_id))
 
 
 def _info(fd, info):

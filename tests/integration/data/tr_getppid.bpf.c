@@ -15,6 +15,7 @@ struct tr_event {
     __u64 calls;
     char comm[16];
 };
+const struct tr_event *unused_tr_event __attribute__((unused)); /* puts the struct in the object's BTF */
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
