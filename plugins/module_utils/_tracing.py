@@ -100,6 +100,8 @@ def _swap_in(bpf_object, programs, current, pin_dir):
     """Attaches every program, then pins the new links over the old ones and the maps; a failure before the pins
     leaves what ran before running."""
     loader.prepare_pin_dir(pin_dir)
+    if any(kinds.kind_of(program.section) == "tracepoint" for program in programs):
+        _hostfs.mount_tracefs()
     _hostfs.make_pin_dir(os.path.join(pin_dir, state.LINKS_DIR))
     links = []
     try:
