@@ -36,6 +36,11 @@ def default_pin_dir(interface):
     return "%s/%s" % (PIN_ROOT, interface)
 
 
+def default_tracing_pin_dir(name):
+    """Where bpf_program pins the links and maps of the set of tracing programs called name."""
+    return "%s/tracing/%s" % (PIN_ROOT, name)
+
+
 def mounts():
     """{device "major:minor": filesystem type} of this mount namespace's mounts."""
     table = {}

@@ -722,7 +722,6 @@ class BpfProgram:
         """Binds the program to a device for hardware offload."""
         library().bpf_program__set_ifindex(self._pointer, ifindex)
 
-
     def attach(self):
         """Attaches the loaded program where its section says (libbpf's auto-attach); returns the BpfLink."""
         del _messages[:]

@@ -15,7 +15,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _tracing_kinds as kinds
@@ -26,7 +26,7 @@ NEW_PIN_PREFIX = "new-"  # bpffs refuses names with a dot; no C function name ha
 
 
 def _pin_dir(params):
-    pin_dir = params.get("pin_dir") or state.default_pin_dir(params["name"])
+    pin_dir = params.get("pin_dir") or _hostfs.default_tracing_pin_dir(params["name"])
     _hostfs.check_pin_dir(pin_dir)
     return pin_dir
 

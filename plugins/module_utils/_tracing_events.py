@@ -71,5 +71,5 @@ def read_events(path, record_type=None, timeout=1.0, count=0, consume=True):
                               % (path, info["type"], BPF_MAP_TYPE_RINGBUF))
         codec = record_codec(info["id"], record_type, path) if record_type else None
         records = _drops.read_records(fd, timeout, count, consume)
-    return {"events": [decode(record, codec) for record in records], "map": {"name": info["name"], "id": info["id"],
-                                                                          "path": path}}
+    return {"events": [decode(record, codec) for record in records],
+            "map": {"name": info["name"], "id": info["id"], "path": path}}

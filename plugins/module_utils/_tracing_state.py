@@ -18,11 +18,6 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._object_load import P
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._tracing_kinds import link_type_name
 
 LINKS_DIR = "links"
-DEFAULT_ROOT = _hostfs.PIN_ROOT + "/tracing"
-
-
-def default_pin_dir(name):
-    return "%s/%s" % (DEFAULT_ROOT, name)
 
 
 def link_pin(pin_dir, program):

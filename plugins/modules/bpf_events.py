@@ -13,8 +13,8 @@ version_added: 0.2.0
 description:
   - Reads the records of a pinned BPF ring buffer map (C(BPF_MAP_TYPE_RINGBUF)) for up to O(timeout) seconds
     or until O(count) records were read, and returns each decoded from the BTF of the struct its programs
-    write (O(record_type)), as M(xdpfleet.xdp.xdp_map) decodes map values: integers, enum names, strings for
-    char arrays, lists for arrays, dicts for nested structs. So a program's own event struct needs no code.
+    write (O(record_type)), as M(xdpfleet.xdp.xdp_map) decodes map values (integers, enum names, strings for
+    char arrays, lists for arrays, dicts for nested structs). So a program's own event struct needs no code.
   - The struct is looked up in the BTF of a program that uses the map (found among the kernel's programs), so
     the programs must be built with C(-g) and loaded; M(xdpfleet.xdp.bpf_program) and
     M(xdpfleet.xdp.xdp_program) keep them loaded and pin the map.
@@ -69,9 +69,9 @@ EXAMPLES = r"""
     timeout: 2
   register: writes
 
-- name: Count them per process
+- name: Show the processes that wrote
   ansible.builtin.debug:
-    msg: "{{ writes.events | map(attribute='comm') | community.general.counter }}"
+    msg: "{{ writes.events | map(attribute='comm') | unique | list }}"
 """
 
 RETURN = r"""
@@ -104,8 +104,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
+from ansible_collections.xdpfleet.xdp.plugins.module_utils._hostfs import default_tracing_pin_dir
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._tracing_events import read_events
-from ansible_collections.xdpfleet.xdp.plugins.module_utils._tracing_state import default_pin_dir
 
 
 def main():
@@ -124,7 +124,7 @@ def main():
     params = module.params
     if params["timeout"] < 0 or params["count"] < 0:
         module.fail_json(msg="timeout and count must not be negative")
-    directory = params["pin_dir"] or (params["name"] and default_pin_dir(params["name"]))
+    directory = params["pin_dir"] or (params["name"] and default_tracing_pin_dir(params["name"]))
     if not os.path.isabs(params["map"]) and not directory:
         module.fail_json(msg="map: %s is a name, so name (the bpf_program set) or pin_dir is needed to find it"
                              % params["map"])
