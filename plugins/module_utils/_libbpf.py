@@ -244,6 +244,7 @@ _SIGNATURES = {
     "bpf_map__is_internal": (ctypes.c_bool, [c_ptr]),
     "bpf_map__initial_value": (c_ptr, [c_ptr, ctypes.POINTER(c_size_t)]),
     "btf__load_from_kernel_by_id": (c_ptr, [c_u32]),
+    "btf__load_vmlinux_btf": (c_ptr, []),
     "btf__free": (None, [c_ptr]),
     "btf__type_by_id": (ctypes.POINTER(BtfType), [c_ptr, c_u32]),
     "btf__name_by_offset": (c_str, [c_ptr, c_u32]),

@@ -15,7 +15,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _tracing_kinds as kinds
@@ -61,6 +61,7 @@ def _attach(params, current, pin_dir, check_mode):
         programs = kinds.select(bpf_object, params.get("programs"))
         names = [program.name for program in programs]
         kinds.check_kernel_features(programs)
+        check_map_names(bpf_object)
         if state.is_current(current, names, sha256, pin_dir):
             return dict(before, changed=False, diff=_diff(before, sha256, names))
         if check_mode:
@@ -71,6 +72,16 @@ def _attach(params, current, pin_dir, check_mode):
         _swap_in(bpf_object, programs, current, pin_dir)
     after = state.describe(pin_dir)
     return dict(_summary(after, pin_dir), changed=True, diff=_diff(before, sha256, names))
+
+
+def check_map_names(bpf_object):
+    """Refuses map names the kernel would cut short: the maps are found again by their kernel names."""
+    long_names = [bpf_map.name for bpf_map in bpf_object.maps
+                  if not _ownership.is_internal_map(bpf_map.name) and len(bpf_map.name) >= libbpf.OBJ_NAME_LEN]
+    if long_names:
+        raise ProgramError("the kernel keeps the first %d characters of a map's name, so maps %s of %s would not be "
+                           "found again by name; shorten their names in the source"
+                           % (libbpf.OBJ_NAME_LEN - 1, ", ".join(long_names), bpf_object.path))
 
 
 def _load(bpf_object, programs, current, pin_dir, migration):
@@ -128,8 +139,7 @@ def _detach(current, pin_dir, check_mode):
     before = _summary(current, pin_dir)
     links_dir = os.path.join(pin_dir, state.LINKS_DIR)
     pins = [os.path.join(links_dir, name) for name in _hostfs.pinned_names(links_dir)]
-    pins += [_hostfs.pin_path(pin_dir, item["name"]) for item in state.maps_of(current)
-             if loader.is_pinned(pin_dir, item)]
+    pins += [_hostfs.pin_path(pin_dir, name) for name in _hostfs.pinned_names(pin_dir)]
     result = dict(_summary([], pin_dir), changed=bool(pins), pins_removed=sorted(pins), diff=_diff(before, None, []))
     if check_mode or not pins:
         return result
