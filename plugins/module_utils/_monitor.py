@@ -80,6 +80,13 @@ def counts(pin_dir=None):
         for key, packets in sorted(found):
             if key[0] != netns:
                 continue
-            interface = result.setdefault(_interface(key[1]), dict((each[1], []) for each in MAPS))
+            interface = result.setdefault(_interface(key[1]), of_interface({}, None))
             interface[kind].append(dict(_records(name, fields, key[2:], reasons, programs), packets=packets))
     return result
+
+
+def of_interface(found, interface):
+    """The counters of one interface from counts(); None when the monitor is not deployed."""
+    if found is None:
+        return None
+    return found.get(interface) or dict((kind, []) for _name, kind, _layout, _fields in MAPS)
