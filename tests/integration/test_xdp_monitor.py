@@ -1,0 +1,96 @@
+"""The XDP health monitor (bpf/xdp_monitor.bpf.c) on a lab host of its own (prefix tr, 198.18.160.0/24): a
+program that aborts on N packets makes it count exactly N exceptions of that program on that interface, and
+UDP to a closed port counts the kernel's NO_SOCKET drops; xdp_facts shows them."""
+
+import json
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.hosts import on_host, run_module
+from tests.lab import Lab, Layout
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+LAYOUT = Layout("tr", 160)
+MONITOR = REPO / "build" / "bpf" / "xdp_monitor.o"
+ABORT_PORT, CLOSED_PORT = 7777, 7778
+ABORTED, DROPPED = 25, 9
+COUNT_WAIT = 10  # seconds for the packets sent to be counted
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with Lab.running(1, LAYOUT) as lab:
+        yield lab
+
+
+@pytest.fixture
+def host(fleet, tmp_path):
+    subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
+    abort = tmp_path / "tr_abort.o"
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
+                    str(DATA / "tr_abort.bpf.c"), "-o", str(abort)], check=True)
+    host = fleet.hosts[0]
+    _clean(host)
+    assert succeeded(run_module(host, "bpf_program", {"name": "xdp_monitor", "object": str(MONITOR)}))["changed"]
+    assert succeeded(run_module(host, "xdp_program", {"interface": "eth0", "object": str(abort),
+                                                      "remote_src": True}))["changed"]
+    yield host
+    _clean(host)
+
+
+def _clean(host):
+    host.run("ip link set dev eth0 xdp off; rm -rf /sys/fs/bpf/xdpfleet")
+
+
+def succeeded(result):
+    assert not result.get("failed"), result
+    return result
+
+
+def send_udp(fleet, host, port, count):
+    sender = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+              "[s.sendto(b'x' * 32, (%r, %d)) for _ in range(%d)]" % (host.address, port, count))
+    assert fleet.client.run("python3 -c %s" % shlex.quote(sender)).rc == 0
+
+
+def monitor_counts(host):
+    return json.loads(on_host(host, """
+        import json
+        from ansible_collections.xdpfleet.xdp.plugins.module_utils import _monitor
+        print(json.dumps(_monitor.of_interface(_monitor.counts(), "eth0")))
+    """))
+
+
+def counted(host, kind, expected):
+    """The interface's counters of one kind once they add up to expected packets (or the wait is over)."""
+    deadline = time.monotonic() + COUNT_WAIT
+    while True:
+        found = monitor_counts(host)[kind]
+        if sum(item["packets"] for item in found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_aborts_and_closed_port_drops_are_counted_exactly(fleet, host):
+    prog_id = run_module(host, "xdp_facts", {"interfaces": ["eth0"]})["ansible_facts"]["xdp"]["interfaces"]["eth0"][
+        "prog_id"]
+    assert monitor_counts(host) == {"exceptions": [], "redirect_errors": [], "drops": []}
+
+    send_udp(fleet, host, ABORT_PORT, ABORTED)
+    assert counted(host, "exceptions", ABORTED) == [
+        {"prog_id": prog_id, "program": "tr_abort", "action": "ABORTED", "packets": ABORTED}]
+
+    send_udp(fleet, host, CLOSED_PORT, DROPPED)
+    drops = dict((item["reason"], item["packets"]) for item in counted(host, "drops", DROPPED))
+    assert drops.get("NO_SOCKET") == DROPPED, drops
+
+    facts = run_module(host, "xdp_facts", {"interfaces": ["eth0"]})["ansible_facts"]["xdp"]["interfaces"]["eth0"]
+    assert facts["monitor"]["exceptions"][0]["packets"] == ABORTED
+    assert facts["monitor"]["drops"] == counted(host, "drops", DROPPED)
+    time.sleep(1)
+    assert monitor_counts(host)["exceptions"][0]["packets"] == ABORTED, "more exceptions than packets aborted"
