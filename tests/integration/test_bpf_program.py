@@ -4,13 +4,14 @@ runs, upgraded with their maps carried over, detached leaving nothing; kprobe an
 with the reason. The kprobe and fentry forms run on Debian 12's 6.1 kernel in tests/vm."""
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.hosts import on_host, run_module
+from tests.helpers.hosts import on_host, playbook, run_module
 from tests.lab import Lab, Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,3 +138,35 @@ def test_kinds_this_kernel_lacks_are_refused_and_change_nothing(host, objects, k
     assert "use a tracepoint/ or tp_btf/ program" in refused["msg"]
     assert pins(host) in ([], ["/sys/fs/bpf/xdpfleet", "/sys/fs/bpf/xdpfleet/tracing",
                                "/sys/fs/bpf/xdpfleet/tracing/getppid"])
+
+
+def test_the_write_monitor_example_gathers_the_writes_of_the_process_it_watches(fleet, host, tmp_path):
+    """playbooks/examples/write_monitor.yml on the lab: a process on the host writes 20 times a second, another
+    too; the events gathered as facts are those of the watched one alone, one per write the monitor counted."""
+    writer = "import os, time\nwhile True:\n    os.write(1, b'x')\n    time.sleep(0.05)\n"
+    processes = [subprocess.Popen(["nsenter", "-t", str(host.pid), "--net", "--mount", "--uts", "--", "python3",
+                                   "-c", writer], stdout=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        watched = processes[0].pid
+        done = playbook(fleet, REPO / "playbooks" / "examples" / "write_monitor.yml", tmp_path,
+                        {"write_monitor_pid": watched, "write_monitor_seconds": 1})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        writes, by = re.search(r"(\d+) writes, \d+ bytes, by processes\s+([\d,]*)", done.stdout).groups()
+        assert int(writes) > 0 and by == str(watched), done.stdout[-2000:]
+        counted = json.loads(on_host(host, """
+            import json, struct
+            from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
+            counts = libbpf.obj_get("/sys/fs/bpf/xdpfleet/tracing/write_monitor/wm_counts")
+            libbpf.map_update(libbpf.obj_get("/sys/fs/bpf/xdpfleet/tracing/write_monitor/wm_pid"), bytes(4),
+                              struct.pack("I", 1))  # a pid no process has: nothing more is counted
+            print(struct.unpack("Q", libbpf.map_lookup(counts, bytes(4), 8))[0])
+        """))
+        assert counted >= int(writes)
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    removed = playbook(fleet, REPO / "playbooks" / "examples" / "write_monitor.yml", tmp_path,
+                       {"write_monitor_state": "detached"})
+    assert removed.returncode == 0, removed.stdout[-3000:]
+    assert pins(host) == []
