@@ -170,3 +170,24 @@ def test_the_write_monitor_example_gathers_the_writes_of_the_process_it_watches(
                        {"write_monitor_state": "detached"})
     assert removed.returncode == 0, removed.stdout[-3000:]
     assert pins(host) == []
+
+
+def test_the_packet_summary_example_gathers_the_packets_xdp_saw(fleet, host, tmp_path):
+    """playbooks/examples/packet_summary.yml on the lab: the summaries of 5 UDP datagrams the client sent, and of
+    the playbook's own SSH packets, gathered as facts; removed again."""
+    example = REPO / "playbooks" / "examples" / "packet_summary.yml"
+    first = playbook(fleet, example, tmp_path, {"packet_summary_seconds": 0.5})
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    assert re.search(r"%s:\d+ > %s:22 tcp \d+ bytes" % (re.escape(LAYOUT.bridge_address), re.escape(host.address)),
+                     first.stdout), first.stdout[-3000:]
+    sender = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 40000)); "
+              "[s.sendto(b'x' * 18, (%r, 9999)) for _ in range(5)]" % host.address)
+    assert fleet.client.run("python3 -c \"%s\"" % sender).rc == 0
+    second = playbook(fleet, example, tmp_path, {"packet_summary_seconds": 0.5})
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "changed: [%s]" % host.name not in second.stdout.split("TASK [Gather")[0], "the program was attached again"
+    udp = "%s:40000 > %s:9999 udp 60 bytes" % (LAYOUT.client_address, host.address)
+    assert second.stdout.count(udp) == 5, second.stdout[-3000:]
+    removed = playbook(fleet, example, tmp_path, {"packet_summary_state": "detached"})
+    assert removed.returncode == 0, removed.stdout[-3000:]
+    assert "xdp" not in host.run("ip -d link show dev eth0").out.split("link/ether")[0]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _tracing as tracing
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _tracing_events as events
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _tracing_kinds as kinds
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _tracing_state as state
@@ -106,3 +107,19 @@ def test_records_decode_as_the_struct_or_as_hex_when_short_or_untyped():
     assert events.decode(record + b"\xff" * 8, codec) == {"pid": 42, "calls": 3}
     assert events.decode(record[:6], codec) == {"data": record[:6].hex()}
     assert events.decode(record, None) == {"data": record.hex()}
+
+
+def test_map_names_the_kernel_would_cut_short_are_refused(tmp_path):
+    source = tmp_path / "long.bpf.c"
+    source.write_text(
+        "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n"
+        "struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64);"
+        " } a_map_name_of_17c SEC(\".maps\"), fifteen_chars_1 SEC(\".maps\");\n"
+        "SEC(\"tp_btf/sys_enter\") int p(void *ctx) { return 0; }\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n")
+    target = tmp_path / "long.o"
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c", str(source),
+                    "-o", str(target)], check=True)
+    with BpfObject(str(target)) as bpf_object:
+        with pytest.raises(ProgramError, match=r"keeps the first 15 characters of a map's name, so maps "
+                                               r"a_map_name_of_17c of .* shorten their names"):
+            tracing.check_map_names(bpf_object)
