@@ -3,6 +3,7 @@ program that aborts on N packets makes it count exactly N exceptions of that pro
 UDP to a closed port counts the kernel's NO_SOCKET drops; xdp_facts shows them."""
 
 import json
+import re
 import shlex
 import subprocess
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.hosts import on_host, run_module
+from tests.helpers.hosts import on_host, playbook, recap, run_module
 from tests.lab import Lab, Layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,3 +95,36 @@ def test_aborts_and_closed_port_drops_are_counted_exactly(fleet, host):
     assert facts["monitor"]["drops"] == counted(host, "drops", DROPPED)
     time.sleep(1)
     assert monitor_counts(host)["exceptions"][0]["packets"] == ABORTED, "more exceptions than packets aborted"
+
+
+def test_the_firewall_role_runs_the_monitor_and_the_report_shows_it(fleet, tmp_path):
+    """deploy_xdp.yml with xdp_monitor: true attaches the monitor beside the firewall, a second run changes
+    nothing; the stats report counts the NO_SOCKET drops of datagrams to a closed port; xdp_monitor: false
+    detaches it, and remove_xdp.yml leaves none of it."""
+    host = fleet.hosts[0]
+    _clean(host)
+    rules = [{"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}]
+    deployed = playbook(fleet, "deploy_xdp.yml", tmp_path, {"xdp_rules": rules, "xdp_monitor": True})
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-2000:]
+    again = playbook(fleet, "deploy_xdp.yml", tmp_path, {"xdp_rules": rules, "xdp_monitor": True})
+    assert recap(again.stdout)[host.name]["changed"] == 0, again.stdout[-3000:]
+    assert host.run("ls /sys/fs/bpf/xdpfleet/tracing/xdp_monitor/links").out.split() == [
+        "xm_exception", "xm_kfree_skb", "xm_redirect_err"]
+
+    send_udp(fleet, host, CLOSED_PORT, DROPPED)
+    assert dict((item["reason"], item["packets"]) for item in counted(host, "drops", DROPPED))["NO_SOCKET"] == DROPPED
+    stats = playbook(fleet, "gather_stats.yml", tmp_path, {"stats_report_dir": str(tmp_path / "report")})
+    assert stats.returncode == 0, stats.stdout[-3000:]
+    rows = json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
+    eth0 = [row for row in rows if row["host"] == host.name and row["interface"] == "eth0"][0]
+    assert {"reason": "NO_SOCKET", "packets": DROPPED} in eth0["monitor"]["drops"]
+    line = [line for line in stats.stdout.splitlines() if host.name in line and " eth0 " in line][0]
+    kernel_drops = int(re.search(r"\s0/0/(\d+)\W*$", line).group(1))  # exceptions/redirect errors/kernel drops
+    assert kernel_drops == sum(item["packets"] for item in eth0["monitor"]["drops"]) >= DROPPED, line
+
+    stopped = playbook(fleet, "deploy_xdp.yml", tmp_path, {"xdp_rules": rules, "xdp_monitor": False})
+    assert stopped.returncode == 0, stopped.stdout[-3000:]
+    assert host.run("ls /sys/fs/bpf/xdpfleet/tracing 2>&1").rc != 0
+    removed = playbook(fleet, "remove_xdp.yml", tmp_path, {})
+    assert removed.returncode == 0, removed.stdout[-3000:]
+    assert host.run("ls /sys/fs/bpf/xdpfleet /var/lib/xdpfleet/xdp_monitor.o 2>/dev/null").out == ""
