@@ -68,7 +68,8 @@ def monitor_counts(host):
 
 
 def counted(host, kind, expected):
-    """The interface's counters of one kind once they add up to expected packets (or the wait is over)."""
+    """The interface's counters of one kind once they add up to at least expected packets (or the wait is
+    over)."""
     deadline = time.monotonic() + COUNT_WAIT
     while True:
         found = monitor_counts(host)[kind]
@@ -80,15 +81,17 @@ def counted(host, kind, expected):
 def test_aborts_and_closed_port_drops_are_counted_exactly(fleet, host):
     prog_id = run_module(host, "xdp_facts", {"interfaces": ["eth0"]})["ansible_facts"]["xdp"]["interfaces"]["eth0"][
         "prog_id"]
-    assert monitor_counts(host) == {"exceptions": [], "redirect_errors": [], "drops": []}
+    before = monitor_counts(host)  # the host's own traffic may have had a packet dropped already
+    assert before["exceptions"] == [] and before["redirect_errors"] == []
+    no_socket = dict((item["reason"], item["packets"]) for item in before["drops"]).get("NO_SOCKET", 0)
 
     send_udp(fleet, host, ABORT_PORT, ABORTED)
     assert counted(host, "exceptions", ABORTED) == [
         {"prog_id": prog_id, "program": "tr_abort", "action": "ABORTED", "packets": ABORTED}]
 
     send_udp(fleet, host, CLOSED_PORT, DROPPED)
-    drops = dict((item["reason"], item["packets"]) for item in counted(host, "drops", DROPPED))
-    assert drops.get("NO_SOCKET") == DROPPED, drops
+    drops = dict((item["reason"], item["packets"]) for item in counted(host, "drops", DROPPED + no_socket))
+    assert drops.get("NO_SOCKET") == DROPPED + no_socket, drops
 
     facts = run_module(host, "xdp_facts", {"interfaces": ["eth0"]})["ansible_facts"]["xdp"]["interfaces"]["eth0"]
     assert facts["monitor"]["exceptions"][0]["packets"] == ABORTED
