@@ -145,7 +145,7 @@ def test_the_write_monitor_example_gathers_the_writes_of_the_process_it_watches(
     too; the events gathered as facts are those of the watched one alone, one per write the monitor counted."""
     writer = "import os, time\nwhile True:\n    os.write(1, b'x')\n    time.sleep(0.05)\n"
     processes = [subprocess.Popen(["nsenter", "-t", str(host.pid), "--net", "--mount", "--uts", "--", "python3",
-                                   "-c", writer], stdout=subprocess.DEVNULL) for _ in range(2)]
+                                   "-c", writer], stdout=subprocess.DEVNULL) for _copy in range(2)]
     try:
         watched = processes[0].pid
         done = playbook(fleet, REPO / "playbooks" / "examples" / "write_monitor.yml", tmp_path,

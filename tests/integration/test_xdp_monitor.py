@@ -131,3 +131,36 @@ def test_the_firewall_role_runs_the_monitor_and_the_report_shows_it(fleet, tmp_p
     removed = playbook(fleet, "remove_xdp.yml", tmp_path, {})
     assert removed.returncode == 0, removed.stdout[-3000:]
     assert host.run("ls /sys/fs/bpf/xdpfleet /var/lib/xdpfleet/xdp_monitor.o 2>/dev/null").out == ""
+
+
+def test_a_rolling_update_fails_its_batch_on_xdp_exceptions(fleet, tmp_path):
+    """update_rules.yml with xdp_health_max_exceptions: 0 while a program behind the firewall aborts on a stream
+    of datagrams: the batch fails on the monitor's count and gets its previous rules back."""
+    host = fleet.hosts[0]
+    _clean(host)
+    before = [{"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}]
+    deployed = playbook(fleet, "deploy_xdp.yml", tmp_path, {"xdp_rules": before, "xdp_monitor": True})
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-2000:]
+    abort = tmp_path / "tr_abort.o"
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
+                    str(DATA / "tr_abort.bpf.c"), "-o", str(abort)], check=True)
+    assert succeeded(run_module(host, "xdp_program", {"interface": "eth0", "hook": "chained", "object": str(abort),
+                                                      "remote_src": True}))["changed"]
+    sender = ("import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "while True:\n    s.sendto(b'x', (%r, %d)); time.sleep(0.05)\n" % (host.address, ABORT_PORT))
+    stream = subprocess.Popen(["ip", "netns", "exec", LAYOUT.client_name, "python3", "-c", sender])
+    try:
+        run = playbook(fleet, "update_rules.yml", tmp_path, {
+            "xdp_rules": before + [{"name": "web", "action": "pass", "protocol": "tcp", "port": 80}],
+            "xdp_health_max_exceptions": 0, "xdp_health_window": 2})
+    finally:
+        stream.kill()
+        stream.wait()
+    assert run.returncode != 0
+    assert re.search(r"XDP exceptions ceiling 0 over 2 s failed:\s+\d+ XDP exceptions \(aborted packets\) counted, "
+                     r"above the ceiling of 0", run.stdout), run.stdout[-3000:]
+    gathered = run_module(host, "xdp_rules", {"interface": "eth0", "state": "gathered"})
+    assert gathered["gathered"] == before
+    _clean(host)
+    removed = playbook(fleet, "remove_xdp.yml", tmp_path, {})
+    assert removed.returncode == 0, removed.stdout[-3000:]
