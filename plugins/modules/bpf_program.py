@@ -44,7 +44,8 @@ options:
     required: true
   state:
     description:
-      - V(attached) loads and attaches the programs; V(detached) removes their links and pinned maps.
+      - V(attached) loads and attaches the programs; V(detached) removes their links and every pin of O(pin_dir),
+        then the directory.
     type: str
     choices: [attached, detached]
     default: attached

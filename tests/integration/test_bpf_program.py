@@ -122,6 +122,8 @@ def test_attach_count_upgrade_events_detach(host, objects):
     empty = succeeded(run_module(host, "bpf_events", {"name": "getppid", "map": "tr_events", "timeout": 0.2}))
     assert not empty["changed"] and empty["events"] == []
 
+    planned = succeeded(program(host, check=True, state="detached"))
+    assert planned["changed"] and len(planned["pins_removed"]) == 5 and len(pins(host)) == 9  # 4 directories
     detached = succeeded(program(host, state="detached"))
     assert detached["changed"] and len(detached["pins_removed"]) == 5 and detached["programs"] == []
     assert pins(host) == []
