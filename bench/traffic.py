@@ -27,10 +27,12 @@ added by its CLI and the others copied into its filter_ipv4 map, which holds 10,
 firewall is attached and given its rules by the xdp_program and xdp_rules modules. Both are set up by a child
 process inside tb-rx, in a private mount namespace with its own bpffs and state directories.
 
-    .venv/bin/python bench/traffic.py [--seconds S] [--rounds N] [--quick] [--smoke] [--cpu N] [--batch N]
-                                      [--generator auto|live|trafgen] [--json FILE]
+    .venv/bin/python bench/traffic.py [--seconds S] [--rounds N] [--quick] [--smoke] [--monitor] [--cpu N]
+                                      [--batch N] [--generator auto|live|trafgen] [--json FILE]
 
 --quick: 0.3 s per measurement, 10,000 rules as the large rule set. --smoke: the firewall with 10 rules only.
+--monitor: the firewall with 10 rules without and with the XDP health monitor (build/bpf/xdp_monitor.o, its
+tracing programs attached by this process for the turns of "xdpfleet+monitor" only), and the monitor's cost.
 The namespaces, programs and pins go when the bench ends, also on an error or Ctrl-C.
 """
 
@@ -64,6 +66,8 @@ FRAME_BYTES = 60
 PROGRAMS_SOURCE = os.path.join(ROOT, "bench", "traffic.bpf.c")
 FIREWALL = os.path.join(ROOT, "build", "bpf", "xdp_firewall.o")
 BARE_PASS = os.path.join(ROOT, "build", "bpf", "xdp_pass.o")
+MONITOR = os.path.join(ROOT, "build", "bpf", "xdp_monitor.o")
+MONITORED = "xdpfleet+monitor"
 STATE_DIRS = ("/etc/xdpfleet", "/var/lib/xdpfleet", "/run/xdpfleet")  # the modules' own; private in the child
 VERDICT_MAPS = ("xf_stats", "xdp_stats_map")  # per-CPU {packets, bytes} by XDP action: firewall, xdp-filter
 XDP_DROP, XDP_PASS = 1, 2
@@ -398,6 +402,8 @@ def cases(args):
     both = [(DROPPED, XDP_DROP), (PASSED, XDP_PASS)]
     if args.smoke:
         return [("xdpfleet", SMALL_RULES, both)]
+    if args.monitor:
+        return [("xdpfleet", SMALL_RULES, both), (MONITORED, SMALL_RULES, both)]
     large = QUICK_LARGE_RULES if args.quick else LARGE_RULES
     return ([("bare XDP_DROP", None, [(DROPPED, XDP_DROP)]), ("bare XDP_PASS", None, [(PASSED, XDP_PASS)])]
             + [(program, rules, both) for program in ("xdp-filter", "xdpfleet") for rules in (SMALL_RULES, large)])
@@ -467,12 +473,18 @@ def run(args, stack, directory):
     stack.callback(remove_topology)
     build_topology()
     generator = generator_for(args, objects.program("traffic_gen").fd, directory)
-    receivers = [(program, load_receiver(stack, program, rules, loaded), traffic)
-                 for program, rules, traffic in cases(args)]
+    receivers = []
+    for program, rules, traffic in cases(args):
+        same = [receiver for name, receiver, _traffic in receivers if program == MONITORED and name == "xdpfleet"]
+        receivers.append((program, same[0] if same else load_receiver(stack, program, rules, loaded), traffic))
+    monitor = stack.enter_context(_libbpf.BpfObject(MONITOR)) if args.monitor else None
+    if monitor:
+        monitor.load()
     measured = {}
     for _round in range(args.rounds):
         for program, (held, prog_fd, verdict_fd), traffic in receivers:
             attach_loaded(prog_fd)
+            links = [each.attach() for each in monitor.programs] if program == MONITORED else []
             try:
                 for kind, verdict in traffic:
                     frame = frame_for(kind, held or SMALL_RULES)
@@ -481,6 +493,8 @@ def run(args, stack, directory):
                     print("  %-14s %7s rules  %-7s %6.2f Mpps" % (program, held or "-", kind, result["mpps"]),
                           file=sys.stderr, flush=True)
             finally:
+                for link in links:
+                    link.close()
                 in_namespace(RX_NS, detach_receiver)
     rows = [dict(combined(results), program=program, rules=held, traffic=kind)
             for (program, held, kind), results in measured.items()]
@@ -522,6 +536,11 @@ def report(args, generator, rows):
     lines = [header, ["---"] * len(header)] + [cells(row, rows) for row in rows]
     for line in lines:
         print("| " + " | ".join(line) + " |")
+    for row in rows:
+        if row["program"] == MONITORED:
+            without = baseline(rows, row, "xdpfleet")
+            print("\nthe monitor's cost, %s traffic: %.1f%% (%.2f Mpps with it, %.2f without)"
+                  % (row["traffic"], 100 * (1 - row["mpps"] / without["mpps"]), row["mpps"], without["mpps"]))
     largest = dict((program, max([row["rules"] for row in rows if row["program"] == program] or [0]))
                    for program in ("xdp-filter", "xdpfleet"))
     if 0 < largest["xdp-filter"] < largest["xdpfleet"]:
@@ -536,6 +555,8 @@ def parse_arguments():
                         help="measurements of each case, in turns with the others (default 3, --smoke 1)")
     parser.add_argument("--quick", action="store_true", help="0.3 s per measurement, 10,000 rules as the large set")
     parser.add_argument("--smoke", action="store_true", help="only the firewall with 10 rules")
+    parser.add_argument("--monitor", action="store_true",
+                        help="the firewall with 10 rules without and with the XDP health monitor")
     parser.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)),
                         help="the CPU of the generator, and so of the receiver (default: the last one)")
     parser.add_argument("--batch", type=int, default=64, help="live frames per batch (at most 256, the veth ring)")
@@ -548,7 +569,7 @@ def parse_arguments():
     if args.seconds is None:
         args.seconds = 0.3 if args.quick else 1.0
     if args.rounds is None:
-        args.rounds = 1 if args.smoke else 3
+        args.rounds = 1 if args.smoke else (7 if args.monitor else 3)
     return args
 
 

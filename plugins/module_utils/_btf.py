@@ -45,13 +45,18 @@ class _Enum64(ctypes.Structure):
 
 
 class KernelBtf:
-    """One BTF object of the kernel, by id; use as a context manager so libbpf frees it."""
+    """One BTF object of the kernel, by id (None: the kernel's own, vmlinux); use as a context manager so libbpf
+    frees it."""
 
-    def __init__(self, btf_id):
+    def __init__(self, btf_id=None):
         self._lib = library()
-        self._pointer = self._lib.btf__load_from_kernel_by_id(btf_id)
+        if btf_id is None:
+            self._pointer = self._lib.btf__load_vmlinux_btf()
+        else:
+            self._pointer = self._lib.btf__load_from_kernel_by_id(btf_id)
         if not self._pointer:
-            raise LibbpfError("cannot load BTF id %d from the kernel" % btf_id, ctypes.get_errno())
+            raise LibbpfError("cannot load BTF %s from the kernel" % ("vmlinux" if btf_id is None else "id %d" % btf_id),
+                              ctypes.get_errno())
 
     def __enter__(self):
         return self
@@ -82,6 +87,16 @@ class KernelBtf:
             return {"kind": "struct", "name": self._name(btf_type.name_off), "size": size,
                     "members": self._members(btf_type, depth)}
         return {"kind": "bytes", "size": size}
+
+    def struct_tree(self, name):
+        """The description of the struct called name, or None when this BTF has none."""
+        type_id = self._lib.btf__find_by_name_kind(self._pointer, name.encode(), KIND_STRUCT)
+        return self.type_tree(type_id) if type_id > 0 else None
+
+    def enum_names(self, name):
+        """{value: name} of the enum called name, {} when this BTF has none."""
+        type_id = self._lib.btf__find_by_name_kind(self._pointer, name.encode(), KIND_ENUM)
+        return self.type_tree(type_id)["names"] if type_id > 0 else {}
 
     def _resolve(self, type_id):
         resolved = self._lib.btf__resolve_type(self._pointer, type_id)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _fw_buckets, _fw_confirm, _hook, _hostfs, _link
-from ansible_collections.xdpfleet.xdp.plugins.module_utils import _ownership
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _monitor, _ownership
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import XdpfleetError
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._fw_kernel import (
     KernelRuleset, PerCpuRecords, action_stats, shadow_slot)
@@ -319,6 +319,8 @@ def gather(interfaces=None, per_cpu=False, top=10, modes=True, state_dir=STATE_D
         interfaces = dict((name, interface_facts(name, per_cpu, top, state_dir, series)) for name in indexes)
         result = {"capabilities": capabilities(interfaces.values()), "interfaces": interfaces}
     features = query.result() if query else None
+    monitor = _monitor.counts()
     for name, index in indexes.items():
         result["interfaces"][name]["xdp_modes"] = xdp_modes(features[index]) if features is not None else None
+        result["interfaces"][name]["monitor"] = _monitor.of_interface(monitor, name)
     return result

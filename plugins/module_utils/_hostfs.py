@@ -22,6 +22,8 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils._errors import Xdpfle
 BPFFS_ROOT = "/sys/fs/bpf"
 BPFFS_TYPE = "bpf"
 PIN_ROOT = BPFFS_ROOT + "/xdpfleet"
+TRACEFS_ROOT = "/sys/kernel/tracing"
+TRACEFS_TYPE = "tracefs"
 LOCK_DIR = "/run/xdpfleet"
 PIN_DIR_MODE = 0o700
 
@@ -32,6 +34,11 @@ class HostfsError(XdpfleetError):
 
 def default_pin_dir(interface):
     return "%s/%s" % (PIN_ROOT, interface)
+
+
+def default_tracing_pin_dir(name):
+    """Where bpf_program pins the links and maps of the set of tracing programs called name."""
+    return "%s/tracing/%s" % (PIN_ROOT, name)
 
 
 def mounts():
@@ -62,15 +69,25 @@ def bpffs_mounted():
     return filesystem_of(BPFFS_ROOT) == BPFFS_TYPE
 
 
-def mount_bpffs():
-    """Mounts the bpf filesystem at /sys/fs/bpf when it is not there; returns True when it mounted."""
-    if bpffs_mounted():
+def _mount_once(fs_type, target, options):
+    """Mounts a filesystem of fs_type at target when it is not there; returns True when it mounted."""
+    if filesystem_of(target) == fs_type:
         return False
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"bpf", BPFFS_ROOT.encode(), b"bpf", 0, b"mode=0700") != 0:
+    if libc.mount(fs_type.encode(), target.encode(), fs_type.encode(), 0, options) != 0:
         error = ctypes.get_errno()
-        raise HostfsError("cannot mount the bpf filesystem at %s: %s" % (BPFFS_ROOT, os.strerror(error)))
+        raise HostfsError("cannot mount the %s filesystem at %s: %s" % (fs_type, target, os.strerror(error)))
     return True
+
+
+def mount_bpffs():
+    """Mounts the bpf filesystem at /sys/fs/bpf when it is not there; returns True when it mounted."""
+    return _mount_once(BPFFS_TYPE, BPFFS_ROOT, b"mode=0700")
+
+
+def mount_tracefs():
+    """Mounts tracefs at /sys/kernel/tracing when it is not there (libbpf finds tracepoints' ids in it)."""
+    return _mount_once(TRACEFS_TYPE, TRACEFS_ROOT, None)
 
 
 def check_pin_dir(pin_dir):

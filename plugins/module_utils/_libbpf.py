@@ -179,6 +179,11 @@ class _MapInfo(ctypes.Structure):
     ]
 
 
+class _LinkInfo(ctypes.Structure):
+    """The head of struct bpf_link_info; the kernel fills no more than the size asked for."""
+    _fields_ = [("type", c_u32), ("id", c_u32), ("prog_id", c_u32)]
+
+
 class BtfType(ctypes.Structure):
     """struct btf_type: name, then kind and vlen packed in info, then size or type; kind-specific data follows."""
     _fields_ = [("name_off", c_u32), ("info", c_u32), ("size_or_type", c_u32)]
@@ -227,6 +232,9 @@ _SIGNATURES = {
     "bpf_program__set_expected_attach_type": (c_int, [c_ptr, c_int]),
     "bpf_program__set_attach_target": (c_int, [c_ptr, c_int, c_str]),
     "bpf_raw_tracepoint_open": (c_int, [c_str, c_int]),
+    "bpf_program__attach": (c_ptr, [c_ptr]),
+    "bpf_link__pin": (c_int, [c_ptr, c_str]),
+    "bpf_link__destroy": (c_int, [c_ptr]),
     "bpf_map__name": (c_str, [c_ptr]),
     "bpf_map__fd": (c_int, [c_ptr]),
     "bpf_map__type": (c_int, [c_ptr]),
@@ -241,6 +249,7 @@ _SIGNATURES = {
     "bpf_map__is_internal": (ctypes.c_bool, [c_ptr]),
     "bpf_map__initial_value": (c_ptr, [c_ptr, ctypes.POINTER(c_size_t)]),
     "btf__load_from_kernel_by_id": (c_ptr, [c_u32]),
+    "btf__load_vmlinux_btf": (c_ptr, []),
     "btf__free": (None, [c_ptr]),
     "btf__type_by_id": (ctypes.POINTER(BtfType), [c_ptr, c_u32]),
     "btf__name_by_offset": (c_str, [c_ptr, c_u32]),
@@ -254,6 +263,7 @@ _SIGNATURES = {
     "bpf_xdp_query": (c_int, [c_int, c_int, ctypes.POINTER(_XdpQueryOpts)]),
     "bpf_xdp_attach": (c_int, [c_int, c_int, c_u32, ctypes.POINTER(_XdpAttachOpts)]),
     "bpf_map_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
+    "bpf_prog_get_next_id": (c_int, [c_u32, ctypes.POINTER(c_u32)]),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_ptr, ctypes.POINTER(c_u32)]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_ptr, c_ptr]),
     "bpf_map_update_elem": (c_int, [c_int, c_ptr, c_ptr, c_u64]),
@@ -410,6 +420,10 @@ def map_ids():
     return list(_ids(library().bpf_map_get_next_id))
 
 
+def prog_ids():
+    return list(_ids(library().bpf_prog_get_next_id))
+
+
 def _info(fd, info):
     length = c_u32(ctypes.sizeof(info))
     _check(library().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(length)),
@@ -438,6 +452,12 @@ def prog_info(fd):
         "run_cnt": info.run_cnt,
         "run_time_ns": info.run_time_ns,
     }
+
+
+def link_info(fd):
+    """id, type (BPF_LINK_TYPE_*) and prog_id of a BPF link."""
+    info = _info(fd, _LinkInfo())
+    return {"id": info.id, "type": info.type, "prog_id": info.prog_id}
 
 
 def map_info(fd):
@@ -721,6 +741,25 @@ class BpfProgram:
         _check(lib.bpf_program__set_expected_attach_type(self._pointer, 0), "cannot set the attach type")
         _check(lib.bpf_program__set_attach_target(self._pointer, target_fd, function.encode()),
                "cannot target %s" % function)
+    def attach(self):
+        """Attaches the loaded program where its section says (libbpf's auto-attach); returns the BpfLink."""
+        del _messages[:]
+        pointer = library().bpf_program__attach(self._pointer)
+        if not pointer:
+            raise LibbpfError("cannot attach program %s (section %s)" % (self.name, self.section), ctypes.get_errno())
+        return BpfLink(pointer)
+
+
+class BpfLink(_OwnedPointer):
+    """A BPF link libbpf made; closing it releases this process's hold only: a pinned link stays attached."""
+
+    _free = "bpf_link__destroy"
+
+    def __init__(self, pointer):
+        self._pointer = pointer
+
+    def pin(self, path):
+        _check(library().bpf_link__pin(self._pointer, path.encode()), "cannot pin link at %s" % path)
 
 
 class BpfMap:

@@ -116,6 +116,15 @@ def shadow_samples(*path):
     return samples
 
 
+def monitor_samples(kind, fields):
+    """Samples of the XDP health monitor's counters of one kind, labelled with the fields of each."""
+    def samples(metric, name, interface):
+        for counter in (interface.get("monitor") or {}).get(kind, []):
+            yield sample(metric, [("interface", name)] + [(field, counter[field]) for field in fields],
+                         counter["packets"])
+    return samples
+
+
 # (name, type, help, samples(name, interface name, interface facts), firewall interfaces only)
 FAMILIES = (
     ("xdpfleet_program_attached", "gauge",
@@ -161,6 +170,15 @@ FAMILIES = (
     ("xdpfleet_shadow_new_pass_packets_total", "counter",
      "Packets the shadow set would have passed that the enforced set dropped.",
      shadow_samples("new_passes", "packets"), True),
+    ("xdpfleet_xdp_exceptions_total", "counter",
+     "Packets whose XDP program aborted (or returned an action the driver cannot carry out), by program and action; "
+     "from the XDP health monitor.", monitor_samples("exceptions", ("prog_id", "program", "action")), False),
+    ("xdpfleet_xdp_redirect_errors_total", "counter",
+     "XDP redirects that failed, by program and error; from the XDP health monitor.",
+     monitor_samples("redirect_errors", ("prog_id", "program", "error")), False),
+    ("xdpfleet_kernel_drops_total", "counter",
+     "Packets the kernel dropped after XDP on an interface that runs an XDP program, by drop reason (skb:kfree_skb); "
+     "from the XDP health monitor.", monitor_samples("drops", ("reason",)), False),
 )
 
 

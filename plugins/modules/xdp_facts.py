@@ -124,6 +124,11 @@ ansible_facts:
               O(xdpfleet.xdp.xdp_rules#module:confirm_within)) as RV(xdpfleet.xdp.xdp_rules#module:revert) shows it,
               with C(armed), C(deadline) (epoch seconds), C(seconds_left), C(timer) and whether it runs, and in
               C(reverted) when and why the last one fired.
+            - For every interface C(monitor), the counters of the XDP health monitor (the firewall role's
+              C(xdp_monitor), see docs/TRACING.md) for the interface, null where the monitor is not deployed
+              C(exceptions) (C(prog_id), C(program), C(action), C(packets)), C(redirect_errors) (C(prog_id),
+              C(program), C(error), C(packets)) and C(drops), the packets the kernel dropped after XDP
+              (C(reason), C(packets)).
           type: dict
           sample:
             eth0:

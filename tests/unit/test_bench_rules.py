@@ -8,6 +8,7 @@ import pytest
 
 from bench import control_plane, facts, fleet_scale
 from bench.addresses import host_prefixes
+from tests.lab import Layout
 
 RANGES = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
 SIZES = [100000, 200000]
@@ -47,7 +48,7 @@ def test_host_prefixes_start_where_asked_and_leave_out_what_is_avoided():
 
 @pytest.mark.parametrize("count", SIZES)
 def test_fleet_scale_rule_set(count):
-    assert_distinct_and_in_range(sources(fleet_scale.rule_set(count, 53)), count)
+    assert_distinct_and_in_range(sources(fleet_scale.rule_set(count, 53, Layout("fs", 130))), count)
 
 
 @pytest.mark.parametrize("count", SIZES)

@@ -78,6 +78,9 @@ def test_every_family_has_a_valid_name_a_type_and_help():
         "xdpfleet_shadow_packets_total": ("counter", found["xdpfleet_shadow_packets_total"][1]),
         "xdpfleet_shadow_new_drop_packets_total": ("counter", found["xdpfleet_shadow_new_drop_packets_total"][1]),
         "xdpfleet_shadow_new_pass_packets_total": ("counter", found["xdpfleet_shadow_new_pass_packets_total"][1]),
+        "xdpfleet_xdp_exceptions_total": ("counter", found["xdpfleet_xdp_exceptions_total"][1]),
+        "xdpfleet_xdp_redirect_errors_total": ("counter", found["xdpfleet_xdp_redirect_errors_total"][1]),
+        "xdpfleet_kernel_drops_total": ("counter", found["xdpfleet_kernel_drops_total"][1]),
     }
     for name, (kind, help_text) in found.items():
         assert METRIC_NAME.match(name) and help_text, name
@@ -164,6 +167,19 @@ def test_a_shadow_set_gives_its_verdicts_and_disagreements_and_none_gives_no_sam
         'xdpfleet_shadow_new_drop_packets_total{interface="eth0"} 70']
     assert samples(text, "xdpfleet_shadow_new_pass_packets_total") == [
         'xdpfleet_shadow_new_pass_packets_total{interface="eth0"} 3']
+
+
+def test_the_monitor_counters_of_every_interface_with_their_labels():
+    monitor = {"exceptions": [{"prog_id": 7, "program": "xdp_abort", "action": "ABORTED", "packets": 5}],
+               "redirect_errors": [{"prog_id": 7, "program": "xdp_abort", "error": "ENETDOWN", "packets": 2}],
+               "drops": [{"reason": "NO_SOCKET", "packets": 3}]}
+    text = _prometheus.render({"eth1": dict(NOTHING_ATTACHED, monitor=monitor), "eth0": firewall()})
+    assert samples(text, "xdpfleet_xdp_exceptions_total") == [
+        'xdpfleet_xdp_exceptions_total{interface="eth1",prog_id="7",program="xdp_abort",action="ABORTED"} 5']
+    assert samples(text, "xdpfleet_xdp_redirect_errors_total") == [
+        'xdpfleet_xdp_redirect_errors_total{interface="eth1",prog_id="7",program="xdp_abort",error="ENETDOWN"} 2']
+    assert samples(text, "xdpfleet_kernel_drops_total") == [
+        'xdpfleet_kernel_drops_total{interface="eth1",reason="NO_SOCKET"} 3']
 
 
 def test_interface_without_the_firewall_only_reports_not_attached():

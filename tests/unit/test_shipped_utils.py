@@ -13,9 +13,9 @@ import pytest
 
 from tests.lab.layout import REPO
 
-READ_ONLY_MODULES = ("xdp_facts", "xdp_stats", "xdp_drops")
+READ_ONLY_MODULES = ("xdp_facts", "xdp_stats", "xdp_drops", "bpf_events")
 WRITING_SIDE = ("_program", "_object_load", "_program_state", "_hook_chain", "_hook_dispatcher", "_bcc", "_rules",
-                "_fw_compile", "_fw_slots")
+                "_fw_compile", "_fw_slots", "_tracing", "_tracing_kinds", "_tracing_state")
 
 # recursive_finder is what AnsiballZ runs to build a module's payload; it needs Ansible's collection loader,
 # which is installed process-wide, hence a process of its own.
