@@ -95,8 +95,8 @@ def detach(request, before, take_out, check_mode):
             take_out()
         for directory, name in pins:
             _hostfs.unpin(directory, name)
-        for directory in set(directory for directory, _name in pins):
-            _hostfs.remove_pin_dir_if_empty(directory)
+        for directory in set([request["pin_dir"]] + [directory for directory, _name in pins]):
+            _hostfs.remove_pin_dir_if_empty(directory)  # the pin_dir too: a program without maps made it empty
     detached = result(changed, interface, before, dict(_ownership.NOT_ATTACHED) if changed else before, {})
     detached["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
     return detached

@@ -212,6 +212,12 @@ def test_lost_pins_are_restored_from_the_kernel(host):
     assert not succeeded(module(host, interface="eth0", src=PORTS_SRC))["changed"]
 
 
+def test_detaching_a_program_without_maps_leaves_no_pin_dir(host):
+    succeeded(module(host, interface="eth0", object=str(REPO / "build" / "bpf" / "xdp_pass.o")))
+    assert succeeded(module(host, interface="eth0", state="detached"))["changed"]
+    assert kernel_state(host) == {"xdp": None, "pins": []}
+
+
 def test_check_mode_changes_nothing(host):
     before = kernel_state(host)
     predicted = succeeded(module(host, check=True, diff=True, interface="eth0", src=PORTS_SRC))
