@@ -741,6 +741,7 @@ class BpfProgram:
         _check(lib.bpf_program__set_expected_attach_type(self._pointer, 0), "cannot set the attach type")
         _check(lib.bpf_program__set_attach_target(self._pointer, target_fd, function.encode()),
                "cannot target %s" % function)
+
     def attach(self):
         """Attaches the loaded program where its section says (libbpf's auto-attach); returns the BpfLink."""
         del _messages[:]
