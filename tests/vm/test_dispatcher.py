@@ -5,15 +5,13 @@ loses no passed datagram and leaks no dropped one; detaching the firewall leaves
 One guest, one playbook run."""
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.lab.layout import Layout
-from tests.vm import guests
+from tests.vm import play
 from tests.vm.test_kernel import _variant_source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,25 +111,8 @@ def results(tmp_path_factory):
     """Boot one guest, run every task once against it, return the registered results by name."""
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
     directory = tmp_path_factory.mktemp("vm")
-    try:
-        guests.up(LAYOUT, 1)
-        tasks = _tasks(_variant_source(directory), directory)
-        names = [task["register"] for task in tasks if "register" in task]
-        save = {"name": "save", "delegate_to": "localhost",
-                "ansible.builtin.copy": {"dest": str(directory / "results.json"), "content": "{{ %s | to_json }}" % (
-                    "{" + ", ".join(f"'{name}': {name}" for name in names) + "}")}}
-        playbook = directory / "dispatcher.yml"
-        playbook.write_text(yaml.safe_dump([{"hosts": "vm", "gather_facts": False, "tasks": tasks + [save]}]))
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        # A stdin of its own: ansible-playbook refuses a non-blocking one, which a qemu -daemonize can leave ours.
-        done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i",
-                               str(guests.inventory_path(LAYOUT)), str(playbook)],
-                              capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False,
-                              stdin=subprocess.DEVNULL)
-        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-        yield json.loads((directory / "results.json").read_text())
-    finally:
-        guests.down(LAYOUT)
+    with play.one_guest(LAYOUT):
+        yield play.results_of(LAYOUT, _tasks(_variant_source(directory), directory), directory, "dispatcher")
 
 
 def _key(flow):

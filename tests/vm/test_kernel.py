@@ -3,16 +3,13 @@ load and atomic upgrade, the rule states, facts counting real packets. The same 
 lab's kernel in test_xdp_program/test_xdp_rules/test_xdp_facts; here a verifier or helper difference
 of 6.1 shows up as a failure. One playbook run (one SSH connection; the guest runs under TCG)."""
 
-import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.lab.layout import Layout
-from tests.vm import guests
+from tests.vm import play
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUT = Layout("xk", 101)
@@ -72,24 +69,8 @@ def results(tmp_path_factory):
     """Boot one guest, run every task once against it, return the registered results by name."""
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
     directory = tmp_path_factory.mktemp("vm")
-    try:  # a boot that fails part-way leaves guests and taps too
-        guests.up(LAYOUT, 1)
-        tasks = _tasks(_variant_source(directory))
-        names = [task["register"] for task in tasks]
-        save = {"name": "save", "delegate_to": "localhost",
-                "ansible.builtin.copy": {"dest": str(directory / "results.json"), "content": "{{ %s | to_json }}" % (
-                    "{" + ", ".join(f"'{name}': {name}" for name in names) + "}")}}
-        playbook = directory / "kernel.yml"
-        playbook.write_text(yaml.safe_dump([{"hosts": "vm", "gather_facts": False, "tasks": tasks + [save]}]))
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i",
-                               str(guests.inventory_path(LAYOUT)), str(playbook)],
-                              capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False,
-                              stdin=subprocess.DEVNULL)  # the inherited one is left non-blocking after a boot
-        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-        yield json.loads((directory / "results.json").read_text())
-    finally:
-        guests.down(LAYOUT)
+    with play.one_guest(LAYOUT):
+        yield play.results_of(LAYOUT, _tasks(_variant_source(directory)), directory, "kernel")
 
 
 def test_the_guest_runs_debian_12s_kernel(results):

@@ -4,16 +4,13 @@ monitor's three forms (tracepoint, kprobe, fentry) count the same writes of the 
 tp_btf programs load with 6.1's BTF and count aborts and closed-port drops. One playbook run (the guest runs
 under TCG)."""
 
-import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.lab.layout import Layout
-from tests.vm import guests
+from tests.vm import play
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUT = Layout("tv", 170)
@@ -80,23 +77,8 @@ def results(tmp_path_factory):
                                     directory / "tr_abort.o"),
                "xdp_monitor": REPO / "build" / "bpf" / "xdp_monitor.o",
                "watcher": REPO / "tests" / "vm" / "guest_watch_writes.py"}
-    try:  # a boot that fails part-way leaves guests and taps too
-        guests.up(LAYOUT, 1)
-        tasks = _tasks(objects)
-        names = [task["register"] for task in tasks if "register" in task]
-        save = {"name": "save", "delegate_to": "localhost",
-                "ansible.builtin.copy": {"dest": str(directory / "results.json"), "content": "{{ %s | to_json }}" % (
-                    "{" + ", ".join(f"'{name}': {name}" for name in names) + "}"), "mode": "0644"}}
-        playbook = directory / "tracing.yml"
-        playbook.write_text(yaml.safe_dump([{"hosts": "vm", "gather_facts": False, "tasks": tasks + [save]}]))
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        done = subprocess.run([str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i",
-                               str(guests.inventory_path(LAYOUT)), str(playbook)],
-                              capture_output=True, text=True, env=env, timeout=1200, cwd=REPO, check=False)
-        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-        yield json.loads((directory / "results.json").read_text())
-    finally:
-        guests.down(LAYOUT)
+    with play.one_guest(LAYOUT):
+        yield play.results_of(LAYOUT, _tasks(objects), directory, "tracing")
 
 
 def test_the_guest_runs_debian_12s_kernel(results):
