@@ -555,7 +555,8 @@ def map_items(fd, key_size, value_size, max_entries):
     except LibbpfError as error:
         if error.errno not in BATCH_UNSUPPORTED:
             raise
-    return [(key, map_lookup(fd, key, value_size)) for key in map_keys(fd, key_size)]
+    items = ((key, map_lookup(fd, key, value_size)) for key in map_keys(fd, key_size))
+    return [(key, value) for key, value in items if value is not None]  # an empty program array slot has a key
 
 
 def array_values(fd, value_size, count):
