@@ -139,8 +139,8 @@ def test_a_rolling_update_fails_its_batch_on_xdp_exceptions(fleet, tmp_path):
     host = fleet.hosts[0]
     _clean(host)
     before = [{"name": "ssh", "action": "pass", "protocol": "tcp", "port": 22}]
-    deployed = playbook(fleet, "deploy_xdp.yml", tmp_path, {"xdp_rules": before, "xdp_monitor": True,
-                                                           "xdp_firewall_next_slot": True})
+    deployed = playbook(fleet, "deploy_xdp.yml", tmp_path,
+                        {"xdp_rules": before, "xdp_monitor": True, "xdp_firewall_next_slot": True})
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-2000:]
     abort = tmp_path / "tr_abort.o"
     subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
