@@ -22,6 +22,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _hostfs, _owne
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libbpf as libbpf
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _libxdp as libxdp
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _object_load as loader
+from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state as state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import ifindex
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._object_load import ProgramError
 
@@ -134,14 +135,11 @@ def requested_actions(names):
 
 
 def is_current(described, sha256, request):
-    """Whether our program in the dispatcher is the requested one: same object, program, pin_dir, map sizes,
-    priority and chain-call actions."""
-    live_sizes = dict((item["name"], item["max_entries"]) for item in described["maps"])
-    return (described["object_sha256"] == sha256 and request["program"] in (None, described["program"])
-            and described["pin_dir"] == request["pin_dir"]
+    """Whether our program in the dispatcher is the requested one: what is current for every hook (object,
+    program, pin_dir, map sizes; its mode is the dispatcher's), and the same priority and chain-call actions."""
+    return (state.is_current(described, sha256, request["program"], "auto", request["pin_dir"], request["map_sizes"])
             and described["priority"] == request["priority"]
-            and described["chain_call_actions"] == requested_actions(request["chain_call_actions"])
-            and all(live_sizes.get(name) == size for name, size in request["map_sizes"].items()))
+            and described["chain_call_actions"] == requested_actions(request["chain_call_actions"]))
 
 
 def attach_mode(hook, requested):

@@ -6,7 +6,6 @@ on Debian 12's kernel."""
 import errno
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,15 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program as pr
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._hostfs import LOCK_DIR
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._link import ifindex
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._object_load import ProgramError
+from tests.helpers.netns import in_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 FIREWALL = REPO / "build" / "bpf" / "xdp_firewall.o"
 INTERFACE = "xdt0"
 SHA = "ab" * 32
-OURS = {"object_sha256": SHA, "program": "xdpfleet_fw", "pin_dir": "/sys/fs/bpf/xdpfleet/eth0", "priority": 5,
-        "chain_call_actions": ["pass"], "maps": [{"name": "xf_rules", "max_entries": 1024}]}
+OURS = {"owner": "xdpfleet", "mode": "native", "object_sha256": SHA, "program": "xdpfleet_fw",
+        "pin_dir": "/sys/fs/bpf/xdpfleet/eth0", "priority": 5, "chain_call_actions": ["pass"],
+        "maps": [{"name": "xf_rules", "max_entries": 1024}]}
 REQUEST = {"program": None, "pin_dir": "/sys/fs/bpf/xdpfleet/eth0", "priority": 5, "chain_call_actions": ["pass"],
            "map_sizes": {}}
 
@@ -114,15 +115,6 @@ def test_this_kernel_refuses_extension_programs_with_eperm(refused_errno):
     assert dispatcher.unavailable_reason() == dispatcher.extension_refusal(errno.EPERM)
 
 
-def _in_namespace(namespace, function, *args):
-    def inside():
-        with open("/run/netns/" + namespace) as handle:
-            os.setns(handle.fileno(), os.CLONE_NEWNET)
-        return function(*args)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(inside).result()
-
-
 def _attached_id():
     return libbpf.xdp_query(ifindex(INTERFACE))["prog_id"]
 
@@ -135,7 +127,7 @@ def veth():
     try:
         subprocess.run(["ip", "-n", namespace, "link", "add", INTERFACE, "type", "veth", "peer", "name", "xdt1"],
                        check=True)
-        yield lambda function, *args: _in_namespace(namespace, function, *args)
+        yield lambda function, *args: in_namespace(namespace, function, *args)
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=True)
 

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from ansible_collections.xdpfleet.xdp.plugins.module_utils import _program_state
 from ansible_collections.xdpfleet.xdp.plugins.module_utils import _restore as restore
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._hostfs import LOCK_DIR
 from ansible_collections.xdpfleet.xdp.plugins.module_utils._libbpf import BpfObject
+from tests.helpers.netns import in_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "integration" / "data"
@@ -113,16 +113,6 @@ FIREWALL = REPO / "build" / "bpf" / "xdp_firewall.o"
 INTERFACE = "szt0"
 
 
-def _in_namespace(namespace, function, *args):
-    """Runs function in a throwaway thread moved into the namespace (setns moves the calling thread alone)."""
-    def inside():
-        with open("/run/netns/" + namespace) as handle:
-            os.setns(handle.fileno(), os.CLONE_NEWNET)
-        return function(*args)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(inside).result()
-
-
 @pytest.fixture(scope="module")
 def firewall():
     subprocess.run(["make", "-s", "-C", str(REPO / "bpf")], check=True)
@@ -147,7 +137,7 @@ def sized(tmp_path, firewall):
                                remote_src=True, compiler="clang", cflags=[], program=None, mode="native",
                                pin_dir=str(bpffs / "pins"), object_sha256=None, force=False, map_migration="keep"),
                           **params)
-            return _in_namespace(namespace, program.run, params, check_mode)
+            return in_namespace(namespace, program.run, params, check_mode)
         run.pin_dir, run.namespace = str(bpffs / "pins"), namespace
         yield run
     finally:
@@ -262,9 +252,9 @@ def test_the_boot_time_restore_sizes_the_maps_as_recorded(sized, firewall):
     them, and a restore of the program still attached changes nothing."""
     record = {"interface": INTERFACE, "object": firewall, "mode": "native", "pin_dir": sized.pin_dir,
               "map_sizes": {"xf_limits": 1000}}
-    restored = _in_namespace(sized.namespace, restore.restore_program, record)
+    restored = in_namespace(sized.namespace, restore.restore_program, record)
     assert restored["changed"] and max_entries(restored, "xf_limits") == 1000
-    assert not _in_namespace(sized.namespace, restore.restore_program, record)["changed"]
+    assert not in_namespace(sized.namespace, restore.restore_program, record)["changed"]
 
 
 # bcc's Python bindings are the system interpreter's; the runs and the reads of their maps happen there.
