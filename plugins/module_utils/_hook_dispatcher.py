@@ -289,14 +289,11 @@ def ensure_detached(request, check_mode):
         link_index = ifindex(interface)
         hook, ours = _hook(interface)
         ours = [item for item in ours if item["pin_dir"] == pin_dir]
-        pins = sorted(_hostfs.pinned_names(pin_dir)) if _hostfs.bpffs_mounted() and pin_dir.startswith(
-            _hostfs.PIN_ROOT + "/") else []
+        pins = state.pins_to_remove(dict(_ownership.NOT_ATTACHED), pin_dir)
         changed = bool(ours or pins)
         if changed and not check_mode:
             _remove(link_index, [item["prog_id"] for item in ours])
-            for name in pins:
-                _hostfs.unpin(pin_dir, name)
-            _hostfs.remove_pin_dir_if_empty(pin_dir)
+            state.remove_pins(pins, pin_dir)
         before = _diff_side(hook, ours)
         if changed and not check_mode:
             hook, ours = _hook(interface)
@@ -306,7 +303,7 @@ def ensure_detached(request, check_mode):
                 if hook else None
             ours = []
         result = _result(changed, interface, before, hook, [item for item in ours if item["pin_dir"] == pin_dir])
-        result["pins_removed"] = [_hostfs.pin_path(pin_dir, name) for name in pins]
+        result["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
         return result
 
 

@@ -82,6 +82,15 @@ def pins_to_remove(described, pin_dir):
     return sorted(pins)
 
 
+def remove_pins(pins, pin_dir):
+    """Removes the (directory, name) pins, then their directories and pin_dir (a program without maps made it
+    and left it empty) where they hold nothing any more."""
+    for directory, name in pins:
+        _hostfs.unpin(directory, name)
+    for directory in set([pin_dir] + [directory for directory, _name in pins]):
+        _hostfs.remove_pin_dir_if_empty(directory)
+
+
 def detach(request, before, take_out, check_mode):
     """What every way of taking the hook does to detach: take_out() removes `before` (described, when attached)
     from its place, then every pin xdpfleet made for it goes."""
@@ -93,10 +102,7 @@ def detach(request, before, take_out, check_mode):
     if changed and not check_mode:
         if before["attached"]:
             take_out()
-        for directory, name in pins:
-            _hostfs.unpin(directory, name)
-        for directory in set([request["pin_dir"]] + [directory for directory, _name in pins]):
-            _hostfs.remove_pin_dir_if_empty(directory)  # the pin_dir too: a program without maps made it empty
+        remove_pins(pins, request["pin_dir"])
     detached = result(changed, interface, before, dict(_ownership.NOT_ATTACHED) if changed else before, {})
     detached["pins_removed"] = [_hostfs.pin_path(directory, name) for directory, name in pins]
     return detached
