@@ -288,14 +288,26 @@ _library = None
 _messages = []
 
 
+def printed(fmt, args):
+    """The text a C library's print callback gets as a format and a va_list."""
+    text = ctypes.create_string_buffer(1024)
+    ctypes.CDLL(None).vsnprintf(text, len(text), fmt, ctypes.c_void_p(args))
+    return text.value.decode("utf-8", "replace")
+
+
+def declare(loaded, signatures):
+    """Sets the result and argument types of a loaded C library's functions: {name: (restype, argtypes)}."""
+    for name, (restype, argtypes) in signatures.items():
+        function = getattr(loaded, name)
+        function.restype, function.argtypes = restype, argtypes
+
+
 @_PRINT_CALLBACK
 def _collect_message(level, fmt, args):
     """Keeps libbpf's warnings and notices for error reports instead of printing them."""
     if level > LIBBPF_INFO:
         return 0
-    text = ctypes.create_string_buffer(1024)
-    ctypes.CDLL(None).vsnprintf(text, len(text), fmt, ctypes.c_void_p(args))
-    _messages.append(text.value.decode("utf-8", "replace").rstrip())
+    _messages.append(printed(fmt, args).rstrip())
     del _messages[:-LOG_TAIL_LINES]
     return 0
 
@@ -308,9 +320,7 @@ def library():
             loaded = ctypes.CDLL(LIBRARY_NAME, use_errno=True)
         except OSError:
             raise LibbpfError(MISSING_LIBRARY_HINT)
-        for name, (restype, argtypes) in _SIGNATURES.items():
-            function = getattr(loaded, name)
-            function.restype, function.argtypes = restype, argtypes
+        declare(loaded, _SIGNATURES)
         loaded.libbpf_set_print(_collect_message)
         _library = loaded
     return _library

@@ -80,9 +80,7 @@ class LibxdpMissing(LibxdpError):
 @_PRINT_CALLBACK
 def _collect_message(_level, fmt, args):
     """Keeps libxdp's messages for error reports instead of letting it print on stderr."""
-    text = ctypes.create_string_buffer(1024)
-    ctypes.CDLL(None).vsnprintf(text, len(text), fmt, ctypes.c_void_p(args))
-    _messages.append(text.value.decode("utf-8", "replace").strip())
+    _messages.append(libbpf.printed(fmt, args).strip())
     del _messages[:-MESSAGE_LINES]
     return 0
 
@@ -101,9 +99,7 @@ def library():
             raise LibxdpMissing("the libxdp.so.1 on this host is older than %s (it has no %s): install libxdp "
                                 ">= %s, whose dispatcher the xdp-tools of current distributions share"
                                 % (MIN_VERSION, MIN_VERSION_SYMBOL, MIN_VERSION))
-        for name, (restype, argtypes) in _SIGNATURES.items():
-            function = getattr(loaded, name)
-            function.restype, function.argtypes = restype, argtypes
+        libbpf.declare(loaded, _SIGNATURES)
         loaded.libxdp_set_print(_collect_message)
         _library = loaded
     return _library
